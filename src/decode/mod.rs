@@ -1,0 +1,328 @@
+//! Decoding: turns a byte stream (gzip or plain, detected from its first bytes) into JSON
+//! values, one audit record at a time, and reports what could not be read.
+//!
+//! Two layouts are recognised from content:
+//! - a CloudTrail delivery file `{"Records":[...]}`: the array is streamed element by element;
+//! - a sequence of JSON values (JSON Lines or concatenated, pretty-printed objects).
+//!
+//! Damage handling: inside a `Records` array, a syntax error ends the file (the records before it
+//! are kept, the rest becomes one dead letter with its byte offset). Between top-level values, a
+//! value that never closes is reported line by line so the following lines are still read.
+
+pub mod scan;
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::ops::ControlFlow;
+
+use flate2::bufread::MultiGzDecoder;
+use scan::{ScanError, Scanner};
+
+/// Limits for decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest single record accepted (bytes of JSON text).
+    pub max_record_bytes: usize,
+    /// How much raw input a dead letter keeps.
+    pub dead_letter_raw_cap: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits { max_record_bytes: 64 << 20, dead_letter_raw_cap: 64 << 10 }
+    }
+}
+
+/// A piece of the input.
+pub enum Piece<'a> {
+    /// One JSON value. `in_records` is true for elements of a CloudTrail `Records` array.
+    Value { bytes: &'a [u8], offset: u64, line: u64, in_records: bool },
+    /// Input that could not be delimited into values.
+    Bad { bytes: &'a [u8], truncated: bool, offset: u64, line: u64, reason: String },
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Wraps a reader in a gzip decoder when its content starts with the gzip magic bytes.
+pub fn open(reader: impl Read + Send + 'static) -> io::Result<Box<dyn Read + Send>> {
+    let mut buffered = BufReader::with_capacity(128 * 1024, reader);
+    let head = buffered.fill_buf()?;
+    if head.starts_with(&GZIP_MAGIC) {
+        Ok(Box::new(MultiGzDecoder::new(buffered)))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+/// True if `head` begins (after whitespace and a BOM) with `{"Records":[`.
+fn is_records_object(head: &[u8]) -> bool {
+    let mut rest = head;
+    let mut expect = |token: &[u8]| -> bool {
+        let trimmed = rest.trim_ascii_start();
+        if let Some(after) = trimmed.strip_prefix(token) {
+            rest = after;
+            true
+        } else {
+            false
+        }
+    };
+    expect(b"{") && expect(b"\"Records\"") && expect(b":") && expect(b"[")
+}
+
+/// Splits `reader` (already decompressed) into pieces and hands each to `f`, which may stop
+/// early by returning `ControlFlow::Break`.
+pub fn split<R: Read>(
+    reader: R,
+    limits: DecodeLimits,
+    mut f: impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let mut sc = Scanner::new(reader, limits.max_record_bytes);
+    loop {
+        let next = match sc.peek() {
+            Ok(next) => next,
+            Err(e) => return report(&mut sc, e, "", limits, &mut f),
+        };
+        match next {
+            None => return ControlFlow::Continue(()),
+            Some(b'{') => {
+                let records = match sc.lookahead(4096) {
+                    Ok(head) => is_records_object(head),
+                    Err(e) => return report(&mut sc, e, "", limits, &mut f),
+                };
+                if records {
+                    records_array(&mut sc, limits, &mut f)?;
+                    continue;
+                }
+            }
+            Some(_) => {}
+        }
+        match sc.next_value() {
+            Ok(Some(span)) => {
+                let (offset, line) = (sc.offset(span.start), sc.line(span.start));
+                f(Piece::Value { bytes: sc.bytes(span), offset, line, in_records: false })?;
+            }
+            Ok(None) => return ControlFlow::Continue(()),
+            Err(ScanError::Unterminated { start } | ScanError::TooLarge { start }) => {
+                // Resynchronise on the next line: report the first line of the broken value.
+                let reason = if sc.buffered_end() - start > limits.max_record_bytes {
+                    format!("value larger than {} bytes", limits.max_record_bytes)
+                } else {
+                    "JSON value is not closed (truncated line or unbalanced brackets)".to_string()
+                };
+                let stop = sc.newline_after(start).unwrap_or(sc.buffered_end());
+                let (offset, line) = (sc.offset(start), sc.line(start));
+                let bytes = sc.bytes(start..stop.min(start + limits.dead_letter_raw_cap));
+                let truncated = stop - start > limits.dead_letter_raw_cap;
+                f(Piece::Bad { bytes, truncated, offset, line, reason })?;
+                sc.set_position(stop + 1);
+            }
+            Err(e) => return report(&mut sc, e, "", limits, &mut f),
+        }
+    }
+}
+
+/// Streams the elements of a `{"Records":[...]}` object, then skips any other members.
+fn records_array<R: Read>(
+    sc: &mut Scanner<R>,
+    limits: DecodeLimits,
+    f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    // Consume `{ "Records" : [` — the lookahead already proved it is there.
+    for token in [&b"{"[..], b"\"Records\"", b":", b"["] {
+        if let Err(e) = sc.peek() {
+            return report(sc, e, "", limits, f);
+        }
+        sc.consume(token.len());
+    }
+    let mut count = 0u64;
+    loop {
+        let next = match sc.peek() {
+            Ok(n) => n,
+            Err(e) => return report(sc, e, " inside the Records array", limits, f),
+        };
+        match next {
+            None => {
+                let at = sc.position();
+                let (offset, line) = (sc.offset(at), sc.line(at));
+                let reason = format!("input ends inside the Records array after {count} records (truncated file?)");
+                return f(Piece::Bad { bytes: &[], truncated: false, offset, line, reason });
+            }
+            Some(b']') => {
+                sc.consume(1);
+                break;
+            }
+            Some(b',') if count > 0 => {
+                sc.consume(1);
+                if matches!(sc.peek(), Ok(Some(b']'))) {
+                    continue; // trailing comma: tolerated
+                }
+            }
+            Some(_) if count > 0 => {
+                let at = sc.position();
+                let reason = format!("expected ',' or ']' after record {count} of the Records array");
+                return rest_is_dead(sc, at, reason, limits, f);
+            }
+            Some(_) => {}
+        }
+        match sc.next_value() {
+            Ok(Some(span)) => {
+                count += 1;
+                let (offset, line) = (sc.offset(span.start), sc.line(span.start));
+                f(Piece::Value { bytes: sc.bytes(span), offset, line, in_records: true })?;
+            }
+            Ok(None) => continue,
+            Err(e) => return report(sc, e, " inside the Records array", limits, f),
+        }
+    }
+    // Other members after the array are not records; skip them up to the closing brace.
+    loop {
+        match sc.peek() {
+            Ok(Some(b'}')) => {
+                sc.consume(1);
+                return ControlFlow::Continue(());
+            }
+            Ok(Some(b',' | b':')) => sc.consume(1),
+            Ok(Some(_)) => match sc.next_value() {
+                Ok(_) => {}
+                Err(e) => return report(sc, e, " after the Records array", limits, f),
+            },
+            Ok(None) => return ControlFlow::Continue(()),
+            Err(e) => return report(sc, e, " after the Records array", limits, f),
+        }
+    }
+}
+
+/// Turns a scan error into a dead letter covering the rest of the input; ends the input.
+fn report<R: Read>(
+    sc: &mut Scanner<R>,
+    error: ScanError,
+    context: &str,
+    limits: DecodeLimits,
+    f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let (start, reason) = match error {
+        ScanError::Io { start, error } => (start, read_error_reason(&error)),
+        ScanError::Unterminated { start } => {
+            (start, format!("input ends inside a JSON value{context} (truncated file?)"))
+        }
+        ScanError::TooLarge { start } => {
+            (start, format!("record{context} larger than {} bytes", limits.max_record_bytes))
+        }
+    };
+    rest_is_dead(sc, start, reason, limits, f)?;
+    ControlFlow::Break(())
+}
+
+fn rest_is_dead<R: Read>(
+    sc: &mut Scanner<R>,
+    start: usize,
+    reason: String,
+    limits: DecodeLimits,
+    f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let (offset, line) = (sc.offset(start), sc.line(start));
+    let (bytes, truncated) = sc.rest(start, limits.dead_letter_raw_cap);
+    f(Piece::Bad { bytes: &bytes, truncated, offset, line, reason })?;
+    ControlFlow::Break(())
+}
+
+fn read_error_reason(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            format!("compressed input ends early (truncated gzip): {error}")
+        }
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
+            format!("corrupt compressed input: {error}")
+        }
+        _ => format!("read failed: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(input: &[u8]) -> Vec<(bool, String, u64)> {
+        let mut out = Vec::new();
+        let _ = split(input, DecodeLimits::default(), |p| {
+            match p {
+                Piece::Value { bytes, offset, in_records, .. } => {
+                    out.push((in_records, String::from_utf8_lossy(bytes).into_owned(), offset))
+                }
+                Piece::Bad { reason, offset, .. } => out.push((false, format!("BAD {reason}"), offset)),
+            }
+            ControlFlow::Continue(())
+        });
+        out
+    }
+
+    #[test]
+    fn streams_records_array() {
+        let got = pieces(b" {\"Records\" : [ {\"a\":1} , {\"b\":[2]} ]}\n{\"c\":3}");
+        assert_eq!(
+            got,
+            vec![
+                (true, "{\"a\":1}".to_string(), 15),
+                (true, "{\"b\":[2]}".to_string(), 25),
+                (false, "{\"c\":3}".to_string(), 38),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_comma_ends_the_file_with_one_dead_letter() {
+        let got = pieces(b"{\"Records\":[{\"a\":1}{\"b\":2},{\"c\":3}]}");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1, "{\"a\":1}");
+        assert!(got[1].1.starts_with("BAD expected ',' or ']' after record 1"), "{}", got[1].1);
+        assert_eq!(got[1].2, 19);
+    }
+
+    #[test]
+    fn broken_line_does_not_swallow_the_next() {
+        let got = pieces(b"{\"a\":1}\n{\"b\":\n{\"c\":3}\n");
+        // The unclosed value consumes to the end of input, so its first line is reported and
+        // scanning resumes on the next line.
+        assert_eq!(got[0].1, "{\"a\":1}");
+        assert!(got[1].1.starts_with("BAD JSON value is not closed"));
+        assert_eq!(got[2].1, "{\"c\":3}");
+    }
+
+    #[test]
+    fn truncated_gzip_keeps_what_was_read() {
+        use std::io::Write;
+        let mut records = String::from("{\"Records\":[");
+        for i in 0..2000 {
+            records.push_str(&format!("{{\"eventID\":\"{i}\",\"pad\":\"{}\"}},", i * 7919));
+        }
+        records.push_str("{\"eventID\":\"last\"}]}");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(records.as_bytes()).expect("gzip");
+        let full = gz.finish().expect("gzip");
+        let cut = &full[..full.len() / 2];
+        let reader = open(std::io::Cursor::new(cut.to_vec())).expect("open");
+        let got = pieces_from(reader);
+        let good = got.iter().filter(|p| !p.1.starts_with("BAD")).count();
+        assert!(good > 100 && good < 2001, "kept {good}");
+        let bad: Vec<_> = got.iter().filter(|p| p.1.starts_with("BAD")).collect();
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].1.contains("truncated gzip"), "{}", bad[0].1);
+    }
+
+    fn pieces_from(reader: impl Read) -> Vec<(bool, String, u64)> {
+        let mut buf = Vec::new();
+        let mut r = reader;
+        let mut out = Vec::new();
+        // Read through split directly (not via a Vec) so the error surfaces mid-stream.
+        let _ = split(&mut r, DecodeLimits::default(), |p| {
+            match p {
+                Piece::Value { bytes, offset, in_records, .. } => {
+                    out.push((in_records, String::from_utf8_lossy(bytes).into_owned(), offset))
+                }
+                Piece::Bad { reason, offset, .. } => out.push((false, format!("BAD {reason}"), offset)),
+            }
+            ControlFlow::Continue(())
+        });
+        buf.clear();
+        out
+    }
+}

@@ -1,0 +1,251 @@
+//! The `auditlake` command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use auditlake::config::{PipelineConfig, SourceConfig};
+use auditlake::decode::DecodeLimits;
+use auditlake::normalize::{NormalizeConfig, Normalizer};
+use auditlake::pipeline::{Batcher, DecodeContext, FlushPolicy, Stats};
+use auditlake::sink::lake::LocalLake;
+use auditlake::sink::parquet::ParquetOptions;
+use auditlake::sources::files::{self, FilesError};
+use auditlake::schema;
+
+#[derive(Parser)]
+#[command(name = "auditlake", version, about = "Multi-cloud audit logs into an analytics-ready CIEM Parquet lake")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read recorded log files (files, directory trees, or - for stdin) into the lake.
+    Replay {
+        /// Files or directories to read; `-` reads stdin.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Lake directory.
+        #[arg(long, default_value = "./lake")]
+        out: PathBuf,
+        /// Decoding threads (default: the number of CPUs).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Exit with status 3 if any input went to the dead-letter output.
+        #[arg(long)]
+        fail_on_dead_letter: bool,
+        /// UTC offset assumed for zoneless Tencent times.
+        #[arg(long, default_value = "+08:00")]
+        tencent_zoneless_time_offset: String,
+        /// Rows per batch (one Parquet file per partition per batch).
+        #[arg(long, default_value_t = FlushPolicy::default().max_rows)]
+        max_rows: usize,
+    },
+    /// Print the CIEM event schema (JSON, or the Markdown document with --markdown).
+    Schema {
+        #[arg(long)]
+        markdown: bool,
+        /// Print the dead-letter schema instead.
+        #[arg(long)]
+        dead_letters: bool,
+    },
+    /// Run the daemon. Without --config: watch ./inbox and write ./lake.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Exit statuses: 0 done (dead letters are reported, not failures), 1 runtime failure (e.g.
+/// output could not be written), 2 usage or configuration error, 3 dead letters with
+/// --fail-on-dead-letter.
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_DEAD_LETTERS: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Run { .. }));
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let usage = e.chain().any(|c| {
+                c.downcast_ref::<auditlake::config::ConfigError>().is_some()
+                    || matches!(c.downcast_ref::<FilesError>(), Some(FilesError::Missing { .. }))
+                    || c.downcast_ref::<UsageError>().is_some()
+            });
+            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_RUNTIME })
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Schema { markdown, dead_letters } => {
+            let spec = if dead_letters { schema::dead_letters() } else { schema::ciem() };
+            if markdown {
+                print!("{}", spec.to_markdown());
+            } else if dead_letters {
+                print!("{}", schema::DEAD_LETTER_SCHEMA_JSON);
+            } else {
+                print!("{}", schema::CIEM_SCHEMA_JSON);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { paths, out, threads, fail_on_dead_letter, tencent_zoneless_time_offset, max_rows } => {
+            let normalize = NormalizeConfig { tencent_zoneless_time_offset };
+            let flush = FlushPolicy { max_rows: max_rows.max(1), ..FlushPolicy::default() };
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let stats = replay(&paths, &out, threads, &normalize, flush)?;
+            Ok(if fail_on_dead_letter && stats.dead_letters > 0 {
+                ExitCode::from(EXIT_DEAD_LETTERS)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Run { config } => {
+            let cfg = match &config {
+                Some(path) => PipelineConfig::load(path)?,
+                None => PipelineConfig::default_inbox(),
+            };
+            run(cfg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn decode_context(normalize: &NormalizeConfig, pipeline: &str) -> Result<DecodeContext> {
+    let normalizer = Normalizer::new(normalize).map_err(UsageError)?;
+    Ok(DecodeContext { normalizer, limits: DecodeLimits::default(), pipeline: Arc::from(pipeline) })
+}
+
+fn replay(paths: &[PathBuf], out: &std::path::Path, threads: usize, normalize: &NormalizeConfig, flush: FlushPolicy) -> Result<Stats> {
+    let ctx = decode_context(normalize, "replay")?;
+    let lake = LocalLake::open(out, ParquetOptions::default()).with_context(|| format!("cannot open the lake at {}", out.display()))?;
+    let spool = tempfile::tempdir().context("cannot create a temporary directory for stdin")?;
+    let inputs = files::expand(paths, Some(out), spool.path())?;
+    let mut batcher = Batcher::new(lake, flush);
+    let started = Instant::now();
+    let progress = Progress::new(inputs.len() as u64);
+    files::replay(&inputs, &mut batcher, &ctx, threads, &mut |b| progress.update(&b.stats, started))?;
+    batcher.flush()?;
+    progress.finish();
+    let s = &batcher.stats;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "replay summary: {} files ({} already in the lake, skipped), {} events written, {} duplicates dropped, \
+         {} digest records skipped, {} dead letters, {} Parquet files committed, {:.2} s ({:.0} events/s)",
+        s.units,
+        s.units_already_in_lake,
+        s.events_written,
+        s.duplicates_dropped,
+        s.digests_skipped,
+        s.dead_letters,
+        s.files_committed,
+        secs,
+        s.events_written as f64 / secs.max(1e-9)
+    );
+    if s.dead_letters > 0 {
+        println!("dead letters are in {}/dead_letters/ (reason, source, byte offset, raw text)", out.display());
+    }
+    Ok(batcher.stats.clone())
+}
+
+/// A progress bar on a terminal, plain lines every 10 s otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: std::cell::Cell<Instant>,
+    total: u64,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files {msg}") {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Progress { bar, last_line: std::cell::Cell::new(Instant::now()), total }
+    }
+
+    fn update(&self, s: &Stats, started: Instant) {
+        let rate = s.events_written as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(s.units);
+                bar.set_message(format!("{} events committed, {rate:.0} events/s", s.events_written));
+            }
+            None if self.last_line.get().elapsed().as_secs() >= 10 => {
+                self.last_line.set(Instant::now());
+                eprintln!("progress: {}/{} files, {} events committed, {rate:.0} events/s", s.units, self.total, s.events_written);
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn run(cfg: PipelineConfig) -> Result<()> {
+    let ctx = decode_context(&cfg.normalize, &cfg.name)?;
+    let lake = LocalLake::open(&cfg.sink.path, cfg.sink.parquet())
+        .with_context(|| format!("cannot open the lake at {}", cfg.sink.path.display()))?;
+    let mut batcher = Batcher::new(lake, cfg.flush);
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let signal_stop = stop.clone();
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            tracing::info!("shutdown requested: finishing the current file and committing");
+            signal_stop.store(true, Ordering::SeqCst);
+        });
+    });
+    match &cfg.source {
+        SourceConfig::Files(inbox) => files::watch(inbox, &mut batcher, &ctx, &stop)?,
+    }
+    let s = &batcher.stats;
+    tracing::info!(files = s.units, events = s.events_written, dead_letters = s.dead_letters, "stopped");
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! Tencent Cloud CloudAudit event → CIEM row. Accepts every shape in REFERENCE §2 and the CLS
+//! Kafka-consumption variants: CLS meta fields (`__SOURCE__`, `__TIMESTAMP__`, ...), `__TAG__`
+//! nested or flattened as `__TAG__.key`, and nested values as objects or JSON-encoded strings.
+
+use serde_json::{Map, Value};
+
+use super::{Outcome, Stamp, action, activity_id, epoch_number_to_ms, ip_or_domain, parse_time_ms, service_of};
+use crate::event::{CLASS_API_ACTIVITY, CiemEvent, Provider, Resource};
+
+/// Keys whose values are secrets and are never written to the lake.
+const SECRET_KEYS: &[&str] = &["token", "securitytoken", "x-tc-token", "secretkey", "password", "sessiontoken"];
+
+fn is_secret_key(k: &str) -> bool {
+    SECRET_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s))
+}
+
+/// Replaces secret values (session tokens, passwords) anywhere in the value.
+fn redact(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if is_secret_key(k) && !val.is_null() {
+                    *val = Value::String("***".into());
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// A nested value that may have been logged as JSON text (JsonType=2): decoded when it is.
+fn decoded(v: Option<Value>) -> Option<Value> {
+    match v {
+        Some(Value::String(s)) => {
+            let t = s.trim_start();
+            if t.starts_with('{') || t.starts_with('[') {
+                serde_json::from_str(&s).ok().or(Some(Value::String(s)))
+            } else if s.is_empty() {
+                None
+            } else {
+                Some(Value::String(s))
+            }
+        }
+        Some(Value::Null) | None => None,
+        other => other,
+    }
+}
+
+/// A scalar as text (numbers in their JSON spelling); empty and non-scalars are None.
+fn scalar(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// `0`, `"0"` and empty mean "no error" in CloudAudit.
+fn error_code(v: Option<&Value>) -> Option<String> {
+    scalar(v).filter(|s| s != "0")
+}
+
+fn json_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => Value::String(s.clone()).to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64, zoneless_offset_secs: i64) -> Outcome {
+    let mut map: Map<String, Value> = match serde_json::from_slice(bytes) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Outcome::Rejected("record is not a JSON object".to_string()),
+        Err(e) => return Outcome::Rejected(format!("invalid CloudAudit event: {e}")),
+    };
+
+    // CLS meta fields and tags.
+    let mut cls = Map::new();
+    let mut tags = Map::new();
+    let keys: Vec<String> = map.keys().filter(|k| k.starts_with("__")).cloned().collect();
+    for key in keys {
+        let Some(value) = map.remove(&key) else { continue };
+        if key == "__TAG__" {
+            if let Some(Value::Object(t)) = decoded(Some(value)) {
+                tags.extend(t);
+            }
+        } else if let Some(tag) = key.strip_prefix("__TAG__.") {
+            tags.insert(tag.to_string(), value);
+        } else {
+            cls.insert(key.trim_matches('_').to_ascii_lowercase(), value);
+        }
+    }
+    if !tags.is_empty() {
+        cls.insert("tags".to_string(), Value::Object(tags));
+    }
+
+    let Some(event_id) = scalar(map.get("eventID")) else {
+        return Outcome::Rejected("CloudAudit event has no eventID".to_string());
+    };
+    let time = match map.get("eventTime") {
+        Some(Value::Number(n)) => n.as_f64().and_then(epoch_number_to_ms),
+        Some(Value::String(s)) => match s.trim().parse::<f64>() {
+            Ok(n) => epoch_number_to_ms(n),
+            Err(_) => parse_time_ms(s, zoneless_offset_secs),
+        },
+        _ => None,
+    };
+    // Without eventTime, CLS's own log time is the next best thing.
+    let time = time.or_else(|| match cls.get("timestamp") {
+        Some(Value::Number(n)) => n.as_f64().and_then(epoch_number_to_ms),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok().and_then(epoch_number_to_ms),
+        _ => None,
+    });
+    let Some(time_ms) = time else {
+        return Outcome::Rejected(match map.get("eventTime") {
+            Some(t) => format!("CloudAudit event has an unreadable eventTime {t}"),
+            None => "CloudAudit event has no eventTime".to_string(),
+        });
+    };
+
+    let identity = match decoded(map.remove("userIdentity")) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let session = match decoded(identity.get("sessionContext").cloned()) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+
+    let operation = scalar(map.get("eventName"));
+    let event_source = scalar(map.get("eventSource"));
+    let service = event_source.as_deref().and_then(service_of).map(str::to_owned);
+    let read_only = scalar(map.get("actionType")).map(|a| a.eq_ignore_ascii_case("read"));
+    let error = error_code(map.get("errorCode")).or_else(|| error_code(map.get("apiErrorCode")));
+    let message = if error.is_some() {
+        scalar(map.get("errorMessage")).or_else(|| scalar(map.get("apiErrorMessage")))
+    } else {
+        None
+    };
+
+    let secret_id = scalar(identity.get("secretId"));
+    let has_token = scalar(session.get("token")).is_some();
+    let credential_kind = match (has_token, &secret_id) {
+        (true, _) => Some("temporary"),
+        (false, Some(_)) => Some("long_term"),
+        _ => None,
+    };
+    let account = scalar(identity.get("accountId")).or_else(|| scalar(session.get("ownerUin")));
+    let mfa = scalar(session.get("mfa")).and_then(|m| super::loose::parse_flag(&m));
+    let (src_ip, src_domain) = ip_or_domain(scalar(map.get("sourceIPAddress")));
+
+    let resource_type = scalar(map.get("resourceType"));
+    let mut resources: Vec<Resource> = Vec::new();
+    let mut push = |uid: Option<String>, name: Option<String>| {
+        let uid = uid.filter(|u| u != "*");
+        if (uid.is_some() || name.is_some()) && !resources.iter().any(|r| r.uid == uid && r.name == name) {
+            resources.push(Resource { uid, kind: resource_type.clone(), name, account_uid: account.clone() });
+        }
+    };
+    for key in ["resources", "resourceSet"] {
+        match decoded(map.get(key).cloned()) {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    match item {
+                        Value::Object(o) => push(
+                            scalar(o.get("resourceId").or(o.get("ResourceId")).or(o.get("id"))),
+                            scalar(o.get("resourceName").or(o.get("ResourceName")).or(o.get("name"))),
+                        ),
+                        other => push(scalar(Some(&other)), None),
+                    }
+                }
+            }
+            Some(other) => push(scalar(Some(&other)), None),
+            None => {}
+        }
+    }
+    if let Some(names) = scalar(map.get("resourceName")) {
+        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            push(Some(name.to_string()), None);
+        }
+    }
+
+    let body = |map: &mut Map<String, Value>, key: &str| {
+        decoded(map.remove(key)).map(|mut v| {
+            redact(&mut v);
+            json_text(&v)
+        })
+    };
+    let request_data = body(&mut map, "requestParameters");
+    let response_data = body(&mut map, "responseElements");
+
+    let mut extra = Map::new();
+    for key in ["sensitiveAction", "httpMethod", "eventPlatform", "resourceType", "apiErrorCode", "apiErrorMessage"] {
+        if let Some(v) = map.get(key).filter(|v| scalar(Some(v)).is_some()) {
+            extra.insert(key.to_string(), v.clone());
+        }
+    }
+    if let Some(t) = decoded(map.get("tags").cloned()) {
+        let empty = matches!(&t, Value::Array(a) if a.iter().all(|v| scalar(Some(v)).is_none()));
+        if !empty {
+            extra.insert("tags".to_string(), t);
+        }
+    }
+    if !cls.is_empty() {
+        extra.insert("cls".to_string(), Value::Object(cls));
+    }
+
+    Outcome::Event(Box::new(CiemEvent {
+        time_ms,
+        class_uid: CLASS_API_ACTIVITY,
+        category_uid: 6,
+        activity_id: activity_id(operation.as_deref().unwrap_or(""), read_only),
+        status_id: if error.is_some() { 2 } else { 1 },
+        cloud_provider: Provider::Tencent,
+        cloud_account_uid: account.clone(),
+        cloud_region: scalar(map.get("eventRegion")),
+        action: action(service.as_deref(), operation.as_deref()),
+        api_service_name: event_source,
+        service,
+        api_operation: operation,
+        api_version: scalar(map.get("apiVersion")),
+        is_read_only: read_only,
+        api_response_error: error,
+        api_response_message: message,
+        actor_user_type: scalar(identity.get("type")),
+        actor_user_uid: scalar(identity.get("principalId")),
+        actor_user_uid_alt: scalar(session.get("uin")),
+        actor_user_name: scalar(identity.get("userName")),
+        actor_user_account_uid: account,
+        actor_credential_uid: secret_id,
+        actor_credential_kind: credential_kind,
+        actor_session_issuer: scalar(session.get("roleArn")),
+        actor_session_is_mfa: mfa,
+        actor_session_created_time_ms: None,
+        actor_invoked_by: None,
+        src_endpoint_ip: src_ip,
+        src_endpoint_domain: src_domain,
+        http_user_agent: scalar(map.get("userAgent")),
+        api_request_uid: scalar(map.get("requestID")),
+        metadata_uid: event_id,
+        metadata_event_type: scalar(map.get("eventType")),
+        metadata_product_version: scalar(map.get("eventVersion")),
+        resources,
+        request_data,
+        response_data,
+        additional_data: if extra.is_empty() { None } else { Some(Value::Object(extra).to_string()) },
+        ingest_time_ms: stamp.ingest_time_ms,
+        origin: stamp.origin(position),
+    }))
+}

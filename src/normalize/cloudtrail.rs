@@ -1,0 +1,311 @@
+//! AWS CloudTrail record → CIEM row. Field mapping follows AWS Security Lake's OCSF mapping
+//! (see `schemas/ciem_events.md`, column "AWS CloudTrail").
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::loose::{LooseBool, LooseStr, text};
+use super::{Outcome, Stamp, action, activity_id, ip_or_domain, parse_time_ms, service_of};
+use crate::event::{CLASS_API_ACTIVITY, CLASS_AUTHENTICATION, CiemEvent, Provider, Resource};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record<'a> {
+    #[serde(borrow)]
+    event_version: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    user_identity: Option<Identity<'a>>,
+    #[serde(borrow)]
+    event_time: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    event_source: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    event_name: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    aws_region: Option<LooseStr<'a>>,
+    #[serde(rename = "sourceIPAddress", borrow)]
+    source_ip_address: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    user_agent: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    error_code: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    error_message: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    request_parameters: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response_elements: Option<&'a RawValue>,
+    #[serde(borrow)]
+    additional_event_data: Option<&'a RawValue>,
+    #[serde(rename = "requestID", borrow)]
+    request_id: Option<LooseStr<'a>>,
+    #[serde(rename = "eventID", borrow)]
+    event_id: Option<LooseStr<'a>>,
+    read_only: Option<LooseBool>,
+    #[serde(borrow)]
+    resources: Option<Vec<ResourceRef<'a>>>,
+    #[serde(borrow)]
+    event_type: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    api_version: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    recipient_account_id: Option<LooseStr<'a>>,
+    // Kept together in additional_data.
+    #[serde(rename = "sharedEventID", borrow)]
+    shared_event_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    vpc_endpoint_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tls_details: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_category: Option<&'a RawValue>,
+    #[serde(borrow)]
+    management_event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    session_credential_from_console: Option<&'a RawValue>,
+    #[serde(borrow)]
+    insight_details: Option<&'a RawValue>,
+    #[serde(borrow)]
+    service_event_details: Option<&'a RawValue>,
+    #[serde(borrow)]
+    edge_device_details: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Identity<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    principal_id: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    arn: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    account_id: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    access_key_id: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    user_name: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    invoked_by: Option<LooseStr<'a>>,
+    #[serde(borrow)]
+    session_context: Option<SessionContext<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SessionContext<'a> {
+    #[serde(borrow)]
+    attributes: Option<Attributes<'a>>,
+    #[serde(borrow)]
+    session_issuer: Option<Issuer<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Attributes<'a> {
+    mfa_authenticated: Option<LooseBool>,
+    #[serde(borrow)]
+    creation_date: Option<LooseStr<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Issuer<'a> {
+    #[serde(borrow)]
+    arn: Option<LooseStr<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ResourceRef<'a> {
+    #[serde(rename = "ARN", alias = "arn", borrow)]
+    arn: Option<LooseStr<'a>>,
+    #[serde(rename = "accountId", borrow)]
+    account_id: Option<LooseStr<'a>>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<LooseStr<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ConsoleLoginResponse<'a> {
+    #[serde(borrow)]
+    console_login: Option<LooseStr<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ConsoleLoginExtra<'a> {
+    #[serde(rename = "MFAUsed", borrow)]
+    mfa_used: Option<LooseStr<'a>>,
+}
+
+fn raw_text(v: Option<&RawValue>) -> Option<String> {
+    v.map(RawValue::get).filter(|s| *s != "null").map(str::to_owned)
+}
+
+pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64) -> Outcome {
+    let r: Record = match serde_json::from_slice(bytes) {
+        Ok(r) => r,
+        Err(e) if e.is_data() && bytes.trim_ascii_start().first() != Some(&b'{') => {
+            return Outcome::Rejected("record is not a JSON object".to_string());
+        }
+        Err(e) => return Outcome::Rejected(format!("invalid CloudTrail record: {e}")),
+    };
+    let Some(event_id) = text(&r.event_id) else {
+        return Outcome::Rejected("CloudTrail record has no eventID".to_string());
+    };
+    let Some(time_ms) = r.event_time.as_ref().and_then(|t| parse_time_ms(&t.0, 0)) else {
+        return Outcome::Rejected(match &r.event_time {
+            Some(t) => format!("CloudTrail record has an unreadable eventTime {:?}", t.0),
+            None => "CloudTrail record has no eventTime".to_string(),
+        });
+    };
+
+    let identity = r.user_identity.unwrap_or_default();
+    let session = identity.session_context.unwrap_or_default();
+    let attributes = session.attributes.unwrap_or_default();
+    let operation = text(&r.event_name);
+    let event_source = text(&r.event_source);
+    let service = event_source.as_deref().and_then(service_of).map(str::to_owned);
+    let read_only = r.read_only.and_then(|b| b.0);
+    let error = text(&r.error_code);
+
+    let is_console_login = operation.as_deref() == Some("ConsoleLogin");
+    let (class_uid, category_uid, activity, failed) = if is_console_login {
+        let outcome = r
+            .response_elements
+            .and_then(|raw| serde_json::from_str::<ConsoleLoginResponse>(raw.get()).ok())
+            .and_then(|resp| text(&resp.console_login));
+        let failed = error.is_some() || outcome.as_deref() == Some("Failure");
+        (CLASS_AUTHENTICATION, 3, 1, failed)
+    } else {
+        let activity = activity_id(operation.as_deref().unwrap_or(""), read_only);
+        (CLASS_API_ACTIVITY, 6, activity, error.is_some())
+    };
+
+    let mut mfa = attributes.mfa_authenticated.and_then(|b| b.0);
+    if is_console_login {
+        let used = r
+            .additional_event_data
+            .and_then(|raw| serde_json::from_str::<ConsoleLoginExtra>(raw.get()).ok())
+            .and_then(|extra| text(&extra.mfa_used))
+            .and_then(|s| super::loose::parse_flag(&s));
+        mfa = used.or(mfa);
+    }
+
+    let kind = text(&identity.kind);
+    let access_key = text(&identity.access_key_id);
+    let credential_kind = match (access_key.as_deref(), kind.as_deref()) {
+        (Some(k), _) if k.starts_with("ASIA") => Some("temporary"),
+        (Some(k), _) if k.starts_with("AKIA") => Some("long_term"),
+        (_, Some("AssumedRole" | "FederatedUser" | "WebIdentityUser" | "SAMLUser")) => Some("temporary"),
+        (Some(_), _) => Some("long_term"),
+        _ => None,
+    };
+    let arn = text(&identity.arn);
+    let invoked_by = text(&identity.invoked_by);
+    let user_uid = arn.clone().or_else(|| {
+        matches!(kind.as_deref(), Some("AWSService")).then(|| invoked_by.clone()).flatten()
+    });
+    // An assumed role's "user" is its session name, the last segment of the ARN.
+    let user_name = text(&identity.user_name).or_else(|| {
+        matches!(kind.as_deref(), Some("AssumedRole"))
+            .then(|| arn.as_deref().and_then(|a| a.rsplit('/').next()).map(str::to_owned))
+            .flatten()
+    });
+    let identity_account = text(&identity.account_id);
+    let (src_ip, src_domain) = ip_or_domain(text(&r.source_ip_address));
+
+    let resources = r
+        .resources
+        .unwrap_or_default()
+        .into_iter()
+        .map(|res| Resource {
+            uid: text(&res.arn),
+            kind: text(&res.kind),
+            name: None,
+            account_uid: text(&res.account_id),
+        })
+        .collect();
+
+    let extras = [
+        ("additionalEventData", r.additional_event_data),
+        ("insightDetails", r.insight_details),
+        ("serviceEventDetails", r.service_event_details),
+        ("sharedEventID", r.shared_event_id),
+        ("vpcEndpointId", r.vpc_endpoint_id),
+        ("tlsDetails", r.tls_details),
+        ("eventCategory", r.event_category),
+        ("managementEvent", r.management_event),
+        ("sessionCredentialFromConsole", r.session_credential_from_console),
+        ("edgeDeviceDetails", r.edge_device_details),
+    ];
+    let additional_data = join_raw_object(&extras);
+
+    Outcome::Event(Box::new(CiemEvent {
+        time_ms,
+        class_uid,
+        category_uid,
+        activity_id: activity,
+        status_id: if failed { 2 } else { 1 },
+        cloud_provider: Provider::Aws,
+        cloud_account_uid: text(&r.recipient_account_id).or_else(|| identity_account.clone()),
+        cloud_region: text(&r.aws_region),
+        action: action(service.as_deref(), operation.as_deref()),
+        api_service_name: event_source,
+        service,
+        api_operation: operation,
+        api_version: text(&r.api_version),
+        is_read_only: read_only,
+        api_response_error: error,
+        api_response_message: text(&r.error_message),
+        actor_user_type: kind,
+        actor_user_uid: user_uid,
+        actor_user_uid_alt: text(&identity.principal_id),
+        actor_user_name: user_name,
+        actor_user_account_uid: identity_account,
+        actor_credential_uid: access_key,
+        actor_credential_kind: credential_kind,
+        actor_session_issuer: session.session_issuer.and_then(|i| text(&i.arn)),
+        actor_session_is_mfa: mfa,
+        actor_session_created_time_ms: attributes.creation_date.and_then(|d| parse_time_ms(&d.0, 0)),
+        actor_invoked_by: invoked_by,
+        src_endpoint_ip: src_ip,
+        src_endpoint_domain: src_domain,
+        http_user_agent: text(&r.user_agent),
+        api_request_uid: text(&r.request_id),
+        metadata_uid: event_id,
+        metadata_event_type: text(&r.event_type),
+        metadata_product_version: text(&r.event_version),
+        resources,
+        request_data: raw_text(r.request_parameters),
+        response_data: raw_text(r.response_elements),
+        additional_data,
+        ingest_time_ms: stamp.ingest_time_ms,
+        origin: stamp.origin(position),
+    }))
+}
+
+/// `{"k1":<raw1>,...}` from the present, non-null raw values, without re-serialising them.
+pub(crate) fn join_raw_object(parts: &[(&str, Option<&RawValue>)]) -> Option<String> {
+    let present: Vec<_> = parts
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v.get())).filter(|(_, v)| *v != "null"))
+        .collect();
+    if present.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(2 + present.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>());
+    out.push('{');
+    for (i, (k, v)) in present.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":");
+        out.push_str(v);
+    }
+    out.push('}');
+    Some(out)
+}

@@ -1,0 +1,323 @@
+//! The stages between a source and the lake: decoding one input unit into positioned items,
+//! and the [`Batcher`], which deduplicates, applies the flush policy, and commits batches
+//! together with the input segments they cover.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::decode::{self, DecodeLimits, Piece};
+use crate::event::{CiemEvent, DeadLetter};
+use crate::normalize::{Normalizer, Outcome, Stamp};
+use crate::sink::SinkError;
+use crate::sink::journal::{Segment, UnitState};
+use crate::sink::lake::{CommittedFile, LocalLake, PendingBatch};
+
+/// When a batch is written: whichever limit is reached first.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlushPolicy {
+    /// Rows per batch (one Parquet file per partition per batch).
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Estimated in-memory size of a batch, in MiB; bounds memory use.
+    #[serde(default = "default_max_mib")]
+    pub max_mib: usize,
+    /// Longest time rows wait before being written, in seconds (daemon mode; replays flush by
+    /// size only, so the same input always yields the same files).
+    #[serde(default = "default_max_age_secs")]
+    pub max_age_secs: u64,
+}
+
+fn default_max_rows() -> usize {
+    100_000
+}
+fn default_max_mib() -> usize {
+    64
+}
+fn default_max_age_secs() -> u64 {
+    60
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        FlushPolicy { max_rows: default_max_rows(), max_mib: default_max_mib(), max_age_secs: default_max_age_secs() }
+    }
+}
+
+/// One decoded input item; each takes one position in its unit.
+#[derive(Debug)]
+pub enum Item {
+    Event(Box<CiemEvent>),
+    Digest,
+    Dead(DeadLetter),
+}
+
+pub const ITEMS_PER_CHUNK: usize = 1024;
+
+/// Everything needed to decode a unit.
+#[derive(Debug, Clone)]
+pub struct DecodeContext {
+    pub normalizer: Normalizer,
+    pub limits: DecodeLimits,
+    pub pipeline: Arc<str>,
+}
+
+/// Decodes a unit's byte stream (gzip or plain) and hands positioned items to `emit` in
+/// chunks. Stops when `emit` breaks.
+pub fn decode_unit(
+    reader: impl Read + Send + 'static,
+    ctx: &DecodeContext,
+    stamp: &Stamp,
+    emit: &mut dyn FnMut(Vec<(i64, Item)>) -> ControlFlow<()>,
+) {
+    let mut chunk: Vec<(i64, Item)> = Vec::with_capacity(ITEMS_PER_CHUNK);
+    let mut position = 0i64;
+    let dead = |reason: String, raw: &[u8], truncated: bool, offset: u64, line: u64, position: i64| {
+        let mut d = DeadLetter::new(
+            ctx.pipeline.clone(),
+            stamp.origin(position),
+            reason,
+            raw,
+            ctx.limits.dead_letter_raw_cap,
+            stamp.ingest_time_ms,
+        )
+        .at(offset, line);
+        d.raw_truncated |= truncated;
+        d
+    };
+    let reader = match decode::open(reader) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = emit(vec![(0, Item::Dead(dead(format!("cannot read input: {e}"), &[], false, 0, 1, 0)))]);
+            return;
+        }
+    };
+    // `split` also breaks when the input is damaged beyond repair; only a break from `emit`
+    // means the consumer wants no more.
+    let mut consumer_stopped = false;
+    let _ = decode::split(reader, ctx.limits, |piece| {
+        match piece {
+            Piece::Value { bytes, offset, line, in_records } => {
+                ctx.normalizer.value(bytes, in_records, stamp, &mut position, &mut |outcome, pos| {
+                    let item = match outcome {
+                        Outcome::Event(e) => Item::Event(e),
+                        Outcome::Digest => Item::Digest,
+                        Outcome::Rejected(reason) => Item::Dead(dead(reason, bytes, false, offset, line, pos)),
+                    };
+                    chunk.push((pos, item));
+                });
+            }
+            Piece::Bad { bytes, truncated, offset, line, reason } => {
+                chunk.push((position, Item::Dead(dead(reason, bytes, truncated, offset, line, position))));
+                position += 1;
+            }
+        }
+        if chunk.len() >= ITEMS_PER_CHUNK {
+            let flow = emit(std::mem::replace(&mut chunk, Vec::with_capacity(ITEMS_PER_CHUNK)));
+            consumer_stopped = flow.is_break();
+            flow
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    if !consumer_stopped && !chunk.is_empty() {
+        let _ = emit(chunk);
+    }
+}
+
+/// Counters a run reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub units: u64,
+    pub units_already_in_lake: u64,
+    pub events_written: u64,
+    pub duplicates_dropped: u64,
+    pub digests_skipped: u64,
+    pub dead_letters: u64,
+    pub positions_already_in_lake: u64,
+    pub files_committed: u64,
+    pub batches_committed: u64,
+}
+
+/// Remembers (provider, event id) pairs to drop duplicates. Two generations bound memory in a
+/// long-running process: when the current one is full, the older is forgotten.
+struct Dedup {
+    current: HashSet<u128>,
+    previous: HashSet<u128>,
+    capacity: usize,
+}
+
+impl Dedup {
+    fn new(capacity: usize) -> Self {
+        Dedup { current: HashSet::new(), previous: HashSet::new(), capacity }
+    }
+
+    /// True the first time a key is seen.
+    fn first_sighting(&mut self, e: &CiemEvent) -> bool {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(e.cloud_provider.as_str().as_bytes());
+        h.update(&[0]);
+        h.update(e.metadata_uid.as_bytes());
+        let key = h.digest128();
+        if self.previous.contains(&key) || !self.current.insert(key) {
+            return false;
+        }
+        if self.current.len() >= self.capacity {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        true
+    }
+}
+
+struct OpenUnit {
+    id: String,
+    known: Option<UnitState>,
+    /// First position of this unit in the pending batch.
+    from: Option<i64>,
+    /// One past the last position seen.
+    to: i64,
+}
+
+/// What a commit achieved.
+#[derive(Debug, Default)]
+pub struct CommitReport {
+    pub files: Vec<CommittedFile>,
+    /// Units whose every position is now in the lake.
+    pub completed_units: Vec<String>,
+}
+
+pub struct Batcher {
+    lake: LocalLake,
+    policy: FlushPolicy,
+    pending: PendingBatch,
+    pending_bytes: usize,
+    opened_at: Option<Instant>,
+    dedup: Dedup,
+    unit: Option<OpenUnit>,
+    pub stats: Stats,
+}
+
+/// Whether a unit needs reading.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UnitStart {
+    AlreadyInLake,
+    Read,
+}
+
+impl Batcher {
+    pub fn new(lake: LocalLake, policy: FlushPolicy) -> Self {
+        Batcher {
+            lake,
+            policy,
+            pending: PendingBatch::default(),
+            pending_bytes: 0,
+            opened_at: None,
+            dedup: Dedup::new(8_000_000),
+            unit: None,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn lake(&self) -> &LocalLake {
+        &self.lake
+    }
+
+    /// Starts a unit. A unit the journal records as complete is not read again.
+    pub fn begin_unit(&mut self, id: &str) -> UnitStart {
+        self.stats.units += 1;
+        let known = self.lake.unit(id).cloned();
+        if known.as_ref().is_some_and(|k| k.complete) {
+            self.stats.units_already_in_lake += 1;
+            return UnitStart::AlreadyInLake;
+        }
+        self.unit = Some(OpenUnit { id: id.to_string(), known, from: None, to: 0 });
+        UnitStart::Read
+    }
+
+    pub fn push(&mut self, position: i64, item: Item) -> Result<Option<CommitReport>, SinkError> {
+        let Some(unit) = self.unit.as_mut() else {
+            return Err(SinkError::Schema("item pushed outside a unit".to_string()));
+        };
+        unit.from.get_or_insert(position);
+        unit.to = unit.to.max(position + 1);
+        if unit.known.as_ref().is_some_and(|k| k.contains(position)) {
+            self.stats.positions_already_in_lake += 1;
+            return Ok(None);
+        }
+        match item {
+            Item::Event(e) => {
+                if self.dedup.first_sighting(&e) {
+                    self.pending_bytes += e.estimated_bytes();
+                    self.pending.events.push(*e);
+                } else {
+                    self.stats.duplicates_dropped += 1;
+                }
+            }
+            Item::Digest => self.stats.digests_skipped += 1,
+            Item::Dead(d) => {
+                tracing::warn!(source = %d.origin.source, position = d.origin.position, offset = d.byte_offset, reason = %d.reason, "dead letter");
+                self.pending_bytes += d.estimated_bytes();
+                self.pending.dead_letters.push(d);
+            }
+        }
+        self.opened_at.get_or_insert_with(Instant::now);
+        if self.pending.events.len() + self.pending.dead_letters.len() >= self.policy.max_rows
+            || self.pending_bytes >= self.policy.max_mib << 20
+        {
+            return self.flush().map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Ends the current unit: it is complete once the batch holding its end commits.
+    pub fn end_unit(&mut self) {
+        if let Some(unit) = self.unit.take() {
+            let from = unit.from.unwrap_or(unit.to);
+            self.pending.segments.push(Segment { unit: unit.id, from, to: unit.to, complete: true });
+        }
+    }
+
+    /// True when the oldest pending row has waited longer than the policy allows.
+    pub fn is_due(&self) -> bool {
+        self.opened_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(self.policy.max_age_secs))
+    }
+
+    /// Commits everything pending (including the open unit's segment so far).
+    pub fn flush(&mut self) -> Result<CommitReport, SinkError> {
+        if let Some(unit) = self.unit.as_mut()
+            && let Some(from) = unit.from.take()
+        {
+            self.pending.segments.push(Segment { unit: unit.id.clone(), from, to: unit.to, complete: false });
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        self.opened_at = None;
+        if batch.segments.is_empty() {
+            return Ok(CommitReport::default());
+        }
+        let events = batch.events.len() as u64;
+        let dead = batch.dead_letters.len() as u64;
+        let completed_units: Vec<String> =
+            batch.segments.iter().filter(|s| s.complete).map(|s| s.unit.clone()).collect();
+        let files = match self.lake.commit(batch) {
+            Ok(files) => files,
+            Err(e) => {
+                // The batch's input is not recorded and will be read again; forget what it
+                // taught the deduplicator so none of it is dropped as a "duplicate" then.
+                self.dedup = Dedup::new(self.dedup.capacity);
+                self.unit = None;
+                return Err(e);
+            }
+        };
+        self.stats.events_written += events;
+        self.stats.dead_letters += dead;
+        self.stats.files_committed += files.len() as u64;
+        self.stats.batches_committed += 1;
+        Ok(CommitReport { files, completed_units })
+    }
+}

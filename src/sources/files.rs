@@ -1,0 +1,292 @@
+//! The files source: replays files and directory trees (as copied from a trail bucket) or
+//! stdin, and watches an inbox directory in daemon mode. A file is one input unit, identified by
+//! a hash of its content, so a copy under another name is not ingested twice.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use crate::event::now_ms;
+use crate::normalize::Stamp;
+use crate::pipeline::{Batcher, DecodeContext, Item, UnitStart, decode_unit};
+use crate::sink::SinkError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("input {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// One file to read; `name` is what rows record as their origin.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    pub path: PathBuf,
+    pub name: Arc<str>,
+}
+
+/// Expands paths into the files to read, in a stable order: files as given, directories
+/// recursively (sorted, hidden entries and `exclude` skipped), `-` as stdin (spooled to a
+/// temporary file in `spool_dir` so it can be hashed and read like any file).
+pub fn expand(paths: &[PathBuf], exclude: Option<&Path>, spool_dir: &Path) -> Result<Vec<InputFile>, FilesError> {
+    let exclude = exclude.and_then(|p| p.canonicalize().ok());
+    let mut out = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let spooled = spool_dir.join(format!(".stdin-{}.spool", std::process::id()));
+            let mut f = File::create(&spooled).map_err(|source| FilesError::Io { path: spooled.clone(), source })?;
+            io::copy(&mut io::stdin().lock(), &mut f).map_err(|source| FilesError::Io { path: "-".into(), source })?;
+            out.push(InputFile { path: spooled, name: Arc::from("stdin") });
+            continue;
+        }
+        let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => FilesError::Missing { path: path.clone() },
+            _ => FilesError::Io { path: path.clone(), source },
+        })?;
+        if meta.is_dir() {
+            walk(path, exclude.as_deref(), &mut out)?;
+        } else {
+            out.push(InputFile { path: path.clone(), name: Arc::from(path.display().to_string()) });
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, exclude: Option<&Path>, out: &mut Vec<InputFile>) -> Result<(), FilesError> {
+    if exclude.is_some_and(|ex| dir.canonicalize().is_ok_and(|d| d == ex)) {
+        return Ok(());
+    }
+    let io_err = |source| FilesError::Io { path: dir.to_path_buf(), source };
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io_err)?.collect::<Result<_, _>>().map_err(io_err)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io_err)?;
+        if kind.is_dir() {
+            walk(&path, exclude, out)?;
+        } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
+            out.push(InputFile { name: Arc::from(path.display().to_string()), path });
+        }
+    }
+    Ok(())
+}
+
+/// The unit id of a file: a hash of its bytes.
+pub fn unit_id(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(format!("file:{:032x}", h.digest128()))
+}
+
+enum Msg {
+    Unit(String),
+    Items(Vec<(i64, Item)>),
+}
+
+/// Decodes one file, sending its unit id first and then its items.
+fn read_file(input: &InputFile, ctx: &DecodeContext, send: &mut dyn FnMut(Msg) -> ControlFlow<()>) {
+    let stamp = Stamp { source: input.name.clone(), partition: None, ingest_time_ms: now_ms() };
+    let opened = unit_id(&input.path).and_then(|id| File::open(&input.path).map(|f| (id, f)));
+    match opened {
+        Ok((id, file)) => {
+            if send(Msg::Unit(id)).is_break() {
+                return;
+            }
+            decode_unit(file, ctx, &stamp, &mut |items| send(Msg::Items(items)));
+        }
+        Err(e) => {
+            // Unreadable input is a dead letter of its own, keyed by path.
+            if send(Msg::Unit(format!("unreadable:{}", input.name))).is_break() {
+                return;
+            }
+            let reason = format!("cannot read file: {e}");
+            let dead = crate::event::DeadLetter::new(ctx.pipeline.clone(), stamp.origin(0), reason, &[], 0, stamp.ingest_time_ms);
+            let _ = send(Msg::Items(vec![(0, Item::Dead(dead))]));
+        }
+    }
+}
+
+/// Feeds one file's messages into the batcher. Returns false if the unit was skipped.
+fn consume(batcher: &mut Batcher, msgs: &mut dyn Iterator<Item = Msg>) -> Result<(), SinkError> {
+    let Some(Msg::Unit(id)) = msgs.next() else {
+        return Ok(());
+    };
+    if batcher.begin_unit(&id) == UnitStart::AlreadyInLake {
+        return Ok(());
+    }
+    for msg in msgs {
+        if let Msg::Items(items) = msg {
+            for (position, item) in items {
+                batcher.push(position, item)?;
+            }
+        }
+    }
+    batcher.end_unit();
+    Ok(())
+}
+
+/// Reads `inputs` in order into the batcher. With `threads` > 1, files are decoded in parallel
+/// while the batcher still receives them in input order, so batches (and file names) are the
+/// same whatever the thread count. Memory stays bounded: each decoder runs at most a few chunks
+/// ahead.
+pub fn replay(
+    inputs: &[InputFile],
+    batcher: &mut Batcher,
+    ctx: &DecodeContext,
+    threads: usize,
+    on_file: &mut dyn FnMut(&Batcher),
+) -> Result<(), SinkError> {
+    if threads <= 1 {
+        for input in inputs {
+            // Decode into a small buffer the batcher drains: same order, one thread.
+            let mut msgs = Vec::new();
+            let mut result = Ok(());
+            let mut skip = false;
+            read_file(input, ctx, &mut |msg| {
+                match msg {
+                    Msg::Unit(id) => {
+                        skip = batcher.begin_unit(&id) == UnitStart::AlreadyInLake;
+                        if skip {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    Msg::Items(items) => msgs.extend(items),
+                }
+                for (position, item) in msgs.drain(..) {
+                    if let Err(e) = batcher.push(position, item) {
+                        result = Err(e);
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            });
+            result?;
+            if !skip {
+                batcher.end_unit();
+            }
+            on_file(batcher);
+        }
+        return Ok(());
+    }
+
+    std::thread::scope(|scope| {
+        let (job_tx, job_rx) = sync_channel::<(&InputFile, SyncSender<Msg>)>(threads);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (order_tx, order_rx) = sync_channel::<Receiver<Msg>>(threads);
+        scope.spawn(move || {
+            for input in inputs {
+                let (tx, rx) = sync_channel(4);
+                if order_tx.send(rx).is_err() || job_tx.send((input, tx)).is_err() {
+                    return;
+                }
+            }
+        });
+        for _ in 0..threads {
+            let job_rx = job_rx.clone();
+            scope.spawn(move || {
+                loop {
+                    let job = match job_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((input, tx)) = job else { return };
+                    read_file(input, ctx, &mut |msg| {
+                        if tx.send(msg).is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+                    });
+                }
+            });
+        }
+        for rx in order_rx {
+            consume(batcher, &mut rx.into_iter())?;
+            on_file(batcher);
+        }
+        Ok(())
+    })
+}
+
+/// Settings of the inbox watcher (`auditlake run` with a files source).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxConfig {
+    /// Directory watched recursively for new files.
+    pub path: PathBuf,
+    /// Seconds between scans; a file is read once its size and modification time have not
+    /// changed for one interval (so files still being copied are not read half-way).
+    #[serde(default = "default_poll_secs")]
+    pub poll_interval_secs: u64,
+}
+
+fn default_poll_secs() -> u64 {
+    2
+}
+
+/// Watches the inbox until `stop` is set: each new, settled file is read once (the lake's
+/// journal is the checkpoint, so restarts do not re-read files). On stop, the file being read
+/// is finished and everything pending is committed.
+pub fn watch(config: &InboxConfig, batcher: &mut Batcher, ctx: &DecodeContext, stop: &AtomicBool) -> Result<(), FilesError> {
+    std::fs::create_dir_all(&config.path).map_err(|source| FilesError::Io { path: config.path.clone(), source })?;
+    tracing::info!(inbox = %config.path.display(), lake = %batcher.lake().root().display(), "watching inbox");
+    // path → (size, mtime) when last seen, and whether it has been handled.
+    let mut seen: HashMap<PathBuf, ((u64, Option<SystemTime>), bool)> = HashMap::new();
+    let exclude = batcher.lake().root().to_path_buf();
+    while !stop.load(Ordering::SeqCst) {
+        let files = expand(std::slice::from_ref(&config.path), Some(&exclude), &config.path)?;
+        for input in files {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(meta) = std::fs::metadata(&input.path) else { continue };
+            let sig = (meta.len(), meta.modified().ok());
+            let settled = match seen.get(&input.path) {
+                Some((_, true)) if seen[&input.path].0 == sig => continue,
+                Some((prev, false)) => *prev == sig,
+                _ => false,
+            };
+            if !settled {
+                seen.insert(input.path.clone(), (sig, false));
+                continue;
+            }
+            replay(std::slice::from_ref(&input), batcher, ctx, 1, &mut |_| {})?;
+            seen.insert(input.path.clone(), (sig, true));
+            if batcher.is_due() {
+                batcher.flush()?;
+            }
+        }
+        if batcher.is_due() {
+            batcher.flush()?;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(config.poll_interval_secs.max(1));
+        while std::time::Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+            if batcher.is_due() {
+                batcher.flush()?;
+            }
+        }
+    }
+    batcher.flush()?;
+    tracing::info!("inbox watcher stopped; everything read is committed");
+    Ok(())
+}

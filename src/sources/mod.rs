@@ -1,0 +1,3 @@
+//! Sources: where input units come from.
+
+pub mod files;
