@@ -13,7 +13,10 @@ use crate::sources::files::InboxConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -71,13 +74,20 @@ fn default_row_group() -> usize {
 
 impl Default for LakeConfig {
     fn default() -> Self {
-        LakeConfig { path: default_lake(), zstd_level: default_zstd(), row_group_rows: default_row_group() }
+        LakeConfig {
+            path: default_lake(),
+            zstd_level: default_zstd(),
+            row_group_rows: default_row_group(),
+        }
     }
 }
 
 impl LakeConfig {
     pub fn parquet(&self) -> ParquetOptions {
-        ParquetOptions { zstd_level: self.zstd_level, row_group_rows: self.row_group_rows }
+        ParquetOptions {
+            zstd_level: self.zstd_level,
+            row_group_rows: self.row_group_rows,
+        }
     }
 }
 
@@ -86,7 +96,10 @@ impl PipelineConfig {
     pub fn default_inbox() -> Self {
         PipelineConfig {
             name: default_name(),
-            source: SourceConfig::Files(InboxConfig { path: PathBuf::from("./inbox"), poll_interval_secs: 2 }),
+            source: SourceConfig::Files(InboxConfig {
+                path: PathBuf::from("./inbox"),
+                poll_interval_secs: 2,
+            }),
             sink: LakeConfig::default(),
             flush: FlushPolicy::default(),
             normalize: NormalizeConfig::default(),
@@ -94,12 +107,18 @@ impl PipelineConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -116,8 +135,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        let err = PipelineConfig::parse("[source]\ntype='files'\npath='x'\npoll='1'\n", Path::new("t.toml"))
-            .expect_err("unknown key must fail");
+        let err = PipelineConfig::parse(
+            "[source]\ntype='files'\npath='x'\npoll='1'\n",
+            Path::new("t.toml"),
+        )
+        .expect_err("unknown key must fail");
         assert!(err.to_string().contains("poll"), "{err}");
     }
 }

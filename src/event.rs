@@ -96,7 +96,11 @@ impl CiemEvent {
     }
 
     pub fn status(&self) -> &'static str {
-        if self.status_id == 1 { "Success" } else { "Failure" }
+        if self.status_id == 1 {
+            "Success"
+        } else {
+            "Failure"
+        }
     }
 
     pub fn type_uid(&self) -> i64 {
@@ -163,7 +167,14 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// Builds a dead letter, cutting `raw` at `cap` bytes (on a character boundary).
-    pub fn new(pipeline: Arc<str>, origin: Origin, reason: impl Into<String>, raw: &[u8], cap: usize, now_ms: i64) -> Self {
+    pub fn new(
+        pipeline: Arc<str>,
+        origin: Origin,
+        reason: impl Into<String>,
+        raw: &[u8],
+        cap: usize,
+        now_ms: i64,
+    ) -> Self {
         let truncated = raw.len() > cap;
         let raw = String::from_utf8_lossy(&raw[..raw.len().min(cap)]);
         let mut raw = raw.into_owned();

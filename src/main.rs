@@ -14,13 +14,17 @@ use auditlake::config::{PipelineConfig, SourceConfig};
 use auditlake::decode::DecodeLimits;
 use auditlake::normalize::{NormalizeConfig, Normalizer};
 use auditlake::pipeline::{Batcher, DecodeContext, FlushPolicy, Stats};
+use auditlake::schema;
 use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
 use auditlake::sources::files::{self, FilesError};
-use auditlake::schema;
 
 #[derive(Parser)]
-#[command(name = "auditlake", version, about = "Multi-cloud audit logs into an analytics-ready CIEM Parquet lake")]
+#[command(
+    name = "auditlake",
+    version,
+    about = "Multi-cloud audit logs into an analytics-ready CIEM Parquet lake"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,7 +84,10 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             let usage = e.chain().any(|c| {
                 c.downcast_ref::<auditlake::config::ConfigError>().is_some()
-                    || matches!(c.downcast_ref::<FilesError>(), Some(FilesError::Missing { .. }))
+                    || matches!(
+                        c.downcast_ref::<FilesError>(),
+                        Some(FilesError::Missing { .. })
+                    )
                     || c.downcast_ref::<UsageError>().is_some()
             });
             ExitCode::from(if usage { EXIT_USAGE } else { EXIT_RUNTIME })
@@ -96,7 +103,9 @@ fn init_logging(daemon: bool) {
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {
@@ -106,8 +115,15 @@ fn init_logging(daemon: bool) {
 
 fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Schema { markdown, dead_letters } => {
-            let spec = if dead_letters { schema::dead_letters() } else { schema::ciem() };
+        Command::Schema {
+            markdown,
+            dead_letters,
+        } => {
+            let spec = if dead_letters {
+                schema::dead_letters()
+            } else {
+                schema::ciem()
+            };
             if markdown {
                 print!("{}", spec.to_markdown());
             } else if dead_letters {
@@ -117,10 +133,23 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { paths, out, threads, fail_on_dead_letter, tencent_zoneless_time_offset, max_rows } => {
-            let normalize = NormalizeConfig { tencent_zoneless_time_offset };
-            let flush = FlushPolicy { max_rows: max_rows.max(1), ..FlushPolicy::default() };
-            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Command::Replay {
+            paths,
+            out,
+            threads,
+            fail_on_dead_letter,
+            tencent_zoneless_time_offset,
+            max_rows,
+        } => {
+            let normalize = NormalizeConfig {
+                tencent_zoneless_time_offset,
+            };
+            let flush = FlushPolicy {
+                max_rows: max_rows.max(1),
+                ..FlushPolicy::default()
+            };
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let stats = replay(&paths, &out, threads, &normalize, flush)?;
             Ok(if fail_on_dead_letter && stats.dead_letters > 0 {
                 ExitCode::from(EXIT_DEAD_LETTERS)
@@ -141,18 +170,31 @@ fn dispatch(command: Command) -> Result<ExitCode> {
 
 fn decode_context(normalize: &NormalizeConfig, pipeline: &str) -> Result<DecodeContext> {
     let normalizer = Normalizer::new(normalize).map_err(UsageError)?;
-    Ok(DecodeContext { normalizer, limits: DecodeLimits::default(), pipeline: Arc::from(pipeline) })
+    Ok(DecodeContext {
+        normalizer,
+        limits: DecodeLimits::default(),
+        pipeline: Arc::from(pipeline),
+    })
 }
 
-fn replay(paths: &[PathBuf], out: &std::path::Path, threads: usize, normalize: &NormalizeConfig, flush: FlushPolicy) -> Result<Stats> {
+fn replay(
+    paths: &[PathBuf],
+    out: &std::path::Path,
+    threads: usize,
+    normalize: &NormalizeConfig,
+    flush: FlushPolicy,
+) -> Result<Stats> {
     let ctx = decode_context(normalize, "replay")?;
-    let lake = LocalLake::open(out, ParquetOptions::default()).with_context(|| format!("cannot open the lake at {}", out.display()))?;
+    let lake = LocalLake::open(out, ParquetOptions::default())
+        .with_context(|| format!("cannot open the lake at {}", out.display()))?;
     let spool = tempfile::tempdir().context("cannot create a temporary directory for stdin")?;
     let inputs = files::expand(paths, Some(out), spool.path())?;
     let mut batcher = Batcher::new(lake, flush);
     let started = Instant::now();
     let progress = Progress::new(inputs.len() as u64);
-    files::replay(&inputs, &mut batcher, &ctx, threads, &mut |b| progress.update(&b.stats, started))?;
+    files::replay(&inputs, &mut batcher, &ctx, threads, &mut |b| {
+        progress.update(&b.stats, started)
+    })?;
     batcher.flush()?;
     progress.finish();
     let s = &batcher.stats;
@@ -171,7 +213,10 @@ fn replay(paths: &[PathBuf], out: &std::path::Path, threads: usize, normalize: &
         s.events_written as f64 / secs.max(1e-9)
     );
     if s.dead_letters > 0 {
-        println!("dead letters are in {}/dead_letters/ (reason, source, byte offset, raw text)", out.display());
+        println!(
+            "dead letters are in {}/dead_letters/ (reason, source, byte offset, raw text)",
+            out.display()
+        );
     }
     Ok(batcher.stats.clone())
 }
@@ -187,12 +232,18 @@ impl Progress {
     fn new(total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files {msg}") {
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files {msg}")
+            {
                 bar.set_style(style);
             }
             bar
         });
-        Progress { bar, last_line: std::cell::Cell::new(Instant::now()), total }
+        Progress {
+            bar,
+            last_line: std::cell::Cell::new(Instant::now()),
+            total,
+        }
     }
 
     fn update(&self, s: &Stats, started: Instant) {
@@ -200,11 +251,17 @@ impl Progress {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(s.units);
-                bar.set_message(format!("{} events committed, {rate:.0} events/s", s.events_written));
+                bar.set_message(format!(
+                    "{} events committed, {rate:.0} events/s",
+                    s.events_written
+                ));
             }
             None if self.last_line.get().elapsed().as_secs() >= 10 => {
                 self.last_line.set(Instant::now());
-                eprintln!("progress: {}/{} files, {} events committed, {rate:.0} events/s", s.units, self.total, s.events_written);
+                eprintln!(
+                    "progress: {}/{} files, {} events committed, {rate:.0} events/s",
+                    s.units, self.total, s.events_written
+                );
             }
             None => {}
         }
@@ -223,17 +280,20 @@ fn run(cfg: PipelineConfig) -> Result<()> {
         .with_context(|| format!("cannot open the lake at {}", cfg.sink.path.display()))?;
     let mut batcher = Batcher::new(lake, cfg.flush);
     let stop = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let signal_stop = stop.clone();
     std::thread::spawn(move || {
         runtime.block_on(async {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
@@ -246,6 +306,11 @@ fn run(cfg: PipelineConfig) -> Result<()> {
         SourceConfig::Files(inbox) => files::watch(inbox, &mut batcher, &ctx, &stop)?,
     }
     let s = &batcher.stats;
-    tracing::info!(files = s.units, events = s.events_written, dead_letters = s.dead_letters, "stopped");
+    tracing::info!(
+        files = s.units,
+        events = s.events_written,
+        dead_letters = s.dead_letters,
+        "stopped"
+    );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! and the [`Batcher`], which deduplicates, applies the flush policy, and commits batches
 //! together with the input segments they cover.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -45,7 +45,11 @@ fn default_max_age_secs() -> u64 {
 
 impl Default for FlushPolicy {
     fn default() -> Self {
-        FlushPolicy { max_rows: default_max_rows(), max_mib: default_max_mib(), max_age_secs: default_max_age_secs() }
+        FlushPolicy {
+            max_rows: default_max_rows(),
+            max_mib: default_max_mib(),
+            max_age_secs: default_max_age_secs(),
+        }
     }
 }
 
@@ -77,23 +81,27 @@ pub fn decode_unit(
 ) {
     let mut chunk: Vec<(i64, Item)> = Vec::with_capacity(ITEMS_PER_CHUNK);
     let mut position = 0i64;
-    let dead = |reason: String, raw: &[u8], truncated: bool, offset: u64, line: u64, position: i64| {
-        let mut d = DeadLetter::new(
-            ctx.pipeline.clone(),
-            stamp.origin(position),
-            reason,
-            raw,
-            ctx.limits.dead_letter_raw_cap,
-            stamp.ingest_time_ms,
-        )
-        .at(offset, line);
-        d.raw_truncated |= truncated;
-        d
-    };
+    let dead =
+        |reason: String, raw: &[u8], truncated: bool, offset: u64, line: u64, position: i64| {
+            let mut d = DeadLetter::new(
+                ctx.pipeline.clone(),
+                stamp.origin(position),
+                reason,
+                raw,
+                ctx.limits.dead_letter_raw_cap,
+                stamp.ingest_time_ms,
+            )
+            .at(offset, line);
+            d.raw_truncated |= truncated;
+            d
+        };
     let reader = match decode::open(reader) {
         Ok(r) => r,
         Err(e) => {
-            let _ = emit(vec![(0, Item::Dead(dead(format!("cannot read input: {e}"), &[], false, 0, 1, 0)))]);
+            let _ = emit(vec![(
+                0,
+                Item::Dead(dead(format!("cannot read input: {e}"), &[], false, 0, 1, 0)),
+            )]);
             return;
         }
     };
@@ -102,23 +110,48 @@ pub fn decode_unit(
     let mut consumer_stopped = false;
     let _ = decode::split(reader, ctx.limits, |piece| {
         match piece {
-            Piece::Value { bytes, offset, line, in_records } => {
-                ctx.normalizer.value(bytes, in_records, stamp, &mut position, &mut |outcome, pos| {
-                    let item = match outcome {
-                        Outcome::Event(e) => Item::Event(e),
-                        Outcome::Digest => Item::Digest,
-                        Outcome::Rejected(reason) => Item::Dead(dead(reason, bytes, false, offset, line, pos)),
-                    };
-                    chunk.push((pos, item));
-                });
+            Piece::Value {
+                bytes,
+                offset,
+                line,
+                in_records,
+            } => {
+                ctx.normalizer.value(
+                    bytes,
+                    in_records,
+                    stamp,
+                    &mut position,
+                    &mut |outcome, pos| {
+                        let item = match outcome {
+                            Outcome::Event(e) => Item::Event(e),
+                            Outcome::Digest => Item::Digest,
+                            Outcome::Rejected(reason) => {
+                                Item::Dead(dead(reason, bytes, false, offset, line, pos))
+                            }
+                        };
+                        chunk.push((pos, item));
+                    },
+                );
             }
-            Piece::Bad { bytes, truncated, offset, line, reason } => {
-                chunk.push((position, Item::Dead(dead(reason, bytes, truncated, offset, line, position))));
+            Piece::Bad {
+                bytes,
+                truncated,
+                offset,
+                line,
+                reason,
+            } => {
+                chunk.push((
+                    position,
+                    Item::Dead(dead(reason, bytes, truncated, offset, line, position)),
+                ));
                 position += 1;
             }
         }
         if chunk.len() >= ITEMS_PER_CHUNK {
-            let flow = emit(std::mem::replace(&mut chunk, Vec::with_capacity(ITEMS_PER_CHUNK)));
+            let flow = emit(std::mem::replace(
+                &mut chunk,
+                Vec::with_capacity(ITEMS_PER_CHUNK),
+            ));
             consumer_stopped = flow.is_break();
             flow
         } else {
@@ -154,7 +187,11 @@ struct Dedup {
 
 impl Dedup {
     fn new(capacity: usize) -> Self {
-        Dedup { current: HashSet::new(), previous: HashSet::new(), capacity }
+        Dedup {
+            current: HashSet::new(),
+            previous: HashSet::new(),
+            capacity,
+        }
     }
 
     /// True the first time a key is seen.
@@ -175,7 +212,6 @@ impl Dedup {
 }
 
 struct OpenUnit {
-    id: String,
     known: Option<UnitState>,
     /// First position of this unit in the pending batch.
     from: Option<i64>,
@@ -198,7 +234,8 @@ pub struct Batcher {
     pending_bytes: usize,
     opened_at: Option<Instant>,
     dedup: Dedup,
-    unit: Option<OpenUnit>,
+    /// Units being read, by id. Several may be open at once (Kafka partitions, SQS objects).
+    open: HashMap<String, OpenUnit>,
     pub stats: Stats,
 }
 
@@ -218,7 +255,7 @@ impl Batcher {
             pending_bytes: 0,
             opened_at: None,
             dedup: Dedup::new(8_000_000),
-            unit: None,
+            open: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -227,7 +264,8 @@ impl Batcher {
         &self.lake
     }
 
-    /// Starts a unit. A unit the journal records as complete is not read again.
+    /// Starts a unit (a file, an object, a Kafka partition). A unit the journal records as
+    /// complete is not read again; positions already committed are skipped when pushed.
     pub fn begin_unit(&mut self, id: &str) -> UnitStart {
         self.stats.units += 1;
         let known = self.lake.unit(id).cloned();
@@ -235,13 +273,28 @@ impl Batcher {
             self.stats.units_already_in_lake += 1;
             return UnitStart::AlreadyInLake;
         }
-        self.unit = Some(OpenUnit { id: id.to_string(), known, from: None, to: 0 });
+        self.open.insert(
+            id.to_string(),
+            OpenUnit {
+                known,
+                from: None,
+                to: 0,
+            },
+        );
         UnitStart::Read
     }
 
-    pub fn push(&mut self, position: i64, item: Item) -> Result<Option<CommitReport>, SinkError> {
-        let Some(unit) = self.unit.as_mut() else {
-            return Err(SinkError::Schema("item pushed outside a unit".to_string()));
+    /// Adds the item at `position` of `unit` (which must have been begun). May commit a batch.
+    pub fn push(
+        &mut self,
+        unit: &str,
+        position: i64,
+        item: Item,
+    ) -> Result<Option<CommitReport>, SinkError> {
+        let Some(unit) = self.open.get_mut(unit) else {
+            return Err(SinkError::Schema(format!(
+                "item pushed for unit {unit} that was not begun"
+            )));
         };
         unit.from.get_or_insert(position);
         unit.to = unit.to.max(position + 1);
@@ -274,25 +327,54 @@ impl Batcher {
         Ok(None)
     }
 
-    /// Ends the current unit: it is complete once the batch holding its end commits.
-    pub fn end_unit(&mut self) {
-        if let Some(unit) = self.unit.take() {
+    /// Ends a unit: it is complete once the batch holding its end commits.
+    pub fn end_unit(&mut self, id: &str) {
+        if let Some(unit) = self.open.remove(id) {
             let from = unit.from.unwrap_or(unit.to);
-            self.pending.segments.push(Segment { unit: unit.id, from, to: unit.to, complete: true });
+            self.pending.segments.push(Segment {
+                unit: id.to_string(),
+                from,
+                to: unit.to,
+                complete: true,
+            });
+        }
+    }
+
+    /// Forgets a unit without recording its end (e.g. a revoked Kafka partition, an abandoned
+    /// object): positions already flushed stay recorded, pending ones are committed with the
+    /// next batch as an incomplete segment.
+    pub fn abandon_unit(&mut self, id: &str) {
+        if let Some(unit) = self.open.remove(id)
+            && let Some(from) = unit.from
+        {
+            self.pending.segments.push(Segment {
+                unit: id.to_string(),
+                from,
+                to: unit.to,
+                complete: false,
+            });
         }
     }
 
     /// True when the oldest pending row has waited longer than the policy allows.
     pub fn is_due(&self) -> bool {
-        self.opened_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(self.policy.max_age_secs))
+        self.opened_at
+            .is_some_and(|t| t.elapsed() >= Duration::from_secs(self.policy.max_age_secs))
     }
 
-    /// Commits everything pending (including the open unit's segment so far).
+    /// Commits everything pending (including the open units' segments so far).
     pub fn flush(&mut self) -> Result<CommitReport, SinkError> {
-        if let Some(unit) = self.unit.as_mut()
-            && let Some(from) = unit.from.take()
-        {
-            self.pending.segments.push(Segment { unit: unit.id.clone(), from, to: unit.to, complete: false });
+        let mut open: Vec<_> = self.open.iter_mut().collect();
+        open.sort_by(|a, b| a.0.cmp(b.0)); // stable batch ids
+        for (id, unit) in open {
+            if let Some(from) = unit.from.take() {
+                self.pending.segments.push(Segment {
+                    unit: id.clone(),
+                    from,
+                    to: unit.to,
+                    complete: false,
+                });
+            }
         }
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -302,15 +384,19 @@ impl Batcher {
         }
         let events = batch.events.len() as u64;
         let dead = batch.dead_letters.len() as u64;
-        let completed_units: Vec<String> =
-            batch.segments.iter().filter(|s| s.complete).map(|s| s.unit.clone()).collect();
+        let completed_units: Vec<String> = batch
+            .segments
+            .iter()
+            .filter(|s| s.complete)
+            .map(|s| s.unit.clone())
+            .collect();
         let files = match self.lake.commit(batch) {
             Ok(files) => files,
             Err(e) => {
                 // The batch's input is not recorded and will be read again; forget what it
                 // taught the deduplicator so none of it is dropped as a "duplicate" then.
                 self.dedup = Dedup::new(self.dedup.capacity);
-                self.unit = None;
+                self.open.clear();
                 return Err(e);
             }
         };
@@ -318,6 +404,9 @@ impl Batcher {
         self.stats.dead_letters += dead;
         self.stats.files_committed += files.len() as u64;
         self.stats.batches_committed += 1;
-        Ok(CommitReport { files, completed_units })
+        Ok(CommitReport {
+            files,
+            completed_units,
+        })
     }
 }

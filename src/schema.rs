@@ -79,9 +79,19 @@ impl TableSpec {
                 .map(|p| format!("{p}=…"))
                 .collect::<Vec<_>>()
                 .join("/"),
-            if self.sort_by.is_empty() { "nothing".to_string() } else { self.sort_by.join(", ") },
+            if self.sort_by.is_empty() {
+                "nothing".to_string()
+            } else {
+                self.sort_by.join(", ")
+            },
         );
-        let cell = |s: &str| if s.is_empty() { "—".to_string() } else { s.replace('|', "\\|") };
+        let cell = |s: &str| {
+            if s.is_empty() {
+                "—".to_string()
+            } else {
+                s.replace('|', "\\|")
+            }
+        };
         for c in &self.columns {
             out.push_str(&format!(
                 "| `{}` | {} | {} | {} | {} | {} | {} |\n",
@@ -115,11 +125,7 @@ fn data_type(ty: &str) -> DataType {
         "int64" => DataType::Int64,
         "bool" => DataType::Boolean,
         "timestamp_ms_utc" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        "resources" => DataType::List(Arc::new(Field::new_struct(
-            "item",
-            resource_fields(),
-            true,
-        ))),
+        "resources" => DataType::List(Arc::new(Field::new_struct("item", resource_fields(), true))),
         other => panic!("schema file uses unknown type {other:?}"),
     }
 }
@@ -146,12 +152,16 @@ pub fn dead_letters() -> &'static TableSpec {
 
 pub fn ciem_arrow_schema() -> Arc<Schema> {
     static SCHEMA: OnceLock<Arc<Schema>> = OnceLock::new();
-    SCHEMA.get_or_init(|| Arc::new(ciem().arrow_schema())).clone()
+    SCHEMA
+        .get_or_init(|| Arc::new(ciem().arrow_schema()))
+        .clone()
 }
 
 pub fn dead_letter_arrow_schema() -> Arc<Schema> {
     static SCHEMA: OnceLock<Arc<Schema>> = OnceLock::new();
-    SCHEMA.get_or_init(|| Arc::new(dead_letters().arrow_schema())).clone()
+    SCHEMA
+        .get_or_init(|| Arc::new(dead_letters().arrow_schema()))
+        .clone()
 }
 
 #[cfg(test)]

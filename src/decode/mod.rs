@@ -28,16 +28,30 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_record_bytes: 64 << 20, dead_letter_raw_cap: 64 << 10 }
+        DecodeLimits {
+            max_record_bytes: 64 << 20,
+            dead_letter_raw_cap: 64 << 10,
+        }
     }
 }
 
 /// A piece of the input.
 pub enum Piece<'a> {
     /// One JSON value. `in_records` is true for elements of a CloudTrail `Records` array.
-    Value { bytes: &'a [u8], offset: u64, line: u64, in_records: bool },
+    Value {
+        bytes: &'a [u8],
+        offset: u64,
+        line: u64,
+        in_records: bool,
+    },
     /// Input that could not be delimited into values.
-    Bad { bytes: &'a [u8], truncated: bool, offset: u64, line: u64, reason: String },
+    Bad {
+        bytes: &'a [u8],
+        truncated: bool,
+        offset: u64,
+        line: u64,
+        reason: String,
+    },
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -98,7 +112,12 @@ pub fn split<R: Read>(
         match sc.next_value() {
             Ok(Some(span)) => {
                 let (offset, line) = (sc.offset(span.start), sc.line(span.start));
-                f(Piece::Value { bytes: sc.bytes(span), offset, line, in_records: false })?;
+                f(Piece::Value {
+                    bytes: sc.bytes(span),
+                    offset,
+                    line,
+                    in_records: false,
+                })?;
             }
             Ok(None) => return ControlFlow::Continue(()),
             Err(ScanError::Unterminated { start } | ScanError::TooLarge { start }) => {
@@ -112,7 +131,13 @@ pub fn split<R: Read>(
                 let (offset, line) = (sc.offset(start), sc.line(start));
                 let bytes = sc.bytes(start..stop.min(start + limits.dead_letter_raw_cap));
                 let truncated = stop - start > limits.dead_letter_raw_cap;
-                f(Piece::Bad { bytes, truncated, offset, line, reason })?;
+                f(Piece::Bad {
+                    bytes,
+                    truncated,
+                    offset,
+                    line,
+                    reason,
+                })?;
                 sc.set_position(stop + 1);
             }
             Err(e) => return report(&mut sc, e, "", limits, &mut f),
@@ -143,8 +168,16 @@ fn records_array<R: Read>(
             None => {
                 let at = sc.position();
                 let (offset, line) = (sc.offset(at), sc.line(at));
-                let reason = format!("input ends inside the Records array after {count} records (truncated file?)");
-                return f(Piece::Bad { bytes: &[], truncated: false, offset, line, reason });
+                let reason = format!(
+                    "input ends inside the Records array after {count} records (truncated file?)"
+                );
+                return f(Piece::Bad {
+                    bytes: &[],
+                    truncated: false,
+                    offset,
+                    line,
+                    reason,
+                });
             }
             Some(b']') => {
                 sc.consume(1);
@@ -158,7 +191,8 @@ fn records_array<R: Read>(
             }
             Some(_) if count > 0 => {
                 let at = sc.position();
-                let reason = format!("expected ',' or ']' after record {count} of the Records array");
+                let reason =
+                    format!("expected ',' or ']' after record {count} of the Records array");
                 return rest_is_dead(sc, at, reason, limits, f);
             }
             Some(_) => {}
@@ -167,7 +201,12 @@ fn records_array<R: Read>(
             Ok(Some(span)) => {
                 count += 1;
                 let (offset, line) = (sc.offset(span.start), sc.line(span.start));
-                f(Piece::Value { bytes: sc.bytes(span), offset, line, in_records: true })?;
+                f(Piece::Value {
+                    bytes: sc.bytes(span),
+                    offset,
+                    line,
+                    in_records: true,
+                })?;
             }
             Ok(None) => continue,
             Err(e) => return report(sc, e, " inside the Records array", limits, f),
@@ -201,12 +240,17 @@ fn report<R: Read>(
 ) -> ControlFlow<()> {
     let (start, reason) = match error {
         ScanError::Io { start, error } => (start, read_error_reason(&error)),
-        ScanError::Unterminated { start } => {
-            (start, format!("input ends inside a JSON value{context} (truncated file?)"))
-        }
-        ScanError::TooLarge { start } => {
-            (start, format!("record{context} larger than {} bytes", limits.max_record_bytes))
-        }
+        ScanError::Unterminated { start } => (
+            start,
+            format!("input ends inside a JSON value{context} (truncated file?)"),
+        ),
+        ScanError::TooLarge { start } => (
+            start,
+            format!(
+                "record{context} larger than {} bytes",
+                limits.max_record_bytes
+            ),
+        ),
     };
     rest_is_dead(sc, start, reason, limits, f)?;
     ControlFlow::Break(())
@@ -221,7 +265,13 @@ fn rest_is_dead<R: Read>(
 ) -> ControlFlow<()> {
     let (offset, line) = (sc.offset(start), sc.line(start));
     let (bytes, truncated) = sc.rest(start, limits.dead_letter_raw_cap);
-    f(Piece::Bad { bytes: &bytes, truncated, offset, line, reason })?;
+    f(Piece::Bad {
+        bytes: &bytes,
+        truncated,
+        offset,
+        line,
+        reason,
+    })?;
     ControlFlow::Break(())
 }
 
@@ -245,10 +295,19 @@ mod tests {
         let mut out = Vec::new();
         let _ = split(input, DecodeLimits::default(), |p| {
             match p {
-                Piece::Value { bytes, offset, in_records, .. } => {
-                    out.push((in_records, String::from_utf8_lossy(bytes).into_owned(), offset))
+                Piece::Value {
+                    bytes,
+                    offset,
+                    in_records,
+                    ..
+                } => out.push((
+                    in_records,
+                    String::from_utf8_lossy(bytes).into_owned(),
+                    offset,
+                )),
+                Piece::Bad { reason, offset, .. } => {
+                    out.push((false, format!("BAD {reason}"), offset))
                 }
-                Piece::Bad { reason, offset, .. } => out.push((false, format!("BAD {reason}"), offset)),
             }
             ControlFlow::Continue(())
         });
@@ -261,9 +320,9 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (true, "{\"a\":1}".to_string(), 15),
-                (true, "{\"b\":[2]}".to_string(), 25),
-                (false, "{\"c\":3}".to_string(), 38),
+                (true, "{\"a\":1}".to_string(), 16),
+                (true, "{\"b\":[2]}".to_string(), 26),
+                (false, "{\"c\":3}".to_string(), 39),
             ]
         );
     }
@@ -273,7 +332,13 @@ mod tests {
         let got = pieces(b"{\"Records\":[{\"a\":1}{\"b\":2},{\"c\":3}]}");
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].1, "{\"a\":1}");
-        assert!(got[1].1.starts_with("BAD expected ',' or ']' after record 1"), "{}", got[1].1);
+        assert!(
+            got[1]
+                .1
+                .starts_with("BAD expected ',' or ']' after record 1"),
+            "{}",
+            got[1].1
+        );
         assert_eq!(got[1].2, 19);
     }
 
@@ -292,7 +357,10 @@ mod tests {
         use std::io::Write;
         let mut records = String::from("{\"Records\":[");
         for i in 0..2000 {
-            records.push_str(&format!("{{\"eventID\":\"{i}\",\"pad\":\"{}\"}},", i * 7919));
+            records.push_str(&format!(
+                "{{\"eventID\":\"{i}\",\"pad\":\"{}\"}},",
+                i * 7919
+            ));
         }
         records.push_str("{\"eventID\":\"last\"}]}");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -309,20 +377,25 @@ mod tests {
     }
 
     fn pieces_from(reader: impl Read) -> Vec<(bool, String, u64)> {
-        let mut buf = Vec::new();
-        let mut r = reader;
         let mut out = Vec::new();
-        // Read through split directly (not via a Vec) so the error surfaces mid-stream.
-        let _ = split(&mut r, DecodeLimits::default(), |p| {
+        let _ = split(reader, DecodeLimits::default(), |p| {
             match p {
-                Piece::Value { bytes, offset, in_records, .. } => {
-                    out.push((in_records, String::from_utf8_lossy(bytes).into_owned(), offset))
+                Piece::Value {
+                    bytes,
+                    offset,
+                    in_records,
+                    ..
+                } => out.push((
+                    in_records,
+                    String::from_utf8_lossy(bytes).into_owned(),
+                    offset,
+                )),
+                Piece::Bad { reason, offset, .. } => {
+                    out.push((false, format!("BAD {reason}"), offset))
                 }
-                Piece::Bad { reason, offset, .. } => out.push((false, format!("BAD {reason}"), offset)),
             }
             ControlFlow::Continue(())
         });
-        buf.clear();
         out
     }
 }

@@ -78,7 +78,8 @@ impl<R: Read> Scanner<R> {
     /// Ok with `self.eof` set when the input is exhausted.
     fn fill(&mut self, keep_from: usize) -> io::Result<usize> {
         if keep_from > 0 {
-            self.lines_before_base += memchr::memchr_iter(b'\n', &self.buf[..keep_from]).count() as u64;
+            self.lines_before_base +=
+                memchr::memchr_iter(b'\n', &self.buf[..keep_from]).count() as u64;
             self.buf.copy_within(keep_from..self.end, 0);
             self.end -= keep_from;
             self.pos = self.pos.saturating_sub(keep_from);
@@ -111,7 +112,8 @@ impl<R: Read> Scanner<R> {
     fn shrink(&mut self) {
         if self.buf.len() > 4 * READ_CHUNK && self.end - self.pos < READ_CHUNK {
             let live = self.end - self.pos;
-            self.lines_before_base += memchr::memchr_iter(b'\n', &self.buf[..self.pos]).count() as u64;
+            self.lines_before_base +=
+                memchr::memchr_iter(b'\n', &self.buf[..self.pos]).count() as u64;
             self.buf.copy_within(self.pos..self.end, 0);
             self.base += self.pos as u64;
             self.pos = 0;
@@ -138,7 +140,10 @@ impl<R: Read> Scanner<R> {
                 return Ok(None);
             }
             let keep = self.pos;
-            self.fill(keep).map_err(|error| ScanError::Io { start: self.pos, error })?;
+            self.fill(keep).map_err(|error| ScanError::Io {
+                start: self.pos,
+                error,
+            })?;
         }
     }
 
@@ -147,7 +152,10 @@ impl<R: Read> Scanner<R> {
     pub fn lookahead(&mut self, n: usize) -> Result<&[u8], ScanError> {
         while self.end - self.pos < n && !self.eof {
             let keep = self.pos;
-            self.fill(keep).map_err(|error| ScanError::Io { start: self.pos, error })?;
+            self.fill(keep).map_err(|error| ScanError::Io {
+                start: self.pos,
+                error,
+            })?;
         }
         let stop = self.end.min(self.pos + n);
         Ok(&self.buf[self.pos..stop])
@@ -300,7 +308,12 @@ mod tests {
         for trickle in [1, 2, 3, 7, 1000] {
             assert_eq!(
                 values(input, trickle),
-                vec!["{\"a\":\"}\\\"{\"}", "[1,[2]]", "\"s\\\"\"", "{\"b\":{\"c\":[]}}"],
+                vec![
+                    "{\"a\":\"}\\\"{\"}",
+                    "[1,[2]]",
+                    "\"s\\\"\"",
+                    "{\"b\":{\"c\":[]}}"
+                ],
                 "trickle {trickle}"
             );
         }
@@ -309,7 +322,10 @@ mod tests {
     #[test]
     fn unterminated_and_oversized_values_are_errors() {
         let mut sc = Scanner::new(Trickle(b"{\"a\":1", 2), 1 << 20);
-        assert!(matches!(sc.next_value(), Err(ScanError::Unterminated { start: 0 })));
+        assert!(matches!(
+            sc.next_value(),
+            Err(ScanError::Unterminated { start: 0 })
+        ));
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(5000));
         let mut sc = Scanner::new(Trickle(big.as_bytes(), 100), 1000);
         assert!(matches!(sc.next_value(), Err(ScanError::TooLarge { .. })));

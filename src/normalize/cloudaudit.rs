@@ -4,11 +4,21 @@
 
 use serde_json::{Map, Value};
 
-use super::{Outcome, Stamp, action, activity_id, epoch_number_to_ms, ip_or_domain, parse_time_ms, service_of};
+use super::{
+    Outcome, Stamp, action, activity_id, epoch_number_to_ms, ip_or_domain, parse_time_ms,
+    service_of,
+};
 use crate::event::{CLASS_API_ACTIVITY, CiemEvent, Provider, Resource};
 
 /// Keys whose values are secrets and are never written to the lake.
-const SECRET_KEYS: &[&str] = &["token", "securitytoken", "x-tc-token", "secretkey", "password", "sessiontoken"];
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "securitytoken",
+    "x-tc-token",
+    "secretkey",
+    "password",
+    "sessiontoken",
+];
 
 fn is_secret_key(k: &str) -> bool {
     SECRET_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s))
@@ -81,9 +91,15 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64, zoneless_offset_sec
     // CLS meta fields and tags.
     let mut cls = Map::new();
     let mut tags = Map::new();
-    let keys: Vec<String> = map.keys().filter(|k| k.starts_with("__")).cloned().collect();
+    let keys: Vec<String> = map
+        .keys()
+        .filter(|k| k.starts_with("__"))
+        .cloned()
+        .collect();
     for key in keys {
-        let Some(value) = map.remove(&key) else { continue };
+        let Some(value) = map.remove(&key) else {
+            continue;
+        };
         if key == "__TAG__" {
             if let Some(Value::Object(t)) = decoded(Some(value)) {
                 tags.extend(t);
@@ -133,7 +149,10 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64, zoneless_offset_sec
 
     let operation = scalar(map.get("eventName"));
     let event_source = scalar(map.get("eventSource"));
-    let service = event_source.as_deref().and_then(service_of).map(str::to_owned);
+    let service = event_source
+        .as_deref()
+        .and_then(service_of)
+        .map(str::to_owned);
     let read_only = scalar(map.get("actionType")).map(|a| a.eq_ignore_ascii_case("read"));
     let error = error_code(map.get("errorCode")).or_else(|| error_code(map.get("apiErrorCode")));
     let message = if error.is_some() {
@@ -157,8 +176,15 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64, zoneless_offset_sec
     let mut resources: Vec<Resource> = Vec::new();
     let mut push = |uid: Option<String>, name: Option<String>| {
         let uid = uid.filter(|u| u != "*");
-        if (uid.is_some() || name.is_some()) && !resources.iter().any(|r| r.uid == uid && r.name == name) {
-            resources.push(Resource { uid, kind: resource_type.clone(), name, account_uid: account.clone() });
+        if (uid.is_some() || name.is_some())
+            && !resources.iter().any(|r| r.uid == uid && r.name == name)
+        {
+            resources.push(Resource {
+                uid,
+                kind: resource_type.clone(),
+                name,
+                account_uid: account.clone(),
+            });
         }
     };
     for key in ["resources", "resourceSet"] {
@@ -168,7 +194,11 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64, zoneless_offset_sec
                     match item {
                         Value::Object(o) => push(
                             scalar(o.get("resourceId").or(o.get("ResourceId")).or(o.get("id"))),
-                            scalar(o.get("resourceName").or(o.get("ResourceName")).or(o.get("name"))),
+                            scalar(
+                                o.get("resourceName")
+                                    .or(o.get("ResourceName"))
+                                    .or(o.get("name")),
+                            ),
                         ),
                         other => push(scalar(Some(&other)), None),
                     }
@@ -194,7 +224,14 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64, zoneless_offset_sec
     let response_data = body(&mut map, "responseElements");
 
     let mut extra = Map::new();
-    for key in ["sensitiveAction", "httpMethod", "eventPlatform", "resourceType", "apiErrorCode", "apiErrorMessage"] {
+    for key in [
+        "sensitiveAction",
+        "httpMethod",
+        "eventPlatform",
+        "resourceType",
+        "apiErrorCode",
+        "apiErrorMessage",
+    ] {
         if let Some(v) = map.get(key).filter(|v| scalar(Some(v)).is_some()) {
             extra.insert(key.to_string(), v.clone());
         }
@@ -247,7 +284,11 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64, zoneless_offset_sec
         resources,
         request_data,
         response_data,
-        additional_data: if extra.is_empty() { None } else { Some(Value::Object(extra).to_string()) },
+        additional_data: if extra.is_empty() {
+            None
+        } else {
+            Some(Value::Object(extra).to_string())
+        },
         ingest_time_ms: stamp.ingest_time_ms,
         origin: stamp.origin(position),
     }))

@@ -140,7 +140,9 @@ struct ConsoleLoginExtra<'a> {
 }
 
 fn raw_text(v: Option<&RawValue>) -> Option<String> {
-    v.map(RawValue::get).filter(|s| *s != "null").map(str::to_owned)
+    v.map(RawValue::get)
+        .filter(|s| *s != "null")
+        .map(str::to_owned)
 }
 
 pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64) -> Outcome {
@@ -166,7 +168,10 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64) -> Outcome {
     let attributes = session.attributes.unwrap_or_default();
     let operation = text(&r.event_name);
     let event_source = text(&r.event_source);
-    let service = event_source.as_deref().and_then(service_of).map(str::to_owned);
+    let service = event_source
+        .as_deref()
+        .and_then(service_of)
+        .map(str::to_owned);
     let read_only = r.read_only.and_then(|b| b.0);
     let error = text(&r.error_code);
 
@@ -198,19 +203,27 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64) -> Outcome {
     let credential_kind = match (access_key.as_deref(), kind.as_deref()) {
         (Some(k), _) if k.starts_with("ASIA") => Some("temporary"),
         (Some(k), _) if k.starts_with("AKIA") => Some("long_term"),
-        (_, Some("AssumedRole" | "FederatedUser" | "WebIdentityUser" | "SAMLUser")) => Some("temporary"),
+        (_, Some("AssumedRole" | "FederatedUser" | "WebIdentityUser" | "SAMLUser")) => {
+            Some("temporary")
+        }
         (Some(_), _) => Some("long_term"),
         _ => None,
     };
     let arn = text(&identity.arn);
     let invoked_by = text(&identity.invoked_by);
     let user_uid = arn.clone().or_else(|| {
-        matches!(kind.as_deref(), Some("AWSService")).then(|| invoked_by.clone()).flatten()
+        matches!(kind.as_deref(), Some("AWSService"))
+            .then(|| invoked_by.clone())
+            .flatten()
     });
     // An assumed role's "user" is its session name, the last segment of the ARN.
     let user_name = text(&identity.user_name).or_else(|| {
         matches!(kind.as_deref(), Some("AssumedRole"))
-            .then(|| arn.as_deref().and_then(|a| a.rsplit('/').next()).map(str::to_owned))
+            .then(|| {
+                arn.as_deref()
+                    .and_then(|a| a.rsplit('/').next())
+                    .map(str::to_owned)
+            })
             .flatten()
     });
     let identity_account = text(&identity.account_id);
@@ -237,7 +250,10 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64) -> Outcome {
         ("tlsDetails", r.tls_details),
         ("eventCategory", r.event_category),
         ("managementEvent", r.management_event),
-        ("sessionCredentialFromConsole", r.session_credential_from_console),
+        (
+            "sessionCredentialFromConsole",
+            r.session_credential_from_console,
+        ),
         ("edgeDeviceDetails", r.edge_device_details),
     ];
     let additional_data = join_raw_object(&extras);
@@ -268,7 +284,9 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64) -> Outcome {
         actor_credential_kind: credential_kind,
         actor_session_issuer: session.session_issuer.and_then(|i| text(&i.arn)),
         actor_session_is_mfa: mfa,
-        actor_session_created_time_ms: attributes.creation_date.and_then(|d| parse_time_ms(&d.0, 0)),
+        actor_session_created_time_ms: attributes
+            .creation_date
+            .and_then(|d| parse_time_ms(&d.0, 0)),
         actor_invoked_by: invoked_by,
         src_endpoint_ip: src_ip,
         src_endpoint_domain: src_domain,
@@ -295,7 +313,12 @@ pub(crate) fn join_raw_object(parts: &[(&str, Option<&RawValue>)]) -> Option<Str
     if present.is_empty() {
         return None;
     }
-    let mut out = String::with_capacity(2 + present.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>());
+    let mut out = String::with_capacity(
+        2 + present
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>(),
+    );
     out.push('{');
     for (i, (k, v)) in present.iter().enumerate() {
         if i > 0 {

@@ -14,7 +14,11 @@ pub struct LooseStr<'a>(pub Cow<'a, str>);
 impl<'a> LooseStr<'a> {
     /// The text, or None when it is empty.
     pub fn non_empty(&self) -> Option<String> {
-        if self.0.is_empty() { None } else { Some(self.0.clone().into_owned()) }
+        if self.0.is_empty() {
+            None
+        } else {
+            Some(self.0.clone().into_owned())
+        }
     }
 }
 
@@ -75,8 +79,12 @@ pub struct LooseBool(pub Option<bool>);
 
 pub fn parse_flag(s: &str) -> Option<bool> {
     match s.trim() {
-        t if t.eq_ignore_ascii_case("true") || t.eq_ignore_ascii_case("yes") || t == "1" => Some(true),
-        t if t.eq_ignore_ascii_case("false") || t.eq_ignore_ascii_case("no") || t == "0" => Some(false),
+        t if t.eq_ignore_ascii_case("true") || t.eq_ignore_ascii_case("yes") || t == "1" => {
+            Some(true)
+        }
+        t if t.eq_ignore_ascii_case("false") || t.eq_ignore_ascii_case("no") || t == "0" => {
+            Some(false)
+        }
         _ => None,
     }
 }
@@ -94,11 +102,23 @@ mod tests {
 
     #[test]
     fn reads_every_spelling() {
-        let v: Vec<LooseStr> = serde_json::from_str(r#"["a", 12, 1.5, true, null, {"x":1}, [1]]"#).expect("json");
+        let v: Vec<LooseStr> =
+            serde_json::from_str(r#"["a", 12, 1.5, true, null, {"x":1}, [1]]"#).expect("json");
         let got: Vec<&str> = v.iter().map(|s| s.0.as_ref()).collect();
         assert_eq!(got, vec!["a", "12", "1.5", "true", "", "", ""]);
-        let b: Vec<LooseBool> = serde_json::from_str(r#"[true, "false", "Yes", 0, "1", "maybe"]"#).expect("json");
+        let b: Vec<LooseBool> =
+            serde_json::from_str(r#"[true, "false", "Yes", 0, "1", "maybe"]"#).expect("json");
         let got: Vec<Option<bool>> = b.iter().map(|b| b.0).collect();
-        assert_eq!(got, vec![Some(true), Some(false), Some(true), Some(false), Some(true), None]);
+        assert_eq!(
+            got,
+            vec![
+                Some(true),
+                Some(false),
+                Some(true),
+                Some(false),
+                Some(true),
+                None
+            ]
+        );
     }
 }

@@ -32,7 +32,9 @@ fn default_zoneless_offset() -> String {
 
 impl Default for NormalizeConfig {
     fn default() -> Self {
-        NormalizeConfig { tencent_zoneless_time_offset: default_zoneless_offset() }
+        NormalizeConfig {
+            tencent_zoneless_time_offset: default_zoneless_offset(),
+        }
     }
 }
 
@@ -56,7 +58,11 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn origin(&self, position: i64) -> Origin {
-        Origin { source: self.source.clone(), partition: self.partition, position }
+        Origin {
+            source: self.source.clone(),
+            partition: self.partition,
+            position,
+        }
     }
 }
 
@@ -99,13 +105,22 @@ impl Normalizer {
                     config.tencent_zoneless_time_offset
                 )
             })?;
-        Ok(Normalizer { zoneless_offset_secs })
+        Ok(Normalizer {
+            zoneless_offset_secs,
+        })
     }
 
     /// Normalises one value. `in_records` marks elements of a CloudTrail `Records` array. A
     /// top-level value may itself hold several records (a `Records` object that did not start
     /// with that key), so results are handed to `out` one by one.
-    pub fn value(&self, bytes: &[u8], in_records: bool, stamp: &Stamp, position: &mut i64, out: &mut impl FnMut(Outcome, i64)) {
+    pub fn value(
+        &self,
+        bytes: &[u8],
+        in_records: bool,
+        stamp: &Stamp,
+        position: &mut i64,
+        out: &mut impl FnMut(Outcome, i64),
+    ) {
         if in_records {
             let outcome = self.cloudtrail(bytes, stamp, *position);
             out(outcome, *position);
@@ -114,7 +129,9 @@ impl Normalizer {
         }
         let outcome = match classify(bytes) {
             Kind::CloudTrail => self.cloudtrail(bytes, stamp, *position),
-            Kind::CloudAudit => cloudaudit::normalize(bytes, stamp, *position, self.zoneless_offset_secs),
+            Kind::CloudAudit => {
+                cloudaudit::normalize(bytes, stamp, *position, self.zoneless_offset_secs)
+            }
             Kind::Digest => Outcome::Digest,
             Kind::Records => match serde_json::from_slice::<RecordsObject>(bytes) {
                 Ok(obj) => {
@@ -172,17 +189,27 @@ fn classify(bytes: &[u8]) -> Kind {
     if probe.digest_start_time.is_some() || probe.digest_fingerprint.is_some() {
         return Kind::Digest;
     }
-    let source = probe.event_source.as_ref().map(|s| s.0.as_ref()).unwrap_or("");
+    let source = probe
+        .event_source
+        .as_ref()
+        .map(|s| s.0.as_ref())
+        .unwrap_or("");
     if probe.aws_region.is_some() || source.ends_with(".amazonaws.com") {
         return Kind::CloudTrail;
     }
-    if probe.event_region.is_some() || source.contains("tencentcloudapi.com") || source.contains("tencentyun.com") {
+    if probe.event_region.is_some()
+        || source.contains("tencentcloudapi.com")
+        || source.contains("tencentyun.com")
+    {
         return Kind::CloudAudit;
     }
     if let Some(content) = probe.content {
         return Kind::Wrapped(content.0.into_owned());
     }
-    Kind::Rejected("not a CloudTrail or CloudAudit event (no awsRegion, eventRegion or known eventSource)".to_string())
+    Kind::Rejected(
+        "not a CloudTrail or CloudAudit event (no awsRegion, eventRegion or known eventSource)"
+            .to_string(),
+    )
 }
 
 /// Short service name: the first label of the event source (`iam.amazonaws.com` → `iam`).
@@ -211,8 +238,12 @@ pub fn strip_version_suffix(name: &str) -> &str {
         Some(tail.len() - 8)
     } else if tail.len() > 10 {
         let t = &tail[tail.len() - 10..];
-        (is_digits(&t[..4]) && t[4] == b'_' && is_digits(&t[5..7]) && t[7] == b'_' && is_digits(&t[8..]))
-            .then(|| tail.len() - 10)
+        (is_digits(&t[..4])
+            && t[4] == b'_'
+            && is_digits(&t[5..7])
+            && t[7] == b'_'
+            && is_digits(&t[8..]))
+        .then(|| tail.len() - 10)
     } else {
         None
     };
@@ -231,17 +262,126 @@ pub fn action(service: Option<&str>, operation: Option<&str>) -> Option<String> 
 /// OCSF API Activity activity_id from the operation's verb (1 Create, 2 Read, 3 Update,
 /// 4 Delete, 99 Other). `read_only` wins when the cloud says so.
 pub fn activity_id(operation: &str, read_only: Option<bool>) -> i32 {
-    const CREATE: &[&str] = &["Create", "Run", "Generate", "Allocate", "Import", "Copy", "Upload", "Launch", "Issue", "Register", "Provision", "Request", "Purchase", "Clone", "Publish", "New", "Open"];
-    const READ: &[&str] = &["Get", "List", "Describe", "Lookup", "Search", "Query", "Head", "Scan", "Select", "Check", "Inquiry", "Inquire", "View", "Download", "Retrieve", "Read", "Verify", "Validate", "Estimate", "Preview", "Filter", "Decrypt", "Encrypt", "Sign", "Test", "Export", "Batch Get", "Count", "Show"];
-    const UPDATE: &[&str] = &["Update", "Put", "Modify", "Attach", "Detach", "Enable", "Disable", "Start", "Stop", "Reboot", "Restart", "Set", "Associate", "Disassociate", "Authorize", "Revoke", "Add", "Change", "Reset", "Replace", "Tag", "Untag", "Assign", "Unassign", "Apply", "Bind", "Unbind", "Upgrade", "Resize", "Rotate", "Assume", "Accept", "Reject", "Restore", "Resume", "Suspend", "Edit", "Switch", "Renew", "Move", "Rename", "Mount", "Unmount"];
-    const DELETE: &[&str] = &["Delete", "Terminate", "Remove", "Destroy", "Deregister", "Release", "Purge", "Unregister", "Drop", "Cancel", "Disassemble", "Deactivate", "Unsubscribe"];
+    const CREATE: &[&str] = &[
+        "Create",
+        "Run",
+        "Generate",
+        "Allocate",
+        "Import",
+        "Copy",
+        "Upload",
+        "Launch",
+        "Issue",
+        "Register",
+        "Provision",
+        "Request",
+        "Purchase",
+        "Clone",
+        "Publish",
+        "New",
+        "Open",
+    ];
+    const READ: &[&str] = &[
+        "Get",
+        "List",
+        "Describe",
+        "Lookup",
+        "Search",
+        "Query",
+        "Head",
+        "Scan",
+        "Select",
+        "Check",
+        "Inquiry",
+        "Inquire",
+        "View",
+        "Download",
+        "Retrieve",
+        "Read",
+        "Verify",
+        "Validate",
+        "Estimate",
+        "Preview",
+        "Filter",
+        "Decrypt",
+        "Encrypt",
+        "Sign",
+        "Test",
+        "Export",
+        "Batch Get",
+        "Count",
+        "Show",
+    ];
+    const UPDATE: &[&str] = &[
+        "Update",
+        "Put",
+        "Modify",
+        "Attach",
+        "Detach",
+        "Enable",
+        "Disable",
+        "Start",
+        "Stop",
+        "Reboot",
+        "Restart",
+        "Set",
+        "Associate",
+        "Disassociate",
+        "Authorize",
+        "Revoke",
+        "Add",
+        "Change",
+        "Reset",
+        "Replace",
+        "Tag",
+        "Untag",
+        "Assign",
+        "Unassign",
+        "Apply",
+        "Bind",
+        "Unbind",
+        "Upgrade",
+        "Resize",
+        "Rotate",
+        "Assume",
+        "Accept",
+        "Reject",
+        "Restore",
+        "Resume",
+        "Suspend",
+        "Edit",
+        "Switch",
+        "Renew",
+        "Move",
+        "Rename",
+        "Mount",
+        "Unmount",
+    ];
+    const DELETE: &[&str] = &[
+        "Delete",
+        "Terminate",
+        "Remove",
+        "Destroy",
+        "Deregister",
+        "Release",
+        "Purge",
+        "Unregister",
+        "Drop",
+        "Cancel",
+        "Disassemble",
+        "Deactivate",
+        "Unsubscribe",
+    ];
     if read_only == Some(true) {
         return 2;
     }
     let starts = |verbs: &[&str]| {
         verbs.iter().any(|v| {
             operation.starts_with(v)
-                && operation[v.len()..].chars().next().is_none_or(|c| !c.is_ascii_lowercase())
+                && operation[v.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !c.is_ascii_lowercase())
         })
     };
     if starts(DELETE) {
@@ -252,8 +392,6 @@ pub fn activity_id(operation: &str, read_only: Option<bool>) -> i32 {
         3
     } else if starts(READ) {
         2
-    } else if read_only == Some(false) {
-        99
     } else {
         99
     }
@@ -308,10 +446,32 @@ pub fn parse_time_ms(s: &str, zoneless_offset_secs: i64) -> Option<i64> {
         }
         std::str::from_utf8(part).ok()?.parse().ok()
     };
-    let (y, mo, d, h, mi, sec, mut rest) = if b.len() >= 19 && b[4] == b'-' && b[7] == b'-' && (b[10] == b'T' || b[10] == b't' || b[10] == b' ') && b[13] == b':' && b[16] == b':' {
-        (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?, 19)
+    let (y, mo, d, h, mi, sec, mut rest) = if b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        && b[13] == b':'
+        && b[16] == b':'
+    {
+        (
+            num(0..4)?,
+            num(5..7)?,
+            num(8..10)?,
+            num(11..13)?,
+            num(14..16)?,
+            num(17..19)?,
+            19,
+        )
     } else if b.len() >= 15 && b[8] == b'T' {
-        (num(0..4)?, num(4..6)?, num(6..8)?, num(9..11)?, num(11..13)?, num(13..15)?, 15)
+        (
+            num(0..4)?,
+            num(4..6)?,
+            num(6..8)?,
+            num(9..11)?,
+            num(11..13)?,
+            num(13..15)?,
+            15,
+        )
     } else {
         return None;
     };
@@ -376,14 +536,32 @@ mod tests {
 
     #[test]
     fn actions_strip_version_suffixes() {
-        assert_eq!(action(Some("iam"), Some("CreateUser")).as_deref(), Some("iam:CreateUser"));
-        assert_eq!(strip_version_suffix("CreateFunction20150331"), "CreateFunction");
-        assert_eq!(strip_version_suffix("UpdateFunctionCode20150331v2"), "UpdateFunctionCode");
-        assert_eq!(strip_version_suffix("CreateDistribution2020_05_31"), "CreateDistribution");
+        assert_eq!(
+            action(Some("iam"), Some("CreateUser")).as_deref(),
+            Some("iam:CreateUser")
+        );
+        assert_eq!(
+            strip_version_suffix("CreateFunction20150331"),
+            "CreateFunction"
+        );
+        assert_eq!(
+            strip_version_suffix("UpdateFunctionCode20150331v2"),
+            "UpdateFunctionCode"
+        );
+        assert_eq!(
+            strip_version_suffix("CreateDistribution2020_05_31"),
+            "CreateDistribution"
+        );
         assert_eq!(strip_version_suffix("GetObject"), "GetObject");
         assert_eq!(strip_version_suffix("20150331"), "20150331");
-        assert_eq!(service_of("cam.ap-guangzhou.api.tencentyun.com"), Some("cam"));
-        assert_eq!(service_of("cloudaudit.api.tencentyun.com/v2/index.php"), Some("cloudaudit"));
+        assert_eq!(
+            service_of("cam.ap-guangzhou.api.tencentyun.com"),
+            Some("cam")
+        );
+        assert_eq!(
+            service_of("cloudaudit.api.tencentyun.com/v2/index.php"),
+            Some("cloudaudit")
+        );
     }
 
     #[test]
@@ -393,24 +571,49 @@ mod tests {
         assert_eq!(activity_id("DescribeInstances", None), 2);
         assert_eq!(activity_id("AttachUserPolicy", None), 3);
         assert_eq!(activity_id("TerminateInstances", None), 4);
-        assert_eq!(activity_id("Settle", None), 99, "verb must end at a word boundary");
+        assert_eq!(
+            activity_id("Settle", None),
+            99,
+            "verb must end at a word boundary"
+        );
         assert_eq!(activity_id("ConsoleLogin", None), 99);
         assert_eq!(activity_id("AssumeRole", Some(true)), 2);
     }
 
     #[test]
     fn times_in_every_shape() {
-        assert_eq!(parse_time_ms("2019-06-18T22:28:31Z", 0), Some(1_560_896_911_000));
-        assert_eq!(parse_time_ms("20131102T010628Z", 0), Some(1_383_354_388_000));
-        assert_eq!(parse_time_ms("2019-03-20 12:36:27", 8 * 3600), Some(1_553_056_587_000));
-        assert_eq!(parse_time_ms("2019-03-20T12:36:27.5+08:00", 0), Some(1_553_056_587_500));
+        assert_eq!(
+            parse_time_ms("2019-06-18T22:28:31Z", 0),
+            Some(1_560_896_911_000)
+        );
+        assert_eq!(
+            parse_time_ms("20131102T010628Z", 0),
+            Some(1_383_354_388_000)
+        );
+        assert_eq!(
+            parse_time_ms("2019-03-20 12:36:27", 8 * 3600),
+            Some(1_553_056_587_000)
+        );
+        assert_eq!(
+            parse_time_ms("2019-03-20T12:36:27.5+08:00", 0),
+            Some(1_553_056_587_500)
+        );
         assert_eq!(parse_time_ms("yesterday", 0), None);
         assert_eq!(parse_time_ms("2019-13-20T12:36:27Z", 0), None);
         assert_eq!(epoch_number_to_ms(1_680_513_809.0), Some(1_680_513_809_000));
-        assert_eq!(epoch_number_to_ms(1_680_513_809_123.0), Some(1_680_513_809_123));
+        assert_eq!(
+            epoch_number_to_ms(1_680_513_809_123.0),
+            Some(1_680_513_809_123)
+        );
         assert_eq!(date_of_ms(1_560_896_911_000), "2019-06-18");
         assert_eq!(date_of_ms(0), "1970-01-01");
-        assert_eq!(ip_or_domain(Some("AWS Internal".into())), (None, Some("AWS Internal".into())));
-        assert_eq!(ip_or_domain(Some("2001:db8::1".into())), (Some("2001:db8::1".into()), None));
+        assert_eq!(
+            ip_or_domain(Some("AWS Internal".into())),
+            (None, Some("AWS Internal".into()))
+        );
+        assert_eq!(
+            ip_or_domain(Some("2001:db8::1".into())),
+            (Some("2001:db8::1".into()), None)
+        );
     }
 }

@@ -32,11 +32,23 @@ pub struct Segment {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum Entry {
-    Prepare { batch: String, files: Vec<String>, segments: Vec<Segment> },
-    Commit { batch: String },
-    Abort { batch: String },
+    Prepare {
+        batch: String,
+        files: Vec<String>,
+        segments: Vec<Segment>,
+    },
+    Commit {
+        batch: String,
+    },
+    Abort {
+        batch: String,
+    },
     /// A unit's state, written when the journal is compacted.
-    Unit { unit: String, ranges: Vec<(i64, i64)>, complete: bool },
+    Unit {
+        unit: String,
+        ranges: Vec<(i64, i64)>,
+        complete: bool,
+    },
 }
 
 /// What the lake already holds of one input unit.
@@ -50,7 +62,9 @@ pub struct UnitState {
 impl UnitState {
     pub fn contains(&self, position: i64) -> bool {
         let i = self.ranges.partition_point(|&(_, to)| to <= position);
-        self.ranges.get(i).is_some_and(|&(from, _)| from <= position)
+        self.ranges
+            .get(i)
+            .is_some_and(|&(from, _)| from <= position)
     }
 
     fn add(&mut self, from: i64, to: i64) {
@@ -109,11 +123,19 @@ impl Journal {
                         continue;
                     }
                     Err(e) => {
-                        return Err(SinkError::Journal { path, line: i + 1, reason: e.to_string() });
+                        return Err(SinkError::Journal {
+                            path,
+                            line: i + 1,
+                            reason: e.to_string(),
+                        });
                     }
                 };
                 match entry {
-                    Entry::Prepare { batch, files, segments } => {
+                    Entry::Prepare {
+                        batch,
+                        files,
+                        segments,
+                    } => {
                         prepared.insert(batch, (files, segments));
                     }
                     Entry::Commit { batch } => {
@@ -124,7 +146,11 @@ impl Journal {
                     Entry::Abort { batch } => {
                         prepared.remove(&batch);
                     }
-                    Entry::Unit { unit, ranges, complete } => {
+                    Entry::Unit {
+                        unit,
+                        ranges,
+                        complete,
+                    } => {
                         let state = units.entry(unit).or_default();
                         for (f, t) in ranges {
                             state.add(f, t);
@@ -139,7 +165,12 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(|e| SinkError::io("open", &path, e))?;
-        let mut journal = Journal { path, file, units, pending: HashMap::new() };
+        let mut journal = Journal {
+            path,
+            file,
+            units,
+            pending: HashMap::new(),
+        };
         if torn_tail {
             journal.append_raw(b"\n")?;
         }
@@ -149,7 +180,9 @@ impl Journal {
                 let tmp = tmp_path(&final_path);
                 for p in [final_path, tmp] {
                     match std::fs::remove_file(&p) {
-                        Ok(()) => tracing::warn!(file = %p.display(), "removed file of an unfinished batch; its input will be read again"),
+                        Ok(()) => {
+                            tracing::warn!(file = %p.display(), "removed file of an unfinished batch; its input will be read again")
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(SinkError::io("remove", &p, e)),
                     }
@@ -167,14 +200,25 @@ impl Journal {
         self.units.get(unit)
     }
 
-    pub fn prepare(&mut self, batch: &str, files: Vec<String>, segments: Vec<Segment>) -> Result<(), SinkError> {
-        self.append(&Entry::Prepare { batch: batch.to_string(), files, segments: segments.clone() })?;
+    pub fn prepare(
+        &mut self,
+        batch: &str,
+        files: Vec<String>,
+        segments: Vec<Segment>,
+    ) -> Result<(), SinkError> {
+        self.append(&Entry::Prepare {
+            batch: batch.to_string(),
+            files,
+            segments: segments.clone(),
+        })?;
         self.pending.insert(batch.to_string(), segments);
         Ok(())
     }
 
     pub fn commit(&mut self, batch: &str) -> Result<(), SinkError> {
-        self.append(&Entry::Commit { batch: batch.to_string() })?;
+        self.append(&Entry::Commit {
+            batch: batch.to_string(),
+        })?;
         if let Some(segments) = self.pending.remove(batch) {
             apply(&mut self.units, &segments);
         }
@@ -183,7 +227,9 @@ impl Journal {
 
     pub fn abort(&mut self, batch: &str) -> Result<(), SinkError> {
         self.pending.remove(batch);
-        self.append(&Entry::Abort { batch: batch.to_string() })
+        self.append(&Entry::Abort {
+            batch: batch.to_string(),
+        })
     }
 
     fn append(&mut self, entry: &Entry) -> Result<(), SinkError> {
@@ -193,8 +239,12 @@ impl Journal {
     }
 
     fn append_raw(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.file.write_all(bytes).map_err(|e| SinkError::io("append to", &self.path, e))?;
-        self.file.sync_data().map_err(|e| SinkError::io("fsync", &self.path, e))
+        self.file
+            .write_all(bytes)
+            .map_err(|e| SinkError::io("append to", &self.path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| SinkError::io("fsync", &self.path, e))
     }
 
     /// Rewrites the journal as one `unit` line per unit (atomically, by rename).
@@ -205,7 +255,11 @@ impl Journal {
         names.sort();
         for unit in names {
             let state = &self.units[unit];
-            let entry = Entry::Unit { unit: unit.clone(), ranges: state.ranges.clone(), complete: state.complete };
+            let entry = Entry::Unit {
+                unit: unit.clone(),
+                ranges: state.ranges.clone(),
+                complete: state.complete,
+            };
             out.extend(serde_json::to_vec(&entry).map_err(|e| SinkError::Schema(e.to_string()))?);
             out.push(b'\n');
         }
@@ -228,7 +282,10 @@ fn apply(units: &mut HashMap<String, UnitState>, segments: &[Segment]) {
 
 /// `<name>.tmp` beside `path`: never matched by `*.parquet` globs.
 pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -236,7 +293,8 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 /// Writes `bytes` to `tmp`, fsyncs, renames to `dest` and fsyncs the directory.
 pub fn write_durably(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     let mut f = File::create(tmp).map_err(|e| SinkError::io("create", tmp, e))?;
-    f.write_all(bytes).map_err(|e| SinkError::io("write", tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| SinkError::io("write", tmp, e))?;
     f.sync_all().map_err(|e| SinkError::io("fsync", tmp, e))?;
     std::fs::rename(tmp, dest).map_err(|e| SinkError::io("rename", tmp, e))?;
     sync_dir(dest)
@@ -244,7 +302,9 @@ pub fn write_durably(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<(), SinkEr
 
 pub fn sync_dir(path: &Path) -> Result<(), SinkError> {
     if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::io("fsync directory", dir, e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| SinkError::io("fsync directory", dir, e))?;
     }
     Ok(())
 }
@@ -254,7 +314,12 @@ mod tests {
     use super::*;
 
     fn seg(unit: &str, from: i64, to: i64, complete: bool) -> Vec<Segment> {
-        vec![Segment { unit: unit.into(), from, to, complete }]
+        vec![Segment {
+            unit: unit.into(),
+            from,
+            to,
+            complete,
+        }]
     }
 
     #[test]
@@ -263,20 +328,30 @@ mod tests {
         let root = dir.path();
         {
             let mut j = Journal::open(root).expect("open");
-            j.prepare("b1", vec![], seg("u1", 0, 10, false)).expect("prepare");
+            j.prepare("b1", vec![], seg("u1", 0, 10, false))
+                .expect("prepare");
             j.commit("b1").expect("commit");
-            j.prepare("b2", vec![], seg("u1", 10, 15, true)).expect("prepare");
+            j.prepare("b2", vec![], seg("u1", 10, 15, true))
+                .expect("prepare");
             j.commit("b2").expect("commit");
             std::fs::create_dir_all(root.join("x")).expect("mkdir");
             std::fs::write(root.join("x/part-b3.parquet"), b"half").expect("write");
-            j.prepare("b3", vec!["x/part-b3.parquet".into()], seg("u2", 0, 5, true)).expect("prepare");
+            j.prepare(
+                "b3",
+                vec!["x/part-b3.parquet".into()],
+                seg("u2", 0, 5, true),
+            )
+            .expect("prepare");
             // crash: no commit for b3
         }
         let j = Journal::open(root).expect("reopen");
         let u1 = j.unit("u1").expect("u1");
         assert!(u1.complete && u1.contains(0) && u1.contains(14) && !u1.contains(15));
         assert!(j.unit("u2").is_none(), "uncommitted batch must not count");
-        assert!(!root.join("x/part-b3.parquet").exists(), "files of the unfinished batch are removed");
+        assert!(
+            !root.join("x/part-b3.parquet").exists(),
+            "files of the unfinished batch are removed"
+        );
     }
 
     #[test]
@@ -285,7 +360,8 @@ mod tests {
         let root = dir.path();
         {
             let mut j = Journal::open(root).expect("open");
-            j.prepare("b1", vec![], seg("u1", 0, 3, true)).expect("prepare");
+            j.prepare("b1", vec![], seg("u1", 0, 3, true))
+                .expect("prepare");
             j.commit("b1").expect("commit");
         }
         let path = root.join("_auditlake/journal.jsonl");

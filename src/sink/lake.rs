@@ -61,7 +61,11 @@ impl LocalLake {
     pub fn open(root: &Path, options: ParquetOptions) -> Result<Self, SinkError> {
         std::fs::create_dir_all(root).map_err(|e| SinkError::io("create directory", root, e))?;
         let journal = Journal::open(root)?;
-        Ok(LocalLake { root: root.to_path_buf(), journal, options })
+        Ok(LocalLake {
+            root: root.to_path_buf(),
+            journal,
+            options,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -82,7 +86,11 @@ impl LocalLake {
         let name = format!("part-{}.parquet", &id[..24]);
 
         batch.events.sort_by(|a, b| {
-            (a.time_ms, &a.origin.source, a.origin.position).cmp(&(b.time_ms, &b.origin.source, b.origin.position))
+            (a.time_ms, &a.origin.source, a.origin.position).cmp(&(
+                b.time_ms,
+                &b.origin.source,
+                b.origin.position,
+            ))
         });
         let mut events: BTreeMap<String, Vec<&CiemEvent>> = BTreeMap::new();
         for e in &batch.events {
@@ -90,18 +98,32 @@ impl LocalLake {
         }
         let mut dead: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
         for d in &batch.dead_letters {
-            dead.entry(format!("dead_letters/date={}", date_of_ms(d.ingest_time_ms))).or_default().push(d);
+            dead.entry(format!(
+                "dead_letters/date={}",
+                date_of_ms(d.ingest_time_ms)
+            ))
+            .or_default()
+            .push(d);
         }
-        let files: Vec<String> = events.keys().chain(dead.keys()).map(|dir| format!("{dir}/{name}")).collect();
-        self.journal.prepare(&id, files.clone(), batch.segments.clone())?;
+        let files: Vec<String> = events
+            .keys()
+            .chain(dead.keys())
+            .map(|dir| format!("{dir}/{name}"))
+            .collect();
+        self.journal
+            .prepare(&id, files.clone(), batch.segments.clone())?;
 
         let result = (|| {
             let mut out = Vec::with_capacity(files.len());
             for (dir, rows) in &events {
-                out.push(self.publish(dir, &name, rows.len(), |p| write_ciem_file(p, rows, self.options))?);
+                out.push(self.publish(dir, &name, rows.len(), |p| {
+                    write_ciem_file(p, rows, self.options)
+                })?);
             }
             for (dir, rows) in &dead {
-                out.push(self.publish(dir, &name, rows.len(), |p| write_dead_letter_file(p, rows, self.options))?);
+                out.push(self.publish(dir, &name, rows.len(), |p| {
+                    write_dead_letter_file(p, rows, self.options)
+                })?);
             }
             Ok(out)
         })();
@@ -130,7 +152,8 @@ impl LocalLake {
         write: impl FnOnce(&Path) -> Result<u64, SinkError>,
     ) -> Result<CommittedFile, SinkError> {
         let dir_path = self.root.join(dir);
-        std::fs::create_dir_all(&dir_path).map_err(|e| SinkError::io("create directory", &dir_path, e))?;
+        std::fs::create_dir_all(&dir_path)
+            .map_err(|e| SinkError::io("create directory", &dir_path, e))?;
         let dest = dir_path.join(name);
         let tmp = tmp_path(&dest);
         let bytes = write(&tmp)?;

@@ -16,23 +16,41 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("cannot {op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot encode Parquet file {path}: {source}")]
-    Parquet { path: PathBuf, source: ::parquet::errors::ParquetError },
+    Parquet {
+        path: PathBuf,
+        source: ::parquet::errors::ParquetError,
+    },
     #[error("schema mismatch: {0}")]
     Schema(String),
     #[error("invalid sink configuration: {0}")]
     Config(String),
     #[error("commit journal {path} is damaged at line {line}: {reason}")]
-    Journal { path: PathBuf, line: usize, reason: String },
+    Journal {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 impl SinkError {
     pub fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
-        SinkError::Io { op, path: path.to_path_buf(), source }
+        SinkError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
     }
     pub fn parquet(path: &Path, source: ::parquet::errors::ParquetError) -> Self {
-        SinkError::Parquet { path: path.to_path_buf(), source }
+        SinkError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 

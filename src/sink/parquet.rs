@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    StructBuilder, TimestampMillisecondArray,
+    ArrayRef, BooleanArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, StructBuilder, TimestampMillisecondArray,
 };
 use arrow::datatypes::Schema;
 use parquet::arrow::ArrowWriter;
@@ -28,7 +28,10 @@ pub struct ParquetOptions {
 
 impl Default for ParquetOptions {
     fn default() -> Self {
-        ParquetOptions { zstd_level: 3, row_group_rows: 128 * 1024 }
+        ParquetOptions {
+            zstd_level: 3,
+            row_group_rows: 128 * 1024,
+        }
     }
 }
 
@@ -37,13 +40,18 @@ fn strings<'a>(rows: &'a [&CiemEvent], f: impl Fn(&'a CiemEvent) -> Option<&'a s
 }
 
 fn ts(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
-    Arc::new(values.collect::<TimestampMillisecondArray>().with_timezone("UTC"))
+    Arc::new(
+        values
+            .collect::<TimestampMillisecondArray>()
+            .with_timezone("UTC"),
+    )
 }
 
 fn resources(rows: &[&CiemEvent]) -> ArrayRef {
     let fields = resource_fields();
-    let builders: Vec<Box<dyn arrow::array::ArrayBuilder>> =
-        (0..fields.len()).map(|_| Box::new(StringBuilder::new()) as Box<dyn arrow::array::ArrayBuilder>).collect();
+    let builders: Vec<Box<dyn arrow::array::ArrayBuilder>> = (0..fields.len())
+        .map(|_| Box::new(StringBuilder::new()) as Box<dyn arrow::array::ArrayBuilder>)
+        .collect();
     let mut list = ListBuilder::new(StructBuilder::new(fields, builders));
     for e in rows {
         if e.resources.is_empty() {
@@ -52,7 +60,10 @@ fn resources(rows: &[&CiemEvent]) -> ArrayRef {
         }
         let item = list.values();
         for r in &e.resources {
-            for (i, v) in [&r.uid, &r.kind, &r.name, &r.account_uid].into_iter().enumerate() {
+            for (i, v) in [&r.uid, &r.kind, &r.name, &r.account_uid]
+                .into_iter()
+                .enumerate()
+            {
                 if let Some(b) = item.field_builder::<StringBuilder>(i) {
                     b.append_option(v.as_deref());
                 }
@@ -65,7 +76,9 @@ fn resources(rows: &[&CiemEvent]) -> ArrayRef {
 }
 
 fn ciem_column(name: &str, rows: &[&CiemEvent]) -> Result<ArrayRef, SinkError> {
-    let i32s = |f: fn(&CiemEvent) -> i32| -> ArrayRef { Arc::new(rows.iter().map(|e| f(e)).collect::<Int32Array>()) };
+    let i32s = |f: fn(&CiemEvent) -> i32| -> ArrayRef {
+        Arc::new(rows.iter().map(|e| f(e)).collect::<Int32Array>())
+    };
     Ok(match name {
         "time" => ts(rows.iter().map(|e| Some(e.time_ms))),
         "class_uid" => i32s(|e| e.class_uid),
@@ -84,7 +97,11 @@ fn ciem_column(name: &str, rows: &[&CiemEvent]) -> Result<ArrayRef, SinkError> {
         "api_operation" => strings(rows, |e| e.api_operation.as_deref()),
         "action" => strings(rows, |e| e.action.as_deref()),
         "api_version" => strings(rows, |e| e.api_version.as_deref()),
-        "is_read_only" => Arc::new(rows.iter().map(|e| e.is_read_only).collect::<BooleanArray>()),
+        "is_read_only" => Arc::new(
+            rows.iter()
+                .map(|e| e.is_read_only)
+                .collect::<BooleanArray>(),
+        ),
         "api_response_error" => strings(rows, |e| e.api_response_error.as_deref()),
         "api_response_message" => strings(rows, |e| e.api_response_message.as_deref()),
         "actor_user_type" => strings(rows, |e| e.actor_user_type.as_deref()),
@@ -95,7 +112,11 @@ fn ciem_column(name: &str, rows: &[&CiemEvent]) -> Result<ArrayRef, SinkError> {
         "actor_credential_uid" => strings(rows, |e| e.actor_credential_uid.as_deref()),
         "actor_credential_kind" => strings(rows, |e| e.actor_credential_kind),
         "actor_session_issuer" => strings(rows, |e| e.actor_session_issuer.as_deref()),
-        "actor_session_is_mfa" => Arc::new(rows.iter().map(|e| e.actor_session_is_mfa).collect::<BooleanArray>()),
+        "actor_session_is_mfa" => Arc::new(
+            rows.iter()
+                .map(|e| e.actor_session_is_mfa)
+                .collect::<BooleanArray>(),
+        ),
         "actor_session_created_time" => ts(rows.iter().map(|e| e.actor_session_created_time_ms)),
         "actor_invoked_by" => strings(rows, |e| e.actor_invoked_by.as_deref()),
         "src_endpoint_ip" => strings(rows, |e| e.src_endpoint_ip.as_deref()),
@@ -111,25 +132,69 @@ fn ciem_column(name: &str, rows: &[&CiemEvent]) -> Result<ArrayRef, SinkError> {
         "additional_data" => strings(rows, |e| e.additional_data.as_deref()),
         "ingest_time" => ts(rows.iter().map(|e| Some(e.ingest_time_ms))),
         "origin_source" => strings(rows, |e| Some(&*e.origin.source)),
-        "origin_partition" => Arc::new(rows.iter().map(|e| e.origin.partition).collect::<Int32Array>()),
-        "origin_position" => Arc::new(rows.iter().map(|e| e.origin.position).collect::<Int64Array>()),
-        other => return Err(SinkError::Schema(format!("column {other:?} in schemas/ciem_events.json has no encoder"))),
+        "origin_partition" => Arc::new(
+            rows.iter()
+                .map(|e| e.origin.partition)
+                .collect::<Int32Array>(),
+        ),
+        "origin_position" => Arc::new(
+            rows.iter()
+                .map(|e| e.origin.position)
+                .collect::<Int64Array>(),
+        ),
+        other => {
+            return Err(SinkError::Schema(format!(
+                "column {other:?} in schemas/ciem_events.json has no encoder"
+            )));
+        }
     })
 }
 
 fn dead_letter_column(name: &str, rows: &[&DeadLetter]) -> Result<ArrayRef, SinkError> {
     Ok(match name {
         "ingest_time" => ts(rows.iter().map(|d| Some(d.ingest_time_ms))),
-        "pipeline" => Arc::new(rows.iter().map(|d| Some(&*d.pipeline)).collect::<StringArray>()),
-        "origin_source" => Arc::new(rows.iter().map(|d| Some(&*d.origin.source)).collect::<StringArray>()),
-        "origin_partition" => Arc::new(rows.iter().map(|d| d.origin.partition).collect::<Int32Array>()),
-        "origin_position" => Arc::new(rows.iter().map(|d| d.origin.position).collect::<Int64Array>()),
+        "pipeline" => Arc::new(
+            rows.iter()
+                .map(|d| Some(&*d.pipeline))
+                .collect::<StringArray>(),
+        ),
+        "origin_source" => Arc::new(
+            rows.iter()
+                .map(|d| Some(&*d.origin.source))
+                .collect::<StringArray>(),
+        ),
+        "origin_partition" => Arc::new(
+            rows.iter()
+                .map(|d| d.origin.partition)
+                .collect::<Int32Array>(),
+        ),
+        "origin_position" => Arc::new(
+            rows.iter()
+                .map(|d| d.origin.position)
+                .collect::<Int64Array>(),
+        ),
         "byte_offset" => Arc::new(rows.iter().map(|d| d.byte_offset).collect::<Int64Array>()),
         "line" => Arc::new(rows.iter().map(|d| d.line).collect::<Int64Array>()),
-        "reason" => Arc::new(rows.iter().map(|d| Some(d.reason.as_str())).collect::<StringArray>()),
-        "raw" => Arc::new(rows.iter().map(|d| d.raw.as_deref()).collect::<StringArray>()),
-        "raw_truncated" => Arc::new(rows.iter().map(|d| Some(d.raw_truncated)).collect::<BooleanArray>()),
-        other => return Err(SinkError::Schema(format!("column {other:?} in schemas/dead_letters.json has no encoder"))),
+        "reason" => Arc::new(
+            rows.iter()
+                .map(|d| Some(d.reason.as_str()))
+                .collect::<StringArray>(),
+        ),
+        "raw" => Arc::new(
+            rows.iter()
+                .map(|d| d.raw.as_deref())
+                .collect::<StringArray>(),
+        ),
+        "raw_truncated" => Arc::new(
+            rows.iter()
+                .map(|d| Some(d.raw_truncated))
+                .collect::<BooleanArray>(),
+        ),
+        other => {
+            return Err(SinkError::Schema(format!(
+                "column {other:?} in schemas/dead_letters.json has no encoder"
+            )));
+        }
     })
 }
 
@@ -139,50 +204,89 @@ fn batch(schema: Arc<Schema>, columns: Vec<ArrayRef>) -> Result<RecordBatch, Sin
 
 pub fn ciem_batch(rows: &[&CiemEvent]) -> Result<RecordBatch, SinkError> {
     let schema = ciem_arrow_schema();
-    let columns = schema.fields().iter().map(|f| ciem_column(f.name(), rows)).collect::<Result<_, _>>()?;
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| ciem_column(f.name(), rows))
+        .collect::<Result<_, _>>()?;
     batch(schema, columns)
 }
 
 pub fn dead_letter_batch(rows: &[&DeadLetter]) -> Result<RecordBatch, SinkError> {
     let schema = dead_letter_arrow_schema();
-    let columns = schema.fields().iter().map(|f| dead_letter_column(f.name(), rows)).collect::<Result<_, _>>()?;
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| dead_letter_column(f.name(), rows))
+        .collect::<Result<_, _>>()?;
     batch(schema, columns)
 }
 
-fn properties(options: ParquetOptions, sorted_by_time: bool) -> Result<WriterProperties, SinkError> {
-    let level = ZstdLevel::try_new(options.zstd_level).map_err(|e| SinkError::Config(format!("zstd level: {e}")))?;
+fn properties(
+    options: ParquetOptions,
+    sorted_by_time: bool,
+) -> Result<WriterProperties, SinkError> {
+    let level = ZstdLevel::try_new(options.zstd_level)
+        .map_err(|e| SinkError::Config(format!("zstd level: {e}")))?;
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_created_by(format!("auditlake {}", env!("CARGO_PKG_VERSION")));
     if sorted_by_time {
-        props = props.set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]));
+        props = props.set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]));
     }
     Ok(props.build())
 }
 
 /// Writes `rows` (already sorted) to `path` and fsyncs it. Returns the byte size.
-pub fn write_ciem_file(path: &Path, rows: &[&CiemEvent], options: ParquetOptions) -> Result<u64, SinkError> {
+pub fn write_ciem_file(
+    path: &Path,
+    rows: &[&CiemEvent],
+    options: ParquetOptions,
+) -> Result<u64, SinkError> {
     let file = File::create(path).map_err(|e| SinkError::io("create", path, e))?;
-    let mut writer = ArrowWriter::try_new(file, ciem_arrow_schema(), Some(properties(options, true)?))
-        .map_err(|e| SinkError::parquet(path, e))?;
+    let mut writer =
+        ArrowWriter::try_new(file, ciem_arrow_schema(), Some(properties(options, true)?))
+            .map_err(|e| SinkError::parquet(path, e))?;
     for chunk in rows.chunks(options.row_group_rows.clamp(1, 32 * 1024)) {
-        writer.write(&ciem_batch(chunk)?).map_err(|e| SinkError::parquet(path, e))?;
+        writer
+            .write(&ciem_batch(chunk)?)
+            .map_err(|e| SinkError::parquet(path, e))?;
     }
     finish(writer, path)
 }
 
-pub fn write_dead_letter_file(path: &Path, rows: &[&DeadLetter], options: ParquetOptions) -> Result<u64, SinkError> {
+pub fn write_dead_letter_file(
+    path: &Path,
+    rows: &[&DeadLetter],
+    options: ParquetOptions,
+) -> Result<u64, SinkError> {
     let file = File::create(path).map_err(|e| SinkError::io("create", path, e))?;
-    let mut writer = ArrowWriter::try_new(file, dead_letter_arrow_schema(), Some(properties(options, false)?))
+    let mut writer = ArrowWriter::try_new(
+        file,
+        dead_letter_arrow_schema(),
+        Some(properties(options, false)?),
+    )
+    .map_err(|e| SinkError::parquet(path, e))?;
+    writer
+        .write(&dead_letter_batch(rows)?)
         .map_err(|e| SinkError::parquet(path, e))?;
-    writer.write(&dead_letter_batch(rows)?).map_err(|e| SinkError::parquet(path, e))?;
     finish(writer, path)
 }
 
 fn finish(writer: ArrowWriter<File>, path: &Path) -> Result<u64, SinkError> {
-    let file = writer.into_inner().map_err(|e| SinkError::parquet(path, e))?;
-    file.sync_all().map_err(|e| SinkError::io("fsync", path, e))?;
-    let size = file.metadata().map_err(|e| SinkError::io("stat", path, e))?.len();
+    let file = writer
+        .into_inner()
+        .map_err(|e| SinkError::parquet(path, e))?;
+    file.sync_all()
+        .map_err(|e| SinkError::io("fsync", path, e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| SinkError::io("stat", path, e))?
+        .len();
     Ok(size)
 }

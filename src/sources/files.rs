@@ -39,25 +39,44 @@ pub struct InputFile {
 /// Expands paths into the files to read, in a stable order: files as given, directories
 /// recursively (sorted, hidden entries and `exclude` skipped), `-` as stdin (spooled to a
 /// temporary file in `spool_dir` so it can be hashed and read like any file).
-pub fn expand(paths: &[PathBuf], exclude: Option<&Path>, spool_dir: &Path) -> Result<Vec<InputFile>, FilesError> {
+pub fn expand(
+    paths: &[PathBuf],
+    exclude: Option<&Path>,
+    spool_dir: &Path,
+) -> Result<Vec<InputFile>, FilesError> {
     let exclude = exclude.and_then(|p| p.canonicalize().ok());
     let mut out = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
             let spooled = spool_dir.join(format!(".stdin-{}.spool", std::process::id()));
-            let mut f = File::create(&spooled).map_err(|source| FilesError::Io { path: spooled.clone(), source })?;
-            io::copy(&mut io::stdin().lock(), &mut f).map_err(|source| FilesError::Io { path: "-".into(), source })?;
-            out.push(InputFile { path: spooled, name: Arc::from("stdin") });
+            let mut f = File::create(&spooled).map_err(|source| FilesError::Io {
+                path: spooled.clone(),
+                source,
+            })?;
+            io::copy(&mut io::stdin().lock(), &mut f).map_err(|source| FilesError::Io {
+                path: "-".into(),
+                source,
+            })?;
+            out.push(InputFile {
+                path: spooled,
+                name: Arc::from("stdin"),
+            });
             continue;
         }
         let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => FilesError::Missing { path: path.clone() },
-            _ => FilesError::Io { path: path.clone(), source },
+            _ => FilesError::Io {
+                path: path.clone(),
+                source,
+            },
         })?;
         if meta.is_dir() {
             walk(path, exclude.as_deref(), &mut out)?;
         } else {
-            out.push(InputFile { path: path.clone(), name: Arc::from(path.display().to_string()) });
+            out.push(InputFile {
+                path: path.clone(),
+                name: Arc::from(path.display().to_string()),
+            });
         }
     }
     Ok(out)
@@ -67,8 +86,14 @@ fn walk(dir: &Path, exclude: Option<&Path>, out: &mut Vec<InputFile>) -> Result<
     if exclude.is_some_and(|ex| dir.canonicalize().is_ok_and(|d| d == ex)) {
         return Ok(());
     }
-    let io_err = |source| FilesError::Io { path: dir.to_path_buf(), source };
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io_err)?.collect::<Result<_, _>>().map_err(io_err)?;
+    let io_err = |source| FilesError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io_err)?
+        .collect::<Result<_, _>>()
+        .map_err(io_err)?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         if entry.file_name().to_string_lossy().starts_with('.') {
@@ -79,7 +104,10 @@ fn walk(dir: &Path, exclude: Option<&Path>, out: &mut Vec<InputFile>) -> Result<
         if kind.is_dir() {
             walk(&path, exclude, out)?;
         } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
-            out.push(InputFile { name: Arc::from(path.display().to_string()), path });
+            out.push(InputFile {
+                name: Arc::from(path.display().to_string()),
+                path,
+            });
         }
     }
     Ok(())
@@ -108,7 +136,11 @@ enum Msg {
 
 /// Decodes one file, sending its unit id first and then its items.
 fn read_file(input: &InputFile, ctx: &DecodeContext, send: &mut dyn FnMut(Msg) -> ControlFlow<()>) {
-    let stamp = Stamp { source: input.name.clone(), partition: None, ingest_time_ms: now_ms() };
+    let stamp = Stamp {
+        source: input.name.clone(),
+        partition: None,
+        ingest_time_ms: now_ms(),
+    };
     let opened = unit_id(&input.path).and_then(|id| File::open(&input.path).map(|f| (id, f)));
     match opened {
         Ok((id, file)) => {
@@ -123,13 +155,20 @@ fn read_file(input: &InputFile, ctx: &DecodeContext, send: &mut dyn FnMut(Msg) -
                 return;
             }
             let reason = format!("cannot read file: {e}");
-            let dead = crate::event::DeadLetter::new(ctx.pipeline.clone(), stamp.origin(0), reason, &[], 0, stamp.ingest_time_ms);
+            let dead = crate::event::DeadLetter::new(
+                ctx.pipeline.clone(),
+                stamp.origin(0),
+                reason,
+                &[],
+                0,
+                stamp.ingest_time_ms,
+            );
             let _ = send(Msg::Items(vec![(0, Item::Dead(dead))]));
         }
     }
 }
 
-/// Feeds one file's messages into the batcher. Returns false if the unit was skipped.
+/// Feeds one file's messages into the batcher (the unit id comes first).
 fn consume(batcher: &mut Batcher, msgs: &mut dyn Iterator<Item = Msg>) -> Result<(), SinkError> {
     let Some(Msg::Unit(id)) = msgs.next() else {
         return Ok(());
@@ -140,11 +179,11 @@ fn consume(batcher: &mut Batcher, msgs: &mut dyn Iterator<Item = Msg>) -> Result
     for msg in msgs {
         if let Msg::Items(items) = msg {
             for (position, item) in items {
-                batcher.push(position, item)?;
+                batcher.push(&id, position, item)?;
             }
         }
     }
-    batcher.end_unit();
+    batcher.end_unit(&id);
     Ok(())
 }
 
@@ -162,30 +201,32 @@ pub fn replay(
     if threads <= 1 {
         for input in inputs {
             // Decode into a small buffer the batcher drains: same order, one thread.
-            let mut msgs = Vec::new();
             let mut result = Ok(());
-            let mut skip = false;
-            read_file(input, ctx, &mut |msg| {
-                match msg {
-                    Msg::Unit(id) => {
-                        skip = batcher.begin_unit(&id) == UnitStart::AlreadyInLake;
-                        if skip {
+            let mut unit: Option<String> = None;
+            read_file(input, ctx, &mut |msg| match msg {
+                Msg::Unit(id) => {
+                    if batcher.begin_unit(&id) == UnitStart::AlreadyInLake {
+                        return ControlFlow::Break(());
+                    }
+                    unit = Some(id);
+                    ControlFlow::Continue(())
+                }
+                Msg::Items(items) => {
+                    let Some(id) = unit.as_deref() else {
+                        return ControlFlow::Break(());
+                    };
+                    for (position, item) in items {
+                        if let Err(e) = batcher.push(id, position, item) {
+                            result = Err(e);
                             return ControlFlow::Break(());
                         }
                     }
-                    Msg::Items(items) => msgs.extend(items),
+                    ControlFlow::Continue(())
                 }
-                for (position, item) in msgs.drain(..) {
-                    if let Err(e) = batcher.push(position, item) {
-                        result = Err(e);
-                        return ControlFlow::Break(());
-                    }
-                }
-                ControlFlow::Continue(())
             });
             result?;
-            if !skip {
-                batcher.end_unit();
+            if let Some(id) = unit {
+                batcher.end_unit(&id);
             }
             on_file(batcher);
         }
@@ -214,7 +255,11 @@ pub fn replay(
                     };
                     let Ok((input, tx)) = job else { return };
                     read_file(input, ctx, &mut |msg| {
-                        if tx.send(msg).is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+                        if tx.send(msg).is_ok() {
+                            ControlFlow::Continue(())
+                        } else {
+                            ControlFlow::Break(())
+                        }
                     });
                 }
             });
@@ -246,19 +291,33 @@ fn default_poll_secs() -> u64 {
 /// Watches the inbox until `stop` is set: each new, settled file is read once (the lake's
 /// journal is the checkpoint, so restarts do not re-read files). On stop, the file being read
 /// is finished and everything pending is committed.
-pub fn watch(config: &InboxConfig, batcher: &mut Batcher, ctx: &DecodeContext, stop: &AtomicBool) -> Result<(), FilesError> {
-    std::fs::create_dir_all(&config.path).map_err(|source| FilesError::Io { path: config.path.clone(), source })?;
+pub fn watch(
+    config: &InboxConfig,
+    batcher: &mut Batcher,
+    ctx: &DecodeContext,
+    stop: &AtomicBool,
+) -> Result<(), FilesError> {
+    std::fs::create_dir_all(&config.path).map_err(|source| FilesError::Io {
+        path: config.path.clone(),
+        source,
+    })?;
     tracing::info!(inbox = %config.path.display(), lake = %batcher.lake().root().display(), "watching inbox");
     // path → (size, mtime) when last seen, and whether it has been handled.
     let mut seen: HashMap<PathBuf, ((u64, Option<SystemTime>), bool)> = HashMap::new();
     let exclude = batcher.lake().root().to_path_buf();
     while !stop.load(Ordering::SeqCst) {
-        let files = expand(std::slice::from_ref(&config.path), Some(&exclude), &config.path)?;
+        let files = expand(
+            std::slice::from_ref(&config.path),
+            Some(&exclude),
+            &config.path,
+        )?;
         for input in files {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            let Ok(meta) = std::fs::metadata(&input.path) else { continue };
+            let Ok(meta) = std::fs::metadata(&input.path) else {
+                continue;
+            };
             let sig = (meta.len(), meta.modified().ok());
             let settled = match seen.get(&input.path) {
                 Some((_, true)) if seen[&input.path].0 == sig => continue,
@@ -278,7 +337,8 @@ pub fn watch(config: &InboxConfig, batcher: &mut Batcher, ctx: &DecodeContext, s
         if batcher.is_due() {
             batcher.flush()?;
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(config.poll_interval_secs.max(1));
+        let deadline =
+            std::time::Instant::now() + Duration::from_secs(config.poll_interval_secs.max(1));
         while std::time::Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(100));
             if batcher.is_due() {
