@@ -12,12 +12,12 @@ use arrow::array::{
 use arrow::datatypes::Schema;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
+use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::WriterProperties;
 
 use super::SinkError;
 use crate::event::{CiemEvent, DeadLetter};
-use crate::schema::{ciem_arrow_schema, dead_letter_arrow_schema, resource_fields};
+use crate::schema::{TableSpec, ciem_arrow_schema, dead_letter_arrow_schema, resource_fields};
 
 /// Parquet encoding settings.
 #[derive(Debug, Clone, Copy)]
@@ -224,11 +224,20 @@ pub fn dead_letter_batch(rows: &[&DeadLetter]) -> Result<RecordBatch, SinkError>
 
 fn properties(
     options: ParquetOptions,
+    table: &TableSpec,
     sorted_by_time: bool,
 ) -> Result<WriterProperties, SinkError> {
     let level = ZstdLevel::try_new(options.zstd_level)
         .map_err(|e| SinkError::Config(format!("zstd level: {e}")))?;
+    let metadata = vec![
+        KeyValue::new("auditlake.table".to_string(), table.name.clone()),
+        KeyValue::new(
+            "auditlake.schema_version".to_string(),
+            table.version.clone(),
+        ),
+    ];
     let mut props = WriterProperties::builder()
+        .set_key_value_metadata(Some(metadata))
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_created_by(format!("auditlake {}", env!("CARGO_PKG_VERSION")));
@@ -249,9 +258,12 @@ pub fn write_ciem_file(
     options: ParquetOptions,
 ) -> Result<u64, SinkError> {
     let file = File::create(path).map_err(|e| SinkError::io("create", path, e))?;
-    let mut writer =
-        ArrowWriter::try_new(file, ciem_arrow_schema(), Some(properties(options, true)?))
-            .map_err(|e| SinkError::parquet(path, e))?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        ciem_arrow_schema(),
+        Some(properties(options, crate::schema::ciem(), true)?),
+    )
+    .map_err(|e| SinkError::parquet(path, e))?;
     for chunk in rows.chunks(options.row_group_rows.clamp(1, 32 * 1024)) {
         writer
             .write(&ciem_batch(chunk)?)
@@ -269,7 +281,7 @@ pub fn write_dead_letter_file(
     let mut writer = ArrowWriter::try_new(
         file,
         dead_letter_arrow_schema(),
-        Some(properties(options, false)?),
+        Some(properties(options, crate::schema::dead_letters(), false)?),
     )
     .map_err(|e| SinkError::parquet(path, e))?;
     writer

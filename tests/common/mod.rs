@@ -1,0 +1,105 @@
+//! Helpers shared by the integration tests: the binary, fixtures, and DuckDB (the way users
+//! read the lake).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_auditlake"))
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Runs `auditlake <args>` and returns its output.
+pub fn auditlake(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run auditlake")
+}
+
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("AUDITLAKE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "Python with duckdb not found at {}: run the suite with `bash tests/run.sh` (it creates .venv), or set AUDITLAKE_PYTHON",
+        path.display()
+    );
+    path
+}
+
+/// Runs SQL in DuckDB and returns the rows as JSON values (timestamps as ISO strings).
+pub fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
+    let script = r#"
+import duckdb, json, sys, datetime, decimal
+def conv(v):
+    if isinstance(v, (datetime.datetime, datetime.date)): return v.isoformat()
+    if isinstance(v, decimal.Decimal): return float(v)
+    if isinstance(v, (list, tuple)): return [conv(x) for x in v]
+    if isinstance(v, dict): return {k: conv(x) for k, x in v.items()}
+    return v
+con = duckdb.connect()
+con.execute("SET TimeZone='UTC'")
+rows = con.execute(sys.argv[1]).fetchall()
+print(json.dumps([[conv(v) for v in r] for r in rows]))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, sql])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "duckdb failed for {sql}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("duckdb output is JSON")
+}
+
+/// `read_parquet(...)` over a lake dataset, as the README tells users to read it.
+pub fn dataset(lake: &Path, name: &str) -> String {
+    format!(
+        "read_parquet('{}/{name}/**/*.parquet', hive_partitioning = true, hive_types_autocast = false)",
+        lake.display()
+    )
+}
+
+pub fn scalar(sql: &str) -> serde_json::Value {
+    duckdb(sql)
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Every `*.parquet` file under `dir`, relative, sorted.
+pub fn parquet_files(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).expect("gzip");
+    gz.finish().expect("gzip")
+}
