@@ -25,8 +25,10 @@ pub struct Scanner<R> {
     end: usize,
     /// Absolute input offset of `buf[0]`.
     base: u64,
-    /// Newlines in the input before `buf[0]`.
-    lines_before_base: u64,
+    /// Line counting is incremental: `lines_to_counted` newlines precede absolute offset
+    /// `counted`, so each byte is counted once however many line numbers are asked for.
+    counted: u64,
+    lines_to_counted: u64,
     eof: bool,
     max_value: usize,
 }
@@ -41,7 +43,8 @@ impl<R: Read> Scanner<R> {
             pos: 0,
             end: 0,
             base: 0,
-            lines_before_base: 0,
+            counted: 0,
+            lines_to_counted: 0,
             eof: false,
             max_value,
         }
@@ -56,10 +59,28 @@ impl<R: Read> Scanner<R> {
         self.base + idx as u64
     }
 
-    /// 1-based line number of a buffer index.
-    pub fn line(&self, idx: usize) -> u64 {
+    /// 1-based line number of a buffer index (indexes at or after the last one asked for are
+    /// cheap; earlier ones are counted back from there).
+    pub fn line(&mut self, idx: usize) -> u64 {
         let idx = idx.min(self.end);
-        self.lines_before_base + memchr::memchr_iter(b'\n', &self.buf[..idx]).count() as u64 + 1
+        let counted = (self.counted - self.base) as usize;
+        if idx >= counted {
+            self.lines_to_counted +=
+                memchr::memchr_iter(b'\n', &self.buf[counted..idx]).count() as u64;
+            self.counted = self.base + idx as u64;
+            self.lines_to_counted + 1
+        } else {
+            self.lines_to_counted
+                - memchr::memchr_iter(b'\n', &self.buf[idx..counted]).count() as u64
+                + 1
+        }
+    }
+
+    /// Counts lines up to `idx` before the bytes before it are discarded.
+    fn advance_line_count(&mut self, idx: usize) {
+        if self.base + idx as u64 > self.counted {
+            self.line(idx);
+        }
     }
 
     pub fn position(&self) -> usize {
@@ -78,8 +99,7 @@ impl<R: Read> Scanner<R> {
     /// Ok with `self.eof` set when the input is exhausted.
     fn fill(&mut self, keep_from: usize) -> io::Result<usize> {
         if keep_from > 0 {
-            self.lines_before_base +=
-                memchr::memchr_iter(b'\n', &self.buf[..keep_from]).count() as u64;
+            self.advance_line_count(keep_from);
             self.buf.copy_within(keep_from..self.end, 0);
             self.end -= keep_from;
             self.pos = self.pos.saturating_sub(keep_from);
@@ -112,8 +132,7 @@ impl<R: Read> Scanner<R> {
     fn shrink(&mut self) {
         if self.buf.len() > 4 * READ_CHUNK && self.end - self.pos < READ_CHUNK {
             let live = self.end - self.pos;
-            self.lines_before_base +=
-                memchr::memchr_iter(b'\n', &self.buf[..self.pos]).count() as u64;
+            self.advance_line_count(self.pos);
             self.buf.copy_within(self.pos..self.end, 0);
             self.base += self.pos as u64;
             self.pos = 0;
@@ -276,6 +295,11 @@ impl<R: Read> Scanner<R> {
     pub fn buffered_end(&self) -> usize {
         self.end
     }
+
+    /// Bytes currently allocated for buffering.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
 }
 
 #[cfg(test)]
@@ -334,6 +358,75 @@ mod tests {
     #[test]
     fn stray_text_is_one_line() {
         assert_eq!(values("hello world\n{}", 4), vec!["hello world", "{}"]);
+    }
+
+    /// Produces `{"Records":[{...},{...},...]}` with `n` records without holding it in memory.
+    struct Synthetic {
+        n: usize,
+        i: usize,
+        pending: Vec<u8>,
+    }
+    impl Read for Synthetic {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            while self.pending.len() < out.len() && self.i <= self.n {
+                if self.i == 0 {
+                    self.pending.extend_from_slice(b"{\"Records\":[");
+                }
+                if self.i < self.n {
+                    let sep = if self.i > 0 { "," } else { "" };
+                    let rec = format!(
+                        "{sep}{{\"eventID\":\"{}\",\"pad\":\"{}\"}}",
+                        self.i,
+                        "p".repeat(200)
+                    );
+                    self.pending.extend_from_slice(rec.as_bytes());
+                } else {
+                    self.pending.extend_from_slice(b"]}");
+                }
+                self.i += 1;
+            }
+            let k = self.pending.len().min(out.len());
+            out[..k].copy_from_slice(&self.pending[..k]);
+            self.pending.drain(..k);
+            Ok(k)
+        }
+    }
+
+    #[test]
+    fn memory_does_not_grow_with_input_size() {
+        // ~100 MB of records: the buffer must stay at its initial size.
+        let n = 450_000;
+        let mut sc = Scanner::new(
+            Synthetic {
+                n,
+                i: 0,
+                pending: Vec::new(),
+            },
+            64 << 20,
+        );
+        assert_eq!(sc.peek().expect("peek"), Some(b'{'));
+        sc.consume(b"{\"Records\":[".len());
+        let mut seen = 0;
+        let mut max_capacity = 0;
+        loop {
+            match sc.peek().expect("peek") {
+                Some(b',') => sc.consume(1),
+                Some(b']') => break,
+                _ => {}
+            }
+            let Some(span) = sc.next_value().expect("value") else {
+                break;
+            };
+            assert!(sc.bytes(span).starts_with(b"{\"eventID\""));
+            seen += 1;
+            max_capacity = max_capacity.max(sc.buffer_capacity());
+        }
+        assert_eq!(seen, n);
+        assert!(sc.offset(0) > 100_000_000, "the whole input was streamed");
+        assert!(
+            max_capacity <= 2 * READ_CHUNK,
+            "buffer grew to {max_capacity} bytes"
+        );
     }
 
     #[test]

@@ -78,14 +78,16 @@ impl LocalLake {
 
     /// Writes and publishes a batch. On error nothing of the batch is visible and its input is
     /// not recorded, so it will be read again.
-    pub fn commit(&mut self, mut batch: PendingBatch) -> Result<Vec<CommittedFile>, SinkError> {
+    pub fn commit(&mut self, batch: PendingBatch) -> Result<Vec<CommittedFile>, SinkError> {
         if batch.segments.is_empty() && batch.events.is_empty() && batch.dead_letters.is_empty() {
             return Ok(Vec::new());
         }
         let id = batch_id(&batch.segments);
         let name = format!("part-{}.parquet", &id[..24]);
 
-        batch.events.sort_by(|a, b| {
+        // Sort references, not the (large) rows themselves.
+        let mut sorted: Vec<&CiemEvent> = batch.events.iter().collect();
+        sorted.sort_unstable_by(|a, b| {
             (a.time_ms, &a.origin.source, a.origin.position).cmp(&(
                 b.time_ms,
                 &b.origin.source,
@@ -93,7 +95,7 @@ impl LocalLake {
             ))
         });
         let mut events: BTreeMap<String, Vec<&CiemEvent>> = BTreeMap::new();
-        for e in &batch.events {
+        for e in sorted {
             events.entry(event_partition(e)).or_default().push(e);
         }
         let mut dead: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
