@@ -538,7 +538,9 @@ fn partition_values_from_events_cannot_leave_the_output_directory() {
     std::fs::write(
         &input,
         r#"{"eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"evil-1","recipientAccountId":"../../../escaped"}
-{"eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"evil-2","recipientAccountId":"/abs\\path"}"#,
+{"eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"evil-2","recipientAccountId":"/abs\\path"}
+{"eventTime":"2024-01-01T00:00:02Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"no-account-1","recipientAccountId":""}
+{"eventTime":"2024-01-01T00:00:01Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"no-account-2"}"#,
     )
     .expect("write");
     let lake = dir.path().join("out/lake");
@@ -547,7 +549,7 @@ fn partition_values_from_events_cannot_leave_the_output_directory() {
         0
     );
     let all = parquet_files(dir.path());
-    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all.len(), 3, "{all:?}");
     assert!(
         all.iter()
             .all(|f| f.starts_with("out/lake/ciem_events/provider=aws/")),
@@ -557,19 +559,31 @@ fn partition_values_from_events_cannot_leave_the_output_directory() {
     dirs.sort();
     assert_eq!(
         dirs,
-        vec!["account=%2E.%2F..%2F..%2Fescaped", "account=%2Fabs%5Cpath"]
+        vec![
+            "account=%2E.%2F..%2F..%2Fescaped",
+            "account=%2Fabs%5Cpath",
+            "account=unknown"
+        ]
+    );
+    // An empty and a missing account share one directory: both rows are kept, in time order.
+    assert_eq!(
+        scalar(&format!(
+            "select list(metadata_uid order by file_row_number) from read_parquet('{}/ciem_events/*/account=unknown/*/*.parquet', file_row_number = true)",
+            lake.display()
+        )),
+        json!(["no-account-2", "no-account-1"])
     );
     // Hive-style escaping: readers decode the partition value back to the original.
     assert_eq!(
         scalar(&format!(
-            "select list_sort(list(account)) from {}",
+            "select list_sort(list(account)) from {} where metadata_uid like 'evil-%'",
             dataset(&lake, "ciem_events")
         )),
         json!(["../../../escaped", "/abs\\path"])
     );
     assert_eq!(
         scalar(&format!(
-            "select list_sort(list(cloud_account_uid)) from {}",
+            "select list_sort(list(cloud_account_uid)) from {} where metadata_uid like 'evil-%'",
             dataset(&lake, "ciem_events")
         )),
         json!(["../../../escaped", "/abs\\path"])

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::journal::{Journal, Segment, UnitState, sync_dir, tmp_path};
 use super::parquet::{ParquetOptions, write_ciem_file, write_dead_letter_file};
 use super::{SinkError, partition_value};
-use crate::event::{CiemEvent, DeadLetter};
+use crate::event::{CiemEvent, DeadLetter, Provider};
 use crate::normalize::date_of_ms;
 
 /// Rows and the input positions they came from, ready to be committed together.
@@ -47,13 +47,24 @@ pub fn batch_id(segments: &[Segment]) -> String {
     format!("{:032x}", h.digest128())
 }
 
-/// `ciem_events/provider=…/account=…/date=…` for an event.
-pub fn event_partition(e: &CiemEvent) -> String {
+/// The partition an event belongs to: provider, account, UTC day.
+type PartitionKey<'a> = (Provider, Option<&'a str>, i64);
+
+fn partition_key(e: &CiemEvent) -> PartitionKey<'_> {
+    (
+        e.cloud_provider,
+        e.cloud_account_uid.as_deref(),
+        e.time_ms.div_euclid(86_400_000),
+    )
+}
+
+/// `ciem_events/provider=…/account=…/date=…` for a partition key.
+fn partition_dir((provider, account, day): PartitionKey<'_>) -> String {
     format!(
         "ciem_events/provider={}/account={}/date={}",
-        e.cloud_provider.as_str(),
-        partition_value(e.cloud_account_uid.as_deref()),
-        date_of_ms(e.time_ms)
+        provider.as_str(),
+        partition_value(account),
+        date_of_ms(day * 86_400_000)
     )
 }
 
@@ -85,18 +96,25 @@ impl LocalLake {
         let id = batch_id(&batch.segments);
         let name = format!("part-{}.parquet", &id[..24]);
 
-        // Sort references, not the (large) rows themselves.
-        let mut sorted: Vec<&CiemEvent> = batch.events.iter().collect();
-        sorted.sort_unstable_by(|a, b| {
-            (a.time_ms, &a.origin.source, a.origin.position).cmp(&(
-                b.time_ms,
-                &b.origin.source,
-                b.origin.position,
-            ))
-        });
+        let mut by_key: BTreeMap<PartitionKey, Vec<&CiemEvent>> = BTreeMap::new();
+        for e in &batch.events {
+            by_key.entry(partition_key(e)).or_default().push(e);
+        }
+        // Distinct keys can share a directory (an empty and a missing account are both
+        // `unknown`; cut values), so groups are merged by directory, then sorted by time. Only
+        // references move, not the (large) rows.
         let mut events: BTreeMap<String, Vec<&CiemEvent>> = BTreeMap::new();
-        for e in sorted {
-            events.entry(event_partition(e)).or_default().push(e);
+        for (key, rows) in by_key {
+            events.entry(partition_dir(key)).or_default().extend(rows);
+        }
+        for rows in events.values_mut() {
+            rows.sort_unstable_by(|a, b| {
+                (a.time_ms, &a.origin.source, a.origin.position).cmp(&(
+                    b.time_ms,
+                    &b.origin.source,
+                    b.origin.position,
+                ))
+            });
         }
         let mut dead: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
         for d in &batch.dead_letters {

@@ -35,8 +35,15 @@ impl Default for ParquetOptions {
     }
 }
 
+/// A string column, sized up front (growing the value buffer by doubling costs a lot of
+/// copying for the large JSON columns).
 fn strings<'a>(rows: &'a [&CiemEvent], f: impl Fn(&'a CiemEvent) -> Option<&'a str>) -> ArrayRef {
-    Arc::new(rows.iter().map(|e| f(e)).collect::<StringArray>())
+    let bytes = rows.iter().map(|e| f(e).map_or(0, str::len)).sum();
+    let mut b = StringBuilder::with_capacity(rows.len(), bytes);
+    for e in rows {
+        b.append_option(f(e));
+    }
+    Arc::new(b.finish())
 }
 
 fn ts(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
