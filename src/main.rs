@@ -190,12 +190,15 @@ fn replay(
     let spool = tempfile::tempdir().context("cannot create a temporary directory for stdin")?;
     let inputs = files::expand(paths, Some(out), spool.path())?;
     let mut batcher = Batcher::new(lake, flush);
+    if threads > 1 {
+        batcher = batcher.pipelined();
+    }
     let started = Instant::now();
     let progress = Progress::new(inputs.len() as u64);
     files::replay(&inputs, &mut batcher, &ctx, threads, &mut |b| {
         progress.update(&b.stats, started)
     })?;
-    batcher.flush()?;
+    batcher.finish()?;
     progress.finish();
     let s = &batcher.stats;
     let secs = started.elapsed().as_secs_f64();
@@ -314,3 +317,8 @@ fn run(cfg: PipelineConfig) -> Result<()> {
     );
     Ok(())
 }
+
+// mimalloc: rows are allocated on decoding threads and freed on the writer thread, which
+// glibc's allocator handles poorly (measured in the README's performance section).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -15,7 +15,7 @@ use crate::event::{CiemEvent, DeadLetter};
 use crate::normalize::{Normalizer, Outcome, Stamp};
 use crate::sink::SinkError;
 use crate::sink::journal::{Segment, UnitState};
-use crate::sink::lake::{CommittedFile, LocalLake, PendingBatch};
+use crate::sink::lake::{CommittedFile, FailedBatch, LocalLake, PendingBatch, WrittenBatch};
 
 /// When a batch is written: whichever limit is reached first.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -37,7 +37,7 @@ fn default_max_rows() -> usize {
     100_000
 }
 fn default_max_mib() -> usize {
-    64
+    32
 }
 fn default_max_age_secs() -> u64 {
     60
@@ -236,6 +236,11 @@ pub struct Batcher {
     dedup: Dedup,
     /// Units being read, by id. Several may be open at once (Kafka partitions, SQS objects).
     open: HashMap<String, OpenUnit>,
+    pipelined: bool,
+    in_flight: Option<(
+        BatchSummary,
+        std::thread::JoinHandle<Result<WrittenBatch, FailedBatch>>,
+    )>,
     pub stats: Stats,
 }
 
@@ -256,6 +261,8 @@ impl Batcher {
             opened_at: None,
             dedup: Dedup::new(8_000_000),
             open: HashMap::new(),
+            pipelined: false,
+            in_flight: None,
             stats: Stats::default(),
         }
     }
@@ -379,18 +386,63 @@ impl Batcher {
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         self.opened_at = None;
-        if batch.segments.is_empty() {
-            return Ok(CommitReport::default());
+        if !self.pipelined {
+            if batch.segments.is_empty() {
+                return Ok(CommitReport::default());
+            }
+            let summary = BatchSummary::of(&batch);
+            let result = self.lake.commit(batch);
+            return self.account(summary, result);
         }
-        let events = batch.events.len() as u64;
-        let dead = batch.dead_letters.len() as u64;
-        let completed_units: Vec<String> = batch
-            .segments
-            .iter()
-            .filter(|s| s.complete)
-            .map(|s| s.unit.clone())
-            .collect();
-        let files = match self.lake.commit(batch) {
+        // Pipelined: publish the batch written in the background, then hand this one over.
+        let report = self.wait_in_flight()?;
+        if !batch.segments.is_empty() {
+            let summary = BatchSummary::of(&batch);
+            match self.lake.stage(batch) {
+                Ok(Some(staged)) => {
+                    self.in_flight = Some((summary, std::thread::spawn(move || staged.write())));
+                }
+                Ok(None) => {}
+                Err(e) => return self.account(summary, Err(e)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Commits everything, waiting for a batch still being written in the background.
+    pub fn finish(&mut self) -> Result<CommitReport, SinkError> {
+        let mut report = self.flush()?;
+        let last = self.wait_in_flight()?;
+        report.files.extend(last.files);
+        report.completed_units.extend(last.completed_units);
+        Ok(report)
+    }
+
+    /// Encode each batch on a background thread while the next one fills (one batch in
+    /// flight, so memory stays bounded by two batches). Commit reports arrive one flush late;
+    /// call [`Batcher::finish`] at the end. For replays, where nothing waits on a report.
+    pub fn pipelined(mut self) -> Self {
+        self.pipelined = true;
+        self
+    }
+
+    fn wait_in_flight(&mut self) -> Result<CommitReport, SinkError> {
+        let Some((summary, handle)) = self.in_flight.take() else {
+            return Ok(CommitReport::default());
+        };
+        let written = handle
+            .join()
+            .map_err(|_| SinkError::Schema("the Parquet writer thread panicked".to_string()))?;
+        let result = self.lake.publish(written);
+        self.account(summary, result)
+    }
+
+    fn account(
+        &mut self,
+        summary: BatchSummary,
+        result: Result<Vec<CommittedFile>, SinkError>,
+    ) -> Result<CommitReport, SinkError> {
+        let files = match result {
             Ok(files) => files,
             Err(e) => {
                 // The batch's input is not recorded and will be read again; forget what it
@@ -400,13 +452,35 @@ impl Batcher {
                 return Err(e);
             }
         };
-        self.stats.events_written += events;
-        self.stats.dead_letters += dead;
+        self.stats.events_written += summary.events;
+        self.stats.dead_letters += summary.dead_letters;
         self.stats.files_committed += files.len() as u64;
         self.stats.batches_committed += 1;
         Ok(CommitReport {
             files,
-            completed_units,
+            completed_units: summary.completed_units,
         })
+    }
+}
+
+/// What a batch holds, kept for the report once it is committed.
+struct BatchSummary {
+    events: u64,
+    dead_letters: u64,
+    completed_units: Vec<String>,
+}
+
+impl BatchSummary {
+    fn of(batch: &PendingBatch) -> Self {
+        BatchSummary {
+            events: batch.events.len() as u64,
+            dead_letters: batch.dead_letters.len() as u64,
+            completed_units: batch
+                .segments
+                .iter()
+                .filter(|s| s.complete)
+                .map(|s| s.unit.clone())
+                .collect(),
+        }
     }
 }

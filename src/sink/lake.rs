@@ -2,7 +2,7 @@
 //! under a name derived from the batch's input (so the same input always lands under the same
 //! names), and publishes them atomically through the commit journal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::journal::{Journal, Segment, UnitState, sync_dir, tmp_path};
@@ -90,12 +90,116 @@ impl LocalLake {
     /// Writes and publishes a batch. On error nothing of the batch is visible and its input is
     /// not recorded, so it will be read again.
     pub fn commit(&mut self, batch: PendingBatch) -> Result<Vec<CommittedFile>, SinkError> {
+        match self.stage(batch)? {
+            Some(staged) => self.publish(staged.write()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Commit, step 1: records in the journal which files the batch will publish. The
+    /// returned batch can be written on another thread while this lake stages the next one.
+    pub fn stage(&mut self, batch: PendingBatch) -> Result<Option<StagedBatch>, SinkError> {
         if batch.segments.is_empty() && batch.events.is_empty() && batch.dead_letters.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let id = batch_id(&batch.segments);
         let name = format!("part-{}.parquet", &id[..24]);
+        let keys: HashSet<PartitionKey> = batch.events.iter().map(partition_key).collect();
+        let mut dirs: BTreeSet<String> = keys.into_iter().map(partition_dir).collect();
+        dirs.extend(batch.dead_letters.iter().map(dead_letter_dir));
+        let files: Vec<String> = dirs.iter().map(|dir| format!("{dir}/{name}")).collect();
+        self.journal.prepare(&id, files, batch.segments.clone())?;
+        Ok(Some(StagedBatch {
+            id,
+            name,
+            batch,
+            root: self.root.clone(),
+            options: self.options,
+        }))
+    }
 
+    /// Commit, step 3: makes the written files visible and records the batch's input; or, if
+    /// writing failed, removes what was written and aborts the batch.
+    pub fn publish(
+        &mut self,
+        written: Result<WrittenBatch, FailedBatch>,
+    ) -> Result<Vec<CommittedFile>, SinkError> {
+        match written {
+            Ok(w) => {
+                let result = w.files.iter().try_for_each(|f| {
+                    let dest = self.root.join(&f.path);
+                    std::fs::rename(tmp_path(&dest), &dest)
+                        .map_err(|e| SinkError::io("rename", &dest, e))?;
+                    sync_dir(&dest)
+                });
+                match result {
+                    Ok(()) => {
+                        self.journal.commit(&w.id)?;
+                        for f in &w.files {
+                            tracing::info!(file = %f.path, rows = f.rows, bytes = f.bytes, "committed file");
+                        }
+                        Ok(w.files)
+                    }
+                    Err(error) => {
+                        let paths = w.files.into_iter().map(|f| f.path).collect();
+                        self.publish(Err(FailedBatch {
+                            id: w.id,
+                            paths,
+                            error,
+                        }))
+                    }
+                }
+            }
+            Err(failed) => {
+                for rel in &failed.paths {
+                    let p = self.root.join(rel);
+                    let _ = std::fs::remove_file(tmp_path(&p));
+                    let _ = std::fs::remove_file(&p);
+                }
+                let _ = self.journal.abort(&failed.id);
+                Err(failed.error)
+            }
+        }
+    }
+}
+
+fn dead_letter_dir(d: &DeadLetter) -> String {
+    format!("dead_letters/date={}", date_of_ms(d.ingest_time_ms))
+}
+
+/// A batch recorded in the journal, ready to be encoded.
+pub struct StagedBatch {
+    id: String,
+    name: String,
+    batch: PendingBatch,
+    root: PathBuf,
+    options: ParquetOptions,
+}
+
+/// A batch whose files are written (fsynced) under temporary names.
+pub struct WrittenBatch {
+    id: String,
+    files: Vec<CommittedFile>,
+}
+
+/// A batch that could not be written.
+pub struct FailedBatch {
+    id: String,
+    paths: Vec<String>,
+    error: SinkError,
+}
+
+impl StagedBatch {
+    /// Commit, step 2 (the expensive one): sorts, encodes and writes every file of the batch
+    /// under a temporary name. Touches no shared state, so it can run on any thread.
+    pub fn write(self) -> Result<WrittenBatch, FailedBatch> {
+        let StagedBatch {
+            id,
+            name,
+            batch,
+            root,
+            options,
+        } = self;
         let mut by_key: BTreeMap<PartitionKey, Vec<&CiemEvent>> = BTreeMap::new();
         for e in &batch.events {
             by_key.entry(partition_key(e)).or_default().push(e);
@@ -118,69 +222,51 @@ impl LocalLake {
         }
         let mut dead: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
         for d in &batch.dead_letters {
-            dead.entry(format!(
-                "dead_letters/date={}",
-                date_of_ms(d.ingest_time_ms)
-            ))
-            .or_default()
-            .push(d);
+            dead.entry(dead_letter_dir(d)).or_default().push(d);
         }
-        let files: Vec<String> = events
-            .keys()
-            .chain(dead.keys())
-            .map(|dir| format!("{dir}/{name}"))
-            .collect();
-        self.journal
-            .prepare(&id, files.clone(), batch.segments.clone())?;
-
+        let mut files = Vec::with_capacity(events.len() + dead.len());
         let result = (|| {
-            let mut out = Vec::with_capacity(files.len());
             for (dir, rows) in &events {
-                out.push(self.publish(dir, &name, rows.len(), |p| {
-                    write_ciem_file(p, rows, self.options)
+                files.push(write_tmp(&root, dir, &name, rows.len(), |p| {
+                    write_ciem_file(p, rows, options)
                 })?);
             }
             for (dir, rows) in &dead {
-                out.push(self.publish(dir, &name, rows.len(), |p| {
-                    write_dead_letter_file(p, rows, self.options)
+                files.push(write_tmp(&root, dir, &name, rows.len(), |p| {
+                    write_dead_letter_file(p, rows, options)
                 })?);
             }
-            Ok(out)
+            Ok(())
         })();
         match result {
-            Ok(out) => {
-                self.journal.commit(&id)?;
-                Ok(out)
-            }
-            Err(e) => {
-                for rel in &files {
-                    let p = self.root.join(rel);
-                    let _ = std::fs::remove_file(tmp_path(&p));
-                    let _ = std::fs::remove_file(&p);
-                }
-                let _ = self.journal.abort(&id);
-                Err(e)
+            Ok(()) => Ok(WrittenBatch { id, files }),
+            Err(error) => {
+                let paths = events
+                    .keys()
+                    .chain(dead.keys())
+                    .map(|dir| format!("{dir}/{name}"))
+                    .collect();
+                Err(FailedBatch { id, paths, error })
             }
         }
     }
+}
 
-    fn publish(
-        &self,
-        dir: &str,
-        name: &str,
-        rows: usize,
-        write: impl FnOnce(&Path) -> Result<u64, SinkError>,
-    ) -> Result<CommittedFile, SinkError> {
-        let dir_path = self.root.join(dir);
-        std::fs::create_dir_all(&dir_path)
-            .map_err(|e| SinkError::io("create directory", &dir_path, e))?;
-        let dest = dir_path.join(name);
-        let tmp = tmp_path(&dest);
-        let bytes = write(&tmp)?;
-        std::fs::rename(&tmp, &dest).map_err(|e| SinkError::io("rename", &tmp, e))?;
-        sync_dir(&dest)?;
-        let path = format!("{dir}/{name}");
-        tracing::info!(file = %path, rows, bytes, "committed file");
-        Ok(CommittedFile { path, rows, bytes })
-    }
+/// Writes one file of a batch to its temporary name.
+fn write_tmp(
+    root: &Path,
+    dir: &str,
+    name: &str,
+    rows: usize,
+    write: impl FnOnce(&Path) -> Result<u64, SinkError>,
+) -> Result<CommittedFile, SinkError> {
+    let dir_path = root.join(dir);
+    std::fs::create_dir_all(&dir_path)
+        .map_err(|e| SinkError::io("create directory", &dir_path, e))?;
+    let bytes = write(&tmp_path(&dir_path.join(name)))?;
+    Ok(CommittedFile {
+        path: format!("{dir}/{name}"),
+        rows,
+        bytes,
+    })
 }
