@@ -29,11 +29,13 @@ REGIONS = [("us-east-1", 6), ("us-west-2", 2), ("eu-west-1", 2), ("eu-central-1"
 UPPER = string.ascii_uppercase + string.digits
 ALNUM = string.ascii_letters + string.digits
 
-UA_CLI = [f"aws-cli/2.{m}.{p} md/awscrt#0.19.19 ua/2.0 os/linux#6.5.0-1016-aws md/arch#x86_64 lang/python#3.11.8 "
+UA_CLI = [f"aws-cli/2.15.30 md/awscrt#0.19.19 ua/2.0 os/linux#6.5.0-1016-aws md/arch#x86_64 lang/python#3.11.8 "
           f"md/pyimpl#CPython cfg/retry-mode#standard md/installer#exe md/distrib#ubuntu.22 prompt/off command/{c}"
-          for m, p, c in [(15, 30, "sts.get-caller-identity"), (15, 30, "s3.ls"), (13, 2, "ec2.describe-instances"),
-                          (17, 1, "iam.list-roles"), (17, 1, "secretsmanager.get-secret-value"),
-                          (17, 1, "lambda.list-functions")]] + [
+          for c in ("sts.get-caller-identity", "s3.ls", "iam.list-roles")] + [
+    f"aws-cli/2.{m}.{p} Python/3.11.{p % 9} {os} prompt/off command/{c}"
+    for m, p, os, c in [(13, 2, "Linux/6.2.0-1017-aws exe/x86_64.ubuntu.22", "ec2.describe-instances"),
+                        (11, 21, "Darwin/23.1.0 exe/x86_64", "secretsmanager.get-secret-value"),
+                        (12, 4, "Windows/10 exe/AMD64", "lambda.list-functions")]] + [
     "aws-cli/1.32.69 md/Botocore#1.34.69 ua/2.0 os/macos#23.4.0 md/arch#arm64 lang/python#3.12.2 md/pyimpl#CPython cfg/retry-mode#legacy botocore/1.34.69"]
 UA_SDK = [
     "Boto3/1.34.69 md/Botocore#1.34.69 ua/2.0 os/linux#5.10.210-201.852.amzn2.x86_64 md/arch#x86_64 lang/python#3.11.8 md/pyimpl#CPython cfg/retry-mode#legacy Botocore/1.34.69",
@@ -262,7 +264,7 @@ def assume_role(r, a, reg, t):
     role = r.choice(list(a.roles))
     arn, session = f"arn:aws:iam::{a.id}:role/{role}", r.choice(["botocore-session-1710115200", "aws-go-sdk-1710120000", "GitHubActions", f"i-0{rid(r, 16, '0123456789abcdef')}"])
     return {"requestParameters": {"roleArn": arn, "roleSessionName": session, "durationSeconds": 3600},
-            "responseElements": {"credentials": {"accessKeyId": f"ASIA{rid(r, 16)}", "sessionToken": rid(r, r.randrange(200, 420), ALNUM + "/+="),
+            "responseElements": {"credentials": {"accessKeyId": f"ASIA{rid(r, 16)}", "sessionToken": rid(r, r.randrange(150, 300), ALNUM + "/+="),
                                                  "expiration": iam_date(t + 3600)},
                                  "assumedRoleUser": {"assumedRoleId": f"{a.roles[role]}:{session}", "arn": f"arn:aws:sts::{a.id}:assumed-role/{role}/{session}"}},
             "resources": [{"accountId": a.id, "type": "AWS::IAM::Role", "ARN": arn}], **({"sharedEventID": uid(r)} if r.random() < 0.3 else {})}
@@ -295,9 +297,9 @@ OPS = [
     ("s3", "GetBucketPolicy", 2, True, "mixed:config.amazonaws.com", lambda r, a, reg, t: s3_bucket(r, a, reg, {"policy": ""})),
     ("s3", "PutBucketPolicy", 0.2, False, "human", lambda r, a, reg, t: s3_bucket(r, a, reg, {"policy": "", "bucketPolicy": json.loads(policy_doc(r))})),
     ("s3", "PutBucketPublicAccessBlock", 0.1, False, "human", lambda r, a, reg, t: s3_bucket(r, a, reg, {"publicAccessBlock": "", "PublicAccessBlockConfiguration": {"xmlns": "http://s3.amazonaws.com/doc/2006-03-01/", "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": r.random() < 0.8, "RestrictPublicBuckets": True}})),
-    ("s3", "GetObject", 5, True, "human", lambda r, a, reg, t: s3_object(r, a, reg, t, False)),
-    ("s3", "PutObject", 3, False, "human", lambda r, a, reg, t: s3_object(r, a, reg, t, True)),
-    ("sts", "AssumeRole", 8, True, "mixed:lambda.amazonaws.com,ec2.amazonaws.com,ecs-tasks.amazonaws.com,config.amazonaws.com", assume_role),
+    ("s3", "GetObject", 3, True, "human", lambda r, a, reg, t: s3_object(r, a, reg, t, False)),
+    ("s3", "PutObject", 1.5, False, "human", lambda r, a, reg, t: s3_object(r, a, reg, t, True)),
+    ("sts", "AssumeRole", 6, True, "mixed:lambda.amazonaws.com,ec2.amazonaws.com,ecs-tasks.amazonaws.com,config.amazonaws.com", assume_role),
     ("sts", "GetCallerIdentity", 4, True, "human", lambda r, a, reg, t: {}),
     ("sts", "AssumeRoleWithWebIdentity", 0.5, True, "human", lambda r, a, reg, t: {**assume_role(r, a, reg, t), "additionalEventData": {"identityProviderConnectionVerificationMethod": "IAMTrustStore"}}),
     ("sts", "GetSessionToken", 0.2, True, "human", lambda r, a, reg, t: {"requestParameters": {"durationSeconds": 43200}, "responseElements": {"credentials": {"accessKeyId": f"ASIA{rid(r, 16)}", "sessionToken": rid(r, 400, ALNUM), "expiration": iam_date(t + 43200)}}}),
@@ -360,7 +362,7 @@ def event(r, a, reg, t, op):
     source = f"{svc}.amazonaws.com"
     kind, _, invokers = who.partition(":")
     if kind == "mixed":
-        kind = "service" if r.random() < 0.6 else "human"
+        kind = "service" if r.random() < 0.7 else "human"
     ext = {}
     if kind == "console":
         identity, uas, ips = r.choice(a.console_users)
@@ -388,7 +390,7 @@ def event(r, a, reg, t, op):
         code, msg = r.choice(errs)
         action = f"{svc}:{re.sub(r'20[0-9]{6}(v[0-9])?$', '', name)}"
         msg = (msg or deny(identity, action, f"arn:aws:{svc}:{reg}:{a.id}:*")).format(
-            who=identity.get("arn", "anonymous"), action=action, blob=rid(r, r.randrange(300, 1200), ALNUM + "-_"))
+            who=identity.get("arn", "anonymous"), action=action, blob=rid(r, r.randrange(200, 600), ALNUM + "-_"))
         ev["errorCode"], ev["errorMessage"] = code, msg
     ev["requestParameters"] = ev["responseElements"] = None
     ev["requestID"] = uid(r) if kind != "event" else None

@@ -1,0 +1,17 @@
+# Multi-stage build: compile in the Rust image, run from a small Debian image as a non-root user.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY schemas schemas
+RUN cargo build --release --locked && strip target/release/auditlake
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --home-dir /var/lib/auditlake auditlake \
+    && mkdir -p /var/lib/auditlake && chown auditlake /var/lib/auditlake
+COPY --from=build /src/target/release/auditlake /usr/local/bin/auditlake
+COPY pipelines /etc/auditlake/pipelines
+USER auditlake
+WORKDIR /var/lib/auditlake
+ENTRYPOINT ["auditlake"]
+CMD ["run", "--config", "/etc/auditlake/pipelines/docker-local.toml"]
