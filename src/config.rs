@@ -127,10 +127,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shipped_local_config_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/local.toml");
-        let cfg = PipelineConfig::load(&path).expect("pipelines/local.toml must parse");
-        assert!(matches!(cfg.source, SourceConfig::Files(_)));
+    fn shipped_local_configs_parse() {
+        for name in ["local.toml", "docker-local.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines").join(name);
+            let cfg = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(matches!(cfg.source, SourceConfig::Files(_)), "{name}");
+        }
     }
 
     #[test]
