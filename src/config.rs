@@ -129,7 +129,9 @@ mod tests {
     #[test]
     fn shipped_local_configs_parse() {
         for name in ["local.toml", "docker-local.toml"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines").join(name);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("pipelines")
+                .join(name);
             let cfg = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
             assert!(matches!(cfg.source, SourceConfig::Files(_)), "{name}");
         }

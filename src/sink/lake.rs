@@ -163,6 +163,21 @@ impl LocalLake {
     }
 }
 
+/// Row order within a file: time, then where the record came from.
+fn by_time_then_origin(a: &CiemEvent, b: &CiemEvent) -> std::cmp::Ordering {
+    a.time_ms
+        .cmp(&b.time_ms)
+        .then_with(|| {
+            // Rows of one input share the same `Arc`: skip comparing the text.
+            if std::sync::Arc::ptr_eq(&a.origin.source, &b.origin.source) {
+                std::cmp::Ordering::Equal
+            } else {
+                a.origin.source.cmp(&b.origin.source)
+            }
+        })
+        .then_with(|| a.origin.position.cmp(&b.origin.position))
+}
+
 fn dead_letter_dir(d: &DeadLetter) -> String {
     format!("dead_letters/date={}", date_of_ms(d.ingest_time_ms))
 }
@@ -212,13 +227,7 @@ impl StagedBatch {
             events.entry(partition_dir(key)).or_default().extend(rows);
         }
         for rows in events.values_mut() {
-            rows.sort_unstable_by(|a, b| {
-                (a.time_ms, &a.origin.source, a.origin.position).cmp(&(
-                    b.time_ms,
-                    &b.origin.source,
-                    b.origin.position,
-                ))
-            });
+            rows.sort_unstable_by(|a, b| by_time_then_origin(a, b));
         }
         let mut dead: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
         for d in &batch.dead_letters {

@@ -13,7 +13,7 @@ use arrow::datatypes::Schema;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::SinkError;
 use crate::event::{CiemEvent, DeadLetter};
@@ -245,9 +245,20 @@ fn properties(
     ];
     let mut props = WriterProperties::builder()
         .set_key_value_metadata(Some(metadata))
+        // Unique or near-unique text: a dictionary only costs time, page statistics on JSON
+        // text are never useful for pruning.
+        .set_column_dictionary_enabled("metadata_uid".into(), false)
+        .set_column_dictionary_enabled("api_request_uid".into(), false)
+        .set_column_dictionary_enabled("origin_position".into(), false)
+        .set_column_dictionary_enabled("raw".into(), false)
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_created_by(format!("auditlake {}", env!("CARGO_PKG_VERSION")));
+    for json in ["request_data", "response_data", "additional_data", "raw"] {
+        props = props
+            .set_column_dictionary_enabled(json.into(), false)
+            .set_column_statistics_enabled(json.into(), EnabledStatistics::None);
+    }
     if sorted_by_time {
         props = props.set_sorting_columns(Some(vec![SortingColumn {
             column_idx: 0,
