@@ -45,6 +45,8 @@ fn default_name() -> String {
 pub enum SourceConfig {
     /// Watch a directory for CloudTrail / CloudAudit files.
     Files(InboxConfig),
+    /// Consume a Kafka topic (Tencent Cloud CLS "consume over Kafka", or any cluster).
+    Kafka(Box<crate::sources::kafka::KafkaConfig>),
 }
 
 /// Where the lake is written.

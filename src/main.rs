@@ -18,6 +18,7 @@ use auditlake::schema;
 use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
 use auditlake::sources::files::{self, FilesError};
+use auditlake::sources::kafka::{KafkaError, KafkaSource};
 
 #[derive(Parser)]
 #[command(
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
                         Some(FilesError::Missing { .. })
                     )
                     || c.downcast_ref::<UsageError>().is_some()
+                    || matches!(c.downcast_ref::<KafkaError>(), Some(KafkaError::Config(_)))
             });
             ExitCode::from(if usage { EXIT_USAGE } else { EXIT_RUNTIME })
         }
@@ -305,10 +307,14 @@ fn run(cfg: PipelineConfig) -> Result<()> {
             signal_stop.store(true, Ordering::SeqCst);
         });
     });
-    match &cfg.source {
-        SourceConfig::Files(inbox) => files::watch(inbox, &mut batcher, &ctx, &stop)?,
-    }
-    let s = &batcher.stats;
+    let stats = match &cfg.source {
+        SourceConfig::Files(inbox) => {
+            files::watch(inbox, &mut batcher, &ctx, &stop)?;
+            batcher.stats
+        }
+        SourceConfig::Kafka(kafka) => KafkaSource::new(kafka, batcher)?.run(&ctx, &stop)?,
+    };
+    let s = &stats;
     tracing::info!(
         files = s.units,
         events = s.events_written,

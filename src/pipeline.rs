@@ -163,6 +163,53 @@ pub fn decode_unit(
     }
 }
 
+/// Decodes one message (a Kafka record): a single JSON value, or an object holding a
+/// `Records` array. Every resulting item takes the message's `position` (the Kafka offset),
+/// so rows and dead letters point at the message they came from. An empty message is a dead
+/// letter.
+pub fn decode_message(
+    bytes: &[u8],
+    ctx: &DecodeContext,
+    stamp: &Stamp,
+    position: i64,
+    emit: &mut dyn FnMut(Item),
+) {
+    let dead = |reason: String| {
+        Item::Dead(DeadLetter::new(
+            ctx.pipeline.clone(),
+            stamp.origin(position),
+            reason,
+            bytes,
+            ctx.limits.dead_letter_raw_cap,
+            stamp.ingest_time_ms,
+        ))
+    };
+    if bytes.trim_ascii().is_empty() {
+        emit(dead("empty message".to_string()));
+        return;
+    }
+    if bytes.len() > ctx.limits.max_record_bytes {
+        emit(dead(format!(
+            "message of {} bytes exceeds the {}-byte record limit",
+            bytes.len(),
+            ctx.limits.max_record_bytes
+        )));
+        return;
+    }
+    let mut next = position;
+    ctx.normalizer
+        .value(bytes, false, stamp, &mut next, &mut |outcome, _| {
+            emit(match outcome {
+                Outcome::Event(mut e) => {
+                    e.origin.position = position;
+                    Item::Event(e)
+                }
+                Outcome::Digest => Item::Digest,
+                Outcome::Rejected(reason) => dead(reason),
+            })
+        });
+}
+
 /// Counters a run reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -236,6 +283,9 @@ pub struct Batcher {
     dedup: Dedup,
     /// Units being read, by id. Several may be open at once (Kafka partitions, SQS objects).
     open: HashMap<String, OpenUnit>,
+    /// Per unit left open by committed batches (Kafka partitions): one past the highest
+    /// position committed. Complete units are not kept here.
+    committed_through: HashMap<String, i64>,
     pipelined: bool,
     in_flight: Option<(
         BatchSummary,
@@ -261,6 +311,7 @@ impl Batcher {
             opened_at: None,
             dedup: Dedup::new(8_000_000),
             open: HashMap::new(),
+            committed_through: HashMap::new(),
             pipelined: false,
             in_flight: None,
             stats: Stats::default(),
@@ -363,6 +414,13 @@ impl Batcher {
         }
     }
 
+    /// One past the highest position of `unit` that committed batches of this run hold (for
+    /// Kafka: the offset to commit). Every position below it that was pushed is in the lake,
+    /// because a unit's positions are pushed in order and batches commit in order.
+    pub fn committed_through(&self, unit: &str) -> Option<i64> {
+        self.committed_through.get(unit).copied()
+    }
+
     /// True when the oldest pending row has waited longer than the policy allows.
     pub fn is_due(&self) -> bool {
         self.opened_at
@@ -456,6 +514,13 @@ impl Batcher {
         self.stats.dead_letters += summary.dead_letters;
         self.stats.files_committed += files.len() as u64;
         self.stats.batches_committed += 1;
+        for (unit, to) in summary.open_through {
+            let through = self.committed_through.entry(unit).or_insert(to);
+            *through = (*through).max(to);
+        }
+        for unit in &summary.completed_units {
+            self.committed_through.remove(unit);
+        }
         Ok(CommitReport {
             files,
             completed_units: summary.completed_units,
@@ -468,6 +533,8 @@ struct BatchSummary {
     events: u64,
     dead_letters: u64,
     completed_units: Vec<String>,
+    /// (unit, end) of the segments of units still open.
+    open_through: Vec<(String, i64)>,
 }
 
 impl BatchSummary {
@@ -481,6 +548,116 @@ impl BatchSummary {
                 .filter(|s| s.complete)
                 .map(|s| s.unit.clone())
                 .collect(),
+            open_through: batch
+                .segments
+                .iter()
+                .filter(|s| !s.complete)
+                .map(|s| (s.unit.clone(), s.to))
+                .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::NormalizeConfig;
+    use crate::sink::parquet::ParquetOptions;
+
+    fn ctx() -> DecodeContext {
+        DecodeContext {
+            normalizer: Normalizer::new(&NormalizeConfig::default()).expect("normalizer"),
+            limits: DecodeLimits::default(),
+            pipeline: Arc::from("test"),
+        }
+    }
+
+    fn stamp() -> Stamp {
+        Stamp {
+            source: Arc::from("topic"),
+            partition: Some(3),
+            ingest_time_ms: 1,
+        }
+    }
+
+    fn message(id: &str) -> Vec<u8> {
+        format!(
+            r#"{{"eventID":"{id}","eventTime":1714557600,"eventSource":"cvm.tencentcloudapi.com","eventName":"RunInstances","eventRegion":"ap-guangzhou","userIdentity":{{"accountId":"1"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn decode(bytes: &[u8], position: i64) -> Vec<Item> {
+        let mut items = Vec::new();
+        decode_message(bytes, &ctx(), &stamp(), position, &mut |i| items.push(i));
+        items
+    }
+
+    #[test]
+    fn a_message_keeps_its_offset_as_position() {
+        let items = decode(&message("a"), 42);
+        assert!(
+            matches!(&items[..], [Item::Event(e)] if e.origin.position == 42 && e.origin.partition == Some(3))
+        );
+        for bad in [&b""[..], b"  ", b"not json", b"[1,2]", b"{\"x\":1}"] {
+            let items = decode(bad, 7);
+            assert!(
+                matches!(&items[..], [Item::Dead(d)] if d.origin.position == 7 && !d.reason.is_empty()),
+                "{:?}: {items:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // A CloudTrail Records object: every record takes the message's offset.
+        let records = br#"{"Records":[{"eventID":"r1","eventTime":"2024-05-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"us-east-1"},{"eventID":"r2","eventTime":"2024-05-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"us-east-1"}]}"#;
+        let items = decode(records, 9);
+        assert_eq!(items.len(), 2);
+        assert!(
+            items
+                .iter()
+                .all(|i| matches!(i, Item::Event(e) if e.origin.position == 9))
+        );
+    }
+
+    #[test]
+    fn committed_through_follows_committed_batches_and_survives_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || LocalLake::open(dir.path(), ParquetOptions::default()).expect("lake");
+        let unit = "kafka:topic/3";
+        let mut b = Batcher::new(open(), FlushPolicy::default());
+        assert_eq!(b.begin_unit(unit), UnitStart::Read);
+        assert_eq!(b.committed_through(unit), None);
+        for (offset, id) in [(5, "a"), (6, "b")] {
+            for item in decode(&message(id), offset) {
+                assert!(b.push(unit, offset, item).expect("push").is_none());
+            }
+        }
+        assert_eq!(b.committed_through(unit), None, "nothing is committed yet");
+        b.flush().expect("flush");
+        assert_eq!(b.committed_through(unit), Some(7));
+        // Pending but unflushed positions do not move it.
+        for item in decode(b"garbage", 7) {
+            b.push(unit, 7, item).expect("push");
+        }
+        assert_eq!(b.committed_through(unit), Some(7));
+        b.abandon_unit(unit);
+        b.flush().expect("flush");
+        assert_eq!(b.committed_through(unit), Some(8));
+        assert_eq!(b.stats.events_written, 2);
+        assert_eq!(b.stats.dead_letters, 1);
+        drop(b);
+
+        // After a restart the journal skips what is in the lake (offsets not committed to
+        // Kafka are read again), and the re-read positions still count as committed.
+        let mut b = Batcher::new(open(), FlushPolicy::default());
+        b.begin_unit(unit);
+        for (offset, id) in [(6, "b"), (8, "c")] {
+            for item in decode(&message(id), offset) {
+                b.push(unit, offset, item).expect("push");
+            }
+        }
+        b.flush().expect("flush");
+        assert_eq!(b.stats.positions_already_in_lake, 1);
+        assert_eq!(b.stats.events_written, 1);
+        assert_eq!(b.committed_through(unit), Some(9));
     }
 }

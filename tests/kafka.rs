@@ -1,0 +1,705 @@
+//! The Kafka source end to end.
+//!
+//! - Against a real Kafka-protocol broker (tansu, started here on a free loopback port):
+//!   `auditlake run` consumes CloudAudit messages in every CLS format variant, the lake is read
+//!   with DuckDB, offsets are committed; SIGKILL mid-stream and a restart lose and duplicate
+//!   nothing.
+//! - Against librdkafka's mock cluster (in process): brokers down and back, request errors, and
+//!   a second consumer joining the group mid-stream — no loss, no duplicates.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use auditlake::decode::DecodeLimits;
+use auditlake::normalize::{NormalizeConfig, Normalizer};
+use auditlake::pipeline::{Batcher, DecodeContext, FlushPolicy};
+use auditlake::sink::lake::LocalLake;
+use auditlake::sink::parquet::ParquetOptions;
+use auditlake::sources::kafka::{KafkaConfig, KafkaSource, client_config};
+use common::*;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A CloudAudit event as CLS delivers it in JSON format (nested), with a given id.
+fn cloudaudit(id: &str, n: usize) -> String {
+    json!({
+        "__SOURCE__": "10.0.0.9",
+        "__TIMESTAMP__": 1714557600000u64 + n as u64,
+        "userIdentity": {"type": "CAMUser", "principalId": "100000000011", "accountId": "100000000001", "userName": "ops"},
+        "eventTime": 1714557600 + n as u64,
+        "eventSource": "cvm.tencentcloudapi.com",
+        "eventName": "DescribeInstances",
+        "eventRegion": "ap-guangzhou",
+        "eventType": "ApiCall",
+        "actionType": "Read",
+        "sourceIPAddress": "192.0.2.1",
+        "requestID": format!("req-{id}"),
+        "eventID": id,
+        "errorCode": 0
+    })
+    .to_string()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Rows in a dataset of the given lakes (0 when no file exists yet), read with DuckDB.
+fn rows(lakes: &[&Path], dataset: &str, select: &str) -> Vec<Vec<Value>> {
+    let files: Vec<String> = lakes
+        .iter()
+        .flat_map(|lake| {
+            let dir = lake.join(dataset);
+            parquet_files(&dir)
+                .into_iter()
+                .map(move |f| format!("'{}'", dir.join(f).display()))
+        })
+        .collect();
+    if files.is_empty() {
+        return Vec::new();
+    }
+    duckdb(&format!(
+        "select {select} from read_parquet([{}], hive_partitioning = true, hive_types_autocast = false)",
+        files.join(",")
+    ))
+}
+
+/// (count(*), count(distinct metadata_uid)) of the events in the given lakes.
+fn counts(lakes: &[&Path]) -> (i64, i64) {
+    rows(
+        lakes,
+        "ciem_events",
+        "count(*), count(distinct metadata_uid)",
+    )
+    .first()
+    .map(|r| (r[0].as_i64().unwrap_or(-1), r[1].as_i64().unwrap_or(-1)))
+    .unwrap_or((0, 0))
+}
+
+/// Committed offsets of `group` for the partitions of `topic`.
+fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "watermarks")
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .collect()
+}
+
+/// Sends `(partition, payload)` messages and waits for all to be acknowledged.
+fn produce(bootstrap: &str, topic: &str, compression: &str, messages: &[(i32, String)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("compression.type", compression)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for (partition, payload) in messages {
+        let mut record = BaseRecord::<(), String>::to(topic)
+            .partition(*partition)
+            .payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+fn decode_context() -> DecodeContext {
+    DecodeContext {
+        normalizer: Normalizer::new(&NormalizeConfig::default()).expect("normalizer"),
+        limits: DecodeLimits::default(),
+        pipeline: Arc::from("kafka-test"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// tansu: a real broker
+
+struct Tansu {
+    child: Child,
+    port: u16,
+}
+
+impl Tansu {
+    fn start() -> Tansu {
+        let bin = std::env::var_os("AUDITLAKE_TANSU")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu")))
+            .filter(|p| p.exists())
+            .expect("tansu not found: run the suite with `bash tests/run.sh` (it installs tansu), or set AUDITLAKE_TANSU");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let tansu = Tansu { child, port };
+        wait_until("tansu to listen", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        tansu
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("admin client");
+        let results = futures::executor::block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topics");
+        for r in results {
+            r.expect("topic created");
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `auditlake run` as a child process, stderr kept in a file.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, log: &Path) -> Daemon {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(bin())
+            .args(["run", "--config", config.to_str().expect("path")])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("start auditlake");
+        Daemon {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// SIGTERM, then the exit status (success expected).
+    fn stop(mut self) {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "auditlake exited with {status}: {}",
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "auditlake did not stop: {}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill9(mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, bootstrap: &str, topic: &str, group: &str, flush: &str) -> PathBuf {
+    let path = dir.join("kafka.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "kafka-test"
+[source]
+type = "kafka"
+bootstrap_servers = "{bootstrap}"
+topic = "{topic}"
+group_id = "{group}"
+start_position = "earliest"
+lag_report_secs = 1
+[source.librdkafka]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"max.poll.interval.ms" = "10000"
+"topic.metadata.refresh.interval.ms" = "1000"
+[sink]
+path = "{}"
+[flush]
+{flush}
+"#,
+            dir.join("lake").display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+#[test]
+fn tansu_cls_variants_land_in_the_lake_and_offsets_are_committed() {
+    let tansu = Tansu::start();
+    let topic = "cls-audit";
+    tansu.create_topic(topic, 3);
+
+    // The CLS format variants (JSON nested with nested tags, JsonType=2 strings, flattened
+    // tags, raw __CONTENT__, raw event), then a message that is not an event and one that is
+    // not JSON; each sent on its own so their offsets are known.
+    let variants =
+        std::fs::read_to_string(fixtures().join("variants/cls-kafka.jsonl")).expect("fixture");
+    let mut singles: Vec<(i32, String)> = variants
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| ((i % 3) as i32, l.to_string()))
+        .collect();
+    assert_eq!(singles.len(), 5);
+    singles.push((1, r#"{"hello":"world"}"#.to_string()));
+    singles.push((2, "this is not json".to_string()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .set("compression.type", "snappy")
+        .create()
+        .expect("producer");
+    let mut placed = Vec::new(); // (partition, offset) of each single message
+    for (partition, payload) in &singles {
+        let delivery = runtime
+            .block_on(
+                producer.send(
+                    FutureRecord::<(), String>::to(topic)
+                        .partition(*partition)
+                        .payload(payload),
+                    Duration::from_secs(10),
+                ),
+            )
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+        placed.push((delivery.partition, delivery.offset));
+    }
+    // Bulk: snappy and LZ4 compressed batches, as CLS sends them.
+    let bulk = |prefix: &str| -> Vec<(i32, String)> {
+        (0..30)
+            .map(|n| ((n % 3) as i32, cloudaudit(&format!("{prefix}-{n}"), n)))
+            .collect()
+    };
+    produce(&tansu.bootstrap(), topic, "snappy", &bulk("snappy"));
+    produce(&tansu.bootstrap(), topic, "lz4", &bulk("lz4"));
+    let produced_events = 5 + 60;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let config = write_config(
+        dir.path(),
+        &tansu.bootstrap(),
+        topic,
+        "ciem",
+        "max_age_secs = 1",
+    );
+    let daemon = Daemon::start(&config, &dir.path().join("auditlake.log"));
+    wait_until("every event in the lake", Duration::from_secs(60), || {
+        counts(&[&lake]).0 == produced_events
+    });
+    wait_until("the lag report", Duration::from_secs(10), || {
+        daemon.log().contains("kafka consumer lag")
+    });
+    daemon.stop();
+
+    assert_eq!(counts(&[&lake]), (produced_events, produced_events));
+    let ev = |id: &str, cols: &str| -> Vec<Value> {
+        let r = duckdb(&format!(
+            "select {cols} from {} where metadata_uid = '{id}'",
+            dataset(&lake, "ciem_events")
+        ));
+        assert_eq!(r.len(), 1, "{id}: {r:?}");
+        r.into_iter().next().unwrap_or_default()
+    };
+    // JSON nested, nested tags; the password in requestParameters is redacted.
+    assert_eq!(
+        ev(
+            "tc-1",
+            "action, account, json_extract_string(request_data, '$.LoginSettings.Password'), json_extract_string(additional_data, '$.cls.tags.env'), time, origin_source, origin_partition, origin_position"
+        ),
+        vec![
+            json!("cvm:RunInstances"),
+            json!("100000000001"),
+            json!("***"),
+            json!("prod"),
+            json!("2024-05-01T10:00:00+00:00"),
+            json!(topic),
+            json!(placed[0].0),
+            json!(placed[0].1),
+        ]
+    );
+    // JsonType=2: nested values as JSON strings, tag as a string.
+    assert_eq!(
+        ev(
+            "tc-2",
+            "action, actor_user_name, request_data, json_extract_string(additional_data, '$.cls.tags.app'), origin_partition, origin_position"
+        ),
+        vec![
+            json!("cam:CreateAccessKey"),
+            json!("ops"),
+            json!("{\"TargetUin\":100000000012}"),
+            json!("audit"),
+            json!(placed[1].0),
+            json!(placed[1].1),
+        ]
+    );
+    // Flattened tags (__TAG__.key).
+    assert_eq!(
+        ev(
+            "tc-3",
+            "status, json_extract_string(additional_data, '$.cls.tags.env'), origin_position"
+        ),
+        vec![json!("Failure"), json!("test"), json!(placed[2].1)]
+    );
+    // Raw format: the event inside __CONTENT__, and the bare event.
+    assert_eq!(
+        ev("tc-4", "action, cloud_region"),
+        vec![json!("cos:PutBucket"), json!("ap-beijing")]
+    );
+    assert_eq!(
+        ev("12345678", "action, is_read_only"),
+        vec![json!("cvm:DescribeInstances"), json!(true)]
+    );
+    // Bad messages are dead letters with topic, partition and offset.
+    let dead = duckdb(&format!(
+        "select origin_source, origin_partition, origin_position, reason, raw from {} order by origin_partition",
+        dataset(&lake, "dead_letters")
+    ));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0][0], json!(topic));
+    assert_eq!(
+        (dead[0][1].clone(), dead[0][2].clone()),
+        (json!(placed[5].0), json!(placed[5].1))
+    );
+    assert_eq!(dead[0][4], json!(r#"{"hello":"world"}"#));
+    assert_eq!(
+        (dead[1][1].clone(), dead[1][2].clone()),
+        (json!(placed[6].0), json!(placed[6].1))
+    );
+    assert!(
+        dead.iter()
+            .all(|d| d[3].as_str().is_some_and(|r| !r.is_empty())),
+        "{dead:?}"
+    );
+
+    // Every message, dead letters included, is committed: offsets reach the high watermark.
+    let marks = high_watermarks(&tansu.bootstrap(), topic, 3);
+    assert_eq!(marks.iter().sum::<i64>(), produced_events + 2);
+    assert_eq!(committed(&tansu.bootstrap(), "ciem", topic, 3), marks);
+}
+
+#[test]
+fn tansu_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once() {
+    let tansu = Tansu::start();
+    let topic = "crash";
+    tansu.create_topic(topic, 2);
+    let total = 4000usize;
+
+    // A producer that keeps writing while the consumer is killed and restarted.
+    let bootstrap = tansu.bootstrap();
+    let producer = thread::spawn(move || {
+        for chunk in 0..40 {
+            let msgs: Vec<(i32, String)> = (0..100)
+                .map(|i| {
+                    let n = chunk * 100 + i;
+                    ((n % 2) as i32, cloudaudit(&format!("k-{n}"), n))
+                })
+                .collect();
+            produce(&bootstrap, topic, "lz4", &msgs);
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let journal = lake.join("_auditlake/journal.jsonl");
+    let config = write_config(
+        dir.path(),
+        &tansu.bootstrap(),
+        topic,
+        "crashy",
+        "max_rows = 150\nmax_age_secs = 1",
+    );
+    let log = dir.path().join("auditlake.log");
+    let commits = || {
+        std::fs::File::open(&journal)
+            .map(|f| {
+                BufReader::new(f)
+                    .lines()
+                    .map_while(Result::ok)
+                    .filter(|l| l.contains("\"commit\""))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let first = Daemon::start(&config, &log);
+    wait_until("a few committed batches", Duration::from_secs(60), || {
+        commits() >= 3
+    });
+    first.kill9();
+    let before_restart = counts(&[&lake]).0;
+    assert!(before_restart > 0);
+
+    let second = Daemon::start(&config, &log);
+    producer.join().expect("producer");
+    wait_until(
+        "every event after the restart",
+        Duration::from_secs(90),
+        || counts(&[&lake]).0 >= total as i64,
+    );
+    second.stop();
+    assert_eq!(counts(&[&lake]), (total as i64, total as i64));
+    let marks = high_watermarks(&tansu.bootstrap(), topic, 2);
+    assert_eq!(committed(&tansu.bootstrap(), "crashy", topic, 2), marks);
+}
+
+// ---------------------------------------------------------------------------------------------
+// librdkafka's mock cluster: faults
+
+fn mock_config(bootstrap: &str, topic: &str, group: &str) -> KafkaConfig {
+    toml::from_str(&format!(
+        r#"
+bootstrap_servers = "{bootstrap}"
+topic = "{topic}"
+group_id = "{group}"
+lag_report_secs = 1
+[librdkafka]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"max.poll.interval.ms" = "10000"
+"reconnect.backoff.max.ms" = "500"
+"topic.metadata.refresh.interval.ms" = "1000"
+"#
+    ))
+    .expect("config")
+}
+
+/// A consumer running on its own thread, writing its own lake.
+struct Running {
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<auditlake::pipeline::Stats>,
+}
+
+fn start_consumer(cfg: &KafkaConfig, lake: &Path) -> Running {
+    let lake = LocalLake::open(lake, ParquetOptions::default()).expect("lake");
+    let batcher = Batcher::new(
+        lake,
+        FlushPolicy {
+            max_rows: 100,
+            max_mib: 32,
+            max_age_secs: 1,
+        },
+    );
+    let settings = client_config(cfg, None).expect("settings");
+    let source = KafkaSource::with_settings(&settings, &cfg.topic, batcher).expect("source");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = thread::spawn(move || source.run(&decode_context(), &flag).expect("consumer run"));
+    Running { stop, handle }
+}
+
+impl Running {
+    fn stop(self) -> auditlake::pipeline::Stats {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().expect("consumer thread")
+    }
+}
+
+fn batch(prefix: &str, range: std::ops::Range<usize>, partitions: i32) -> Vec<(i32, String)> {
+    range
+        .map(|n| {
+            (
+                (n % partitions as usize) as i32,
+                cloudaudit(&format!("{prefix}-{n}"), n),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn mock_cluster_brokers_down_and_request_errors_lose_and_duplicate_nothing() {
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let topic = "faults";
+    cluster.create_topic(topic, 4, 3).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    produce(&bootstrap, topic, "snappy", &batch("f", 0..1000, 4));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let cfg = mock_config(&bootstrap, topic, "faulty");
+    let running = start_consumer(&cfg, &lake);
+    wait_until("the first rows", Duration::from_secs(30), || {
+        counts(&[&lake]).0 > 0
+    });
+
+    // Offset commits and fetches fail for a while; a broker goes away and comes back.
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 4],
+    );
+    cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3],
+    );
+    cluster.broker_down(2).expect("broker down");
+    produce(&bootstrap, topic, "lz4", &batch("f", 1000..1500, 4));
+    thread::sleep(Duration::from_secs(2));
+    cluster.broker_up(2).expect("broker up");
+    produce(&bootstrap, topic, "lz4", &batch("f", 1500..2000, 4));
+
+    wait_until("all 2000 events", Duration::from_secs(60), || {
+        counts(&[&lake]).0 >= 2000
+    });
+    let stats = running.stop();
+    assert_eq!(counts(&[&lake]), (2000, 2000));
+    assert_eq!(stats.events_written, 2000);
+    let marks = high_watermarks(&bootstrap, topic, 4);
+    assert_eq!(marks.iter().sum::<i64>(), 2000);
+    assert_eq!(committed(&bootstrap, "faulty", topic, 4), marks);
+}
+
+#[test]
+fn mock_cluster_second_consumer_joining_mid_stream_loses_and_duplicates_nothing() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let topic = "shared";
+    cluster.create_topic(topic, 4, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    produce(&bootstrap, topic, "snappy", &batch("r", 0..1500, 4));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (lake_a, lake_b) = (dir.path().join("a"), dir.path().join("b"));
+    let cfg = mock_config(&bootstrap, topic, "pair");
+    let a = start_consumer(&cfg, &lake_a);
+    wait_until("consumer A to write", Duration::from_secs(30), || {
+        counts(&[&lake_a]).0 > 0
+    });
+    // B joins: A gives up half of the partitions, writing and committing what it read first.
+    let b = start_consumer(&cfg, &lake_b);
+    produce(&bootstrap, topic, "lz4", &batch("r", 1500..3000, 4));
+    wait_until(
+        "all 3000 events across both lakes",
+        Duration::from_secs(90),
+        || counts(&[&lake_a, &lake_b]).0 >= 3000,
+    );
+    let (sa, sb) = (a.stop(), b.stop());
+    assert_eq!(counts(&[&lake_a, &lake_b]), (3000, 3000));
+    assert!(
+        sa.events_written > 0 && sb.events_written > 0,
+        "both consumers wrote: {sa:?} {sb:?}"
+    );
+    let marks = high_watermarks(&bootstrap, topic, 4);
+    assert_eq!(committed(&bootstrap, "pair", topic, 4), marks);
+}
