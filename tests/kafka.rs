@@ -655,9 +655,13 @@ fn mock_cluster_brokers_down_and_request_errors_lose_and_duplicate_nothing() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3],
     );
     cluster.broker_down(2).expect("broker down");
-    produce(&bootstrap, topic, "lz4", &batch("f", 1000..1500, 4));
-    thread::sleep(Duration::from_secs(2));
+    let during = {
+        let bootstrap = bootstrap.clone();
+        thread::spawn(move || produce(&bootstrap, topic, "lz4", &batch("f", 1000..1500, 4)))
+    };
+    thread::sleep(Duration::from_secs(3));
     cluster.broker_up(2).expect("broker up");
+    during.join().expect("producer");
     produce(&bootstrap, topic, "lz4", &batch("f", 1500..2000, 4));
 
     wait_until("all 2000 events", Duration::from_secs(60), || {
