@@ -14,16 +14,6 @@ fi
 export AUDITLAKE_PYTHON="$PWD/$venv/bin/python"
 export AUDITLAKE_MOTO_SERVER="$PWD/$venv/bin/moto_server"
 
-# The Kafka tests need a real Kafka-protocol broker: tansu, built from crates.io once per
-# machine (about ten minutes; reused when present). `dynostore` brings its in-memory storage.
-tansu="${AUDITLAKE_TANSU:-$HOME/.cargo/bin/tansu}"
-if [ ! -x "$tansu" ]; then
-    echo "== installing the tansu Kafka broker (once per machine, ~10 min)"
-    cargo install --locked tansu --version 0.6.0 --features dynostore
-    tansu="$HOME/.cargo/bin/tansu"
-fi
-export AUDITLAKE_TANSU="$tansu"
-
 # librdkafka is built with TLS (SASL_SSL, SCRAM): it needs OpenSSL's headers.
 if ! pkg-config --exists openssl 2>/dev/null; then
     echo "== installing libssl-dev and pkg-config (for librdkafka's TLS support)"
@@ -33,6 +23,16 @@ if ! pkg-config --exists openssl 2>/dev/null; then
     fi
     apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config
 fi
+
+# The Kafka tests need a real Kafka-protocol broker: tansu, built from crates.io once per
+# machine (about ten minutes; reused when present). `dynostore` brings its in-memory storage.
+tansu="${AUDITLAKE_TANSU:-$HOME/.cargo/bin/tansu}"
+if [ ! -x "$tansu" ]; then
+    echo "== installing the tansu Kafka broker (once per machine, ~10 min)"
+    cargo install --locked tansu --version 0.6.0 --features dynostore
+    tansu="$HOME/.cargo/bin/tansu"
+fi
+export AUDITLAKE_TANSU="$tansu"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
