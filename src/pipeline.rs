@@ -349,6 +349,18 @@ impl Batcher {
         position: i64,
         item: Item,
     ) -> Result<Option<CommitReport>, SinkError> {
+        self.push_all(unit, position, std::iter::once(item))
+    }
+
+    /// Adds several items that share one position (e.g. the records of one Kafka message), then
+    /// applies the flush policy: a batch never ends between items of one position, so a
+    /// committed position always has all of its items in the lake.
+    pub fn push_all(
+        &mut self,
+        unit: &str,
+        position: i64,
+        items: impl IntoIterator<Item = Item>,
+    ) -> Result<Option<CommitReport>, SinkError> {
         let Some(unit) = self.open.get_mut(unit) else {
             return Err(SinkError::Schema(format!(
                 "item pushed for unit {unit} that was not begun"
@@ -360,20 +372,22 @@ impl Batcher {
             self.stats.positions_already_in_lake += 1;
             return Ok(None);
         }
-        match item {
-            Item::Event(e) => {
-                if self.dedup.first_sighting(&e) {
-                    self.pending_bytes += e.estimated_bytes();
-                    self.pending.events.push(*e);
-                } else {
-                    self.stats.duplicates_dropped += 1;
+        for item in items {
+            match item {
+                Item::Event(e) => {
+                    if self.dedup.first_sighting(&e) {
+                        self.pending_bytes += e.estimated_bytes();
+                        self.pending.events.push(*e);
+                    } else {
+                        self.stats.duplicates_dropped += 1;
+                    }
                 }
-            }
-            Item::Digest => self.stats.digests_skipped += 1,
-            Item::Dead(d) => {
-                tracing::warn!(source = %d.origin.source, position = d.origin.position, offset = d.byte_offset, reason = %d.reason, "dead letter");
-                self.pending_bytes += d.estimated_bytes();
-                self.pending.dead_letters.push(d);
+                Item::Digest => self.stats.digests_skipped += 1,
+                Item::Dead(d) => {
+                    tracing::warn!(source = %d.origin.source, partition = d.origin.partition, position = d.origin.position, offset = d.byte_offset, reason = %d.reason, "dead letter");
+                    self.pending_bytes += d.estimated_bytes();
+                    self.pending.dead_letters.push(d);
+                }
             }
         }
         self.opened_at.get_or_insert_with(Instant::now);
@@ -616,6 +630,27 @@ mod tests {
                 .iter()
                 .all(|i| matches!(i, Item::Event(e) if e.origin.position == 9))
         );
+    }
+
+    #[test]
+    fn a_batch_never_ends_inside_a_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = LocalLake::open(dir.path(), ParquetOptions::default()).expect("lake");
+        let policy = FlushPolicy {
+            max_rows: 1,
+            ..FlushPolicy::default()
+        };
+        let mut b = Batcher::new(lake, policy);
+        b.begin_unit("kafka:t/0");
+        let mut items = decode(&message("x"), 0);
+        items.extend(decode(&message("y"), 0));
+        let report = b.push_all("kafka:t/0", 0, items).expect("push");
+        assert!(
+            report.is_some(),
+            "the row limit flushes, after the whole message"
+        );
+        assert_eq!(b.stats.events_written, 2);
+        assert_eq!(b.committed_through("kafka:t/0"), Some(1));
     }
 
     #[test]

@@ -777,11 +777,7 @@ impl KafkaSource {
                         offset,
                         &mut |i| items.push(i),
                     );
-                    let mut flushed = false;
-                    for item in items {
-                        flushed |= s.batcher.push(&unit, offset, item)?.is_some();
-                    }
-                    if flushed {
+                    if s.batcher.push_all(&unit, offset, items)?.is_some() {
                         s.commit(&self.consumer, None);
                     }
                 }
