@@ -707,3 +707,124 @@ fn mock_cluster_second_consumer_joining_mid_stream_loses_and_duplicates_nothing(
     let marks = high_watermarks(&bootstrap, topic, 4);
     assert_eq!(committed(&bootstrap, "pair", topic, 4), marks);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Measurement (not part of the suite): consume throughput and produce → committed-row latency.
+//
+//   cargo test --release --test kafka -- --ignored --nocapture measure
+//
+// AUDITLAKE_MEASURE_EVENTS sets the number of events (default 200000).
+
+/// CPU seconds (user + system) a live process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0 // CLK_TCK is 100 on Linux
+}
+
+fn journal_len(lake: &Path) -> u64 {
+    std::fs::metadata(lake.join("_auditlake/journal.jsonl"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Produces one event and returns the seconds until a row holding it is committed.
+fn latency(tansu: &Tansu, topic: &str, lake: &Path, id: &str) -> f64 {
+    let before = journal_len(lake);
+    let started = Instant::now();
+    produce(&tansu.bootstrap(), topic, "lz4", &[(0, cloudaudit(id, 1))]);
+    loop {
+        if journal_len(lake) != before {
+            let found = rows(
+                &[lake],
+                "ciem_events",
+                &format!("count(*) filter (where metadata_uid = '{id}')"),
+            );
+            if found.first().and_then(|r| r[0].as_i64()) == Some(1) {
+                return started.elapsed().as_secs_f64();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no row for {id}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore]
+fn measure_consume_throughput_and_latency() {
+    let n: i64 = std::env::var("AUDITLAKE_MEASURE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let tansu = Tansu::start();
+    let topic = "bench";
+    tansu.create_topic(topic, 3);
+    let msgs: Vec<(i32, String)> = (0..n as usize)
+        .map(|i| ((i % 3) as i32, cloudaudit(&format!("b-{i}"), i)))
+        .collect();
+    let bytes: usize = msgs.iter().map(|(_, m)| m.len()).sum();
+    let t = Instant::now();
+    produce(&tansu.bootstrap(), topic, "lz4", &msgs);
+    println!(
+        "produced {n} events ({:.1} MB JSON, LZ4) in {:.1} s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    // Throughput: the default flush policy except a 1 s age limit, so the tail is not waited for.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let config = write_config(
+        dir.path(),
+        &tansu.bootstrap(),
+        topic,
+        "bench",
+        "max_age_secs = 1",
+    );
+    let started = Instant::now();
+    let daemon = Daemon::start(&config, &dir.path().join("auditlake.log"));
+    let pid = daemon.child.id();
+    let mut last_len = 0;
+    loop {
+        let len = journal_len(&lake);
+        if len != last_len {
+            last_len = len;
+            if counts(&[&lake]).0 >= n {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "too slow");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid);
+    println!(
+        "consumed and committed {n} events in {wall:.2} s wall = {:.0} events/s; auditlake used {cpu:.2} CPU s = {:.0} events/s per core",
+        n as f64 / wall,
+        n as f64 / cpu
+    );
+    let l1: Vec<f64> = (0..3)
+        .map(|i| latency(&tansu, topic, &lake, &format!("lat1-{i}")))
+        .collect();
+    println!("latency produce → committed row, max_age_secs = 1: {l1:.2?} s");
+    daemon.stop();
+
+    // Latency at the default policy (max_age_secs = 60, a quiet topic).
+    let config = write_config(dir.path(), &tansu.bootstrap(), topic, "bench", "");
+    let daemon = Daemon::start(&config, &dir.path().join("auditlake.log"));
+    thread::sleep(Duration::from_secs(5)); // joined the group
+    let l60 = latency(&tansu, topic, &lake, "lat60-0");
+    println!("latency produce → committed row, default policy (max_age_secs = 60): {l60:.2} s");
+    daemon.stop();
+}
