@@ -23,7 +23,7 @@ use auditlake::normalize::{NormalizeConfig, Normalizer};
 use auditlake::pipeline::{Batcher, DecodeContext, FlushPolicy};
 use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
-use auditlake::sources::kafka::{KafkaConfig, KafkaSource, client_config};
+use auditlake::sources::kafka::{KafkaConfig, KafkaHandle, KafkaSource, client_config};
 use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -589,11 +589,17 @@ lag_report_secs = 1
 
 /// A consumer running on its own thread, writing its own lake.
 struct Running {
+    source: KafkaHandle,
     stop: Arc<AtomicBool>,
     handle: thread::JoinHandle<auditlake::pipeline::Stats>,
 }
 
 fn start_consumer(cfg: &KafkaConfig, lake: &Path) -> Running {
+    // The consumers' logs show in the output of a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("info")
+        .try_init();
     let lake = LocalLake::open(lake, ParquetOptions::default()).expect("lake");
     let batcher = Batcher::new(
         lake,
@@ -607,8 +613,13 @@ fn start_consumer(cfg: &KafkaConfig, lake: &Path) -> Running {
     let source = KafkaSource::with_settings(&settings, &cfg.topic, batcher).expect("source");
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let watch = source.handle();
     let handle = thread::spawn(move || source.run(&decode_context(), &flag).expect("consumer run"));
-    Running { stop, handle }
+    Running {
+        source: watch,
+        stop,
+        handle,
+    }
 }
 
 impl Running {
@@ -676,7 +687,7 @@ fn mock_cluster_brokers_down_and_request_errors_lose_and_duplicate_nothing() {
 }
 
 #[test]
-fn mock_cluster_second_consumer_joining_mid_stream_loses_and_duplicates_nothing() {
+fn mock_cluster_consumers_joining_and_leaving_the_group_lose_and_duplicate_nothing() {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let topic = "shared";
     cluster.create_topic(topic, 4, 1).expect("topic");
@@ -687,24 +698,62 @@ fn mock_cluster_second_consumer_joining_mid_stream_loses_and_duplicates_nothing(
     let (lake_a, lake_b) = (dir.path().join("a"), dir.path().join("b"));
     let cfg = mock_config(&bootstrap, topic, "pair");
     let a = start_consumer(&cfg, &lake_a);
-    wait_until("consumer A to write", Duration::from_secs(30), || {
-        counts(&[&lake_a]).0 > 0
-    });
-    // B joins: A gives up half of the partitions, writing and committing what it read first.
+    wait_until(
+        "consumer A to write and commit the first 1500",
+        Duration::from_secs(30),
+        || {
+            counts(&[&lake_a]).0 == 1500
+                && committed(&bootstrap, "pair", topic, 4) == high_watermarks(&bootstrap, topic, 4)
+        },
+    );
+
+    // B joins: the partitions are split, and B resumes where A committed. (librdkafka's mock
+    // broker refuses offset commits while a group rebalances, unlike Kafka, which accepts them
+    // until the new assignment is being synced; so new messages wait for the split here.)
     let b = start_consumer(&cfg, &lake_b);
+    wait_until(
+        "the partitions to be split",
+        Duration::from_secs(30),
+        || {
+            let (pa, pb) = (a.source.assigned(), b.source.assigned());
+            !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 4
+        },
+    );
     produce(&bootstrap, topic, "lz4", &batch("r", 1500..3000, 4));
     wait_until(
-        "all 3000 events across both lakes",
-        Duration::from_secs(90),
+        "3000 events across both lakes",
+        Duration::from_secs(60),
         || counts(&[&lake_a, &lake_b]).0 >= 3000,
     );
-    let (sa, sb) = (a.stop(), b.stop());
-    assert_eq!(counts(&[&lake_a, &lake_b]), (3000, 3000));
+
+    // A leaves while messages keep coming: it writes and commits what it read, then B takes
+    // every partition over from there.
+    let producer = {
+        let bootstrap = bootstrap.clone();
+        thread::spawn(move || {
+            for chunk in 0..15 {
+                let from = 3000 + chunk * 100;
+                produce(&bootstrap, topic, "lz4", &batch("r", from..from + 100, 4));
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    let sa = a.stop();
+    producer.join().expect("producer");
+    wait_until(
+        "all 4500 events across both lakes",
+        Duration::from_secs(60),
+        || counts(&[&lake_a, &lake_b]).0 >= 4500,
+    );
+    let sb = b.stop();
+    assert_eq!(counts(&[&lake_a, &lake_b]), (4500, 4500));
     assert!(
-        sa.events_written > 0 && sb.events_written > 0,
+        sa.events_written > 1500 && sb.events_written > 0,
         "both consumers wrote: {sa:?} {sb:?}"
     );
     let marks = high_watermarks(&bootstrap, topic, 4);
+    assert_eq!(marks.iter().sum::<i64>(), 4500);
     assert_eq!(committed(&bootstrap, "pair", topic, 4), marks);
 }
 

@@ -620,6 +620,14 @@ impl ConsumerContext for Ctx {
             tracing::error!(error = %e, "cannot write the batch before giving partitions up");
             s.error = Some(e);
         }
+        let uncommitted = s.durable_offsets(Some(&revoked));
+        for e in uncommitted.elements() {
+            tracing::warn!(
+                topic = e.topic(),
+                partition = e.partition(),
+                "offsets written to the lake could not be committed before the partition was revoked; its next owner will read them again"
+            );
+        }
         for key in &revoked {
             if let Some(part) = s.parts.remove(key) {
                 s.batcher.abandon_unit(&part.unit);
@@ -662,6 +670,31 @@ impl ConsumerContext for Ctx {
 /// The journal unit of a partition.
 pub fn unit_id(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}/{partition}")
+}
+
+/// Watches a [`KafkaSource`]: its partitions, lag and counters (for metrics and tests).
+#[derive(Clone)]
+pub struct KafkaHandle {
+    shared: Arc<Mutex<Shared>>,
+    lag: Arc<Mutex<LagTable>>,
+}
+
+impl KafkaHandle {
+    /// The latest lag per partition.
+    pub fn lag(&self) -> LagTable {
+        lock(&self.lag).clone()
+    }
+
+    /// The partitions assigned now, sorted.
+    pub fn assigned(&self) -> Vec<(String, i32)> {
+        let mut parts: Vec<_> = lock(&self.shared).parts.keys().cloned().collect();
+        parts.sort();
+        parts
+    }
+
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared).batcher.stats.clone()
+    }
 }
 
 /// A running consumer. Create it with [`KafkaSource::new`], then call [`KafkaSource::run`].
@@ -715,13 +748,12 @@ impl KafkaSource {
         })
     }
 
-    /// The latest lag per partition.
-    pub fn lag(&self) -> LagTable {
-        lock(&self.lag).clone()
-    }
-
-    pub fn stats(&self) -> Stats {
-        lock(&self.shared).batcher.stats.clone()
+    /// A handle to watch the consumer from another thread while it runs.
+    pub fn handle(&self) -> KafkaHandle {
+        KafkaHandle {
+            shared: self.shared.clone(),
+            lag: self.lag.clone(),
+        }
     }
 
     /// Consumes until `stop` is set, then writes and commits everything read and leaves the
