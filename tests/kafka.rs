@@ -678,6 +678,15 @@ fn mock_cluster_brokers_down_and_request_errors_lose_and_duplicate_nothing() {
     wait_until("all 2000 events", Duration::from_secs(60), || {
         counts(&[&lake]).0 >= 2000
     });
+    // Lag per partition (high watermark − position) drops to zero once everything is read.
+    wait_until(
+        "zero lag on every partition",
+        Duration::from_secs(10),
+        || {
+            let lag = running.source.lag();
+            lag.len() == 4 && lag.values().all(|l| l.lag == 0 && l.high_watermark > 0)
+        },
+    );
     let stats = running.stop();
     assert_eq!(counts(&[&lake]), (2000, 2000));
     assert_eq!(stats.events_written, 2000);
