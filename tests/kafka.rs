@@ -121,6 +121,21 @@ fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<
         .collect()
 }
 
+/// Per partition, one past the highest offset the lake holds (events and dead letters).
+fn next_offsets(lake: &Path, partitions: i32) -> Vec<i64> {
+    let mut next = vec![0i64; partitions as usize];
+    for dataset in ["ciem_events", "dead_letters"] {
+        for r in rows(&[lake], dataset, "origin_partition, origin_position") {
+            if let (Some(p), Some(n)) = (r[0].as_i64(), r[1].as_i64().map(|o| o + 1))
+                && let Some(slot) = next.get_mut(p as usize)
+            {
+                *slot = (*slot).max(n);
+            }
+        }
+    }
+    next
+}
+
 fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -496,9 +511,11 @@ fn tansu_cls_variants_land_in_the_lake_and_offsets_are_committed() {
     );
 
     // Every message, dead letters included, is committed: offsets reach the high watermark.
-    let marks = high_watermarks(&tansu.bootstrap(), topic, 3);
-    assert_eq!(marks.iter().sum::<i64>(), produced_events + 2);
-    assert_eq!(committed(&tansu.bootstrap(), "ciem", topic, 3), marks);
+    // (tansu 0.6 answers ListOffsets with a wrong high watermark for multi-record batches, so
+    // the expected offsets come from the lake: one past the last offset of each partition.)
+    let next = next_offsets(&lake, 3);
+    assert_eq!(next.iter().sum::<i64>(), produced_events + 2);
+    assert_eq!(committed(&tansu.bootstrap(), "ciem", topic, 3), next);
 }
 
 #[test]
@@ -551,7 +568,10 @@ fn tansu_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once() {
     });
     first.kill9();
     let before_restart = counts(&[&lake]).0;
-    assert!(before_restart > 0);
+    assert!(
+        before_restart > 0 && before_restart < total as i64,
+        "killed mid-stream: {before_restart} of {total} events were in the lake"
+    );
 
     let second = Daemon::start(&config, &log);
     producer.join().expect("producer");
@@ -562,8 +582,9 @@ fn tansu_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once() {
     );
     second.stop();
     assert_eq!(counts(&[&lake]), (total as i64, total as i64));
-    let marks = high_watermarks(&tansu.bootstrap(), topic, 2);
-    assert_eq!(committed(&tansu.bootstrap(), "crashy", topic, 2), marks);
+    let next = next_offsets(&lake, 2);
+    assert_eq!(next.iter().sum::<i64>(), total as i64);
+    assert_eq!(committed(&tansu.bootstrap(), "crashy", topic, 2), next);
 }
 
 // ---------------------------------------------------------------------------------------------
