@@ -90,7 +90,10 @@ fn main() -> ExitCode {
                         Some(FilesError::Missing { .. })
                     )
                     || c.downcast_ref::<UsageError>().is_some()
-                    || matches!(c.downcast_ref::<KafkaError>(), Some(KafkaError::Config(_)))
+                    || matches!(
+                        c.downcast_ref::<KafkaError>(),
+                        Some(KafkaError::Config(_) | KafkaError::SecretFile { .. })
+                    )
             });
             ExitCode::from(if usage { EXIT_USAGE } else { EXIT_RUNTIME })
         }

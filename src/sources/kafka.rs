@@ -30,7 +30,7 @@ use crate::sink::SinkError;
 pub enum KafkaError {
     #[error("invalid kafka source configuration: {0}")]
     Config(String),
-    #[error("cannot read the {what} from {path}: {source}")]
+    #[error("cannot read the {what} from {path}")]
     SecretFile {
         what: &'static str,
         path: PathBuf,
