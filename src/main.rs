@@ -18,6 +18,8 @@ use auditlake::schema;
 use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
 use auditlake::sources::files::{self, FilesError};
+use auditlake::sync::config::AccountsConfig;
+use auditlake::sync::{Failure, SyncMetrics};
 
 #[derive(Parser)]
 #[command(
@@ -60,11 +62,44 @@ enum Command {
         /// Print the dead-letter schema instead.
         #[arg(long)]
         dead_letters: bool,
+        /// Print this table's schema: ciem_events, dead_letters, asset_changes, asset_inventory.
+        #[arg(long, conflicts_with = "dead_letters")]
+        table: Option<String>,
+    },
+    /// Sync the cloud accounts of an accounts file: AccessKey check, regions, hosts and cloud
+    /// products into asset_inventory, and their changes into asset_changes.
+    Sync {
+        #[arg(long, default_value = "pipelines/accounts.toml")]
+        config: PathBuf,
+        /// One run of every account (every enabled feature), then exit; without it, run each
+        /// task at its interval until stopped.
+        #[arg(long)]
+        once: bool,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Cloud account tools.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
     },
     /// Run the daemon. Without --config: watch ./inbox and write ./lake.
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Call every API the enabled features need and print which succeed and which lack
+    /// permission, with the policy to grant.
+    Check {
+        #[arg(long, default_value = "pipelines/accounts.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 
@@ -77,7 +112,10 @@ const EXIT_DEAD_LETTERS: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Run { .. }));
+    init_logging(matches!(
+        cli.command,
+        Command::Run { .. } | Command::Sync { once: false, .. }
+    ));
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -118,18 +156,19 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Schema {
             markdown,
             dead_letters,
+            table,
         } => {
-            let spec = if dead_letters {
-                schema::dead_letters()
-            } else {
-                schema::ciem()
+            let name = match (&table, dead_letters) {
+                (Some(t), _) => t.as_str(),
+                (None, true) => "dead_letters",
+                (None, false) => "ciem_events",
             };
+            let (spec, json) =
+                schema::table(name).ok_or_else(|| UsageError(format!("unknown table {name:?}")))?;
             if markdown {
                 print!("{}", spec.to_markdown());
-            } else if dead_letters {
-                print!("{}", schema::DEAD_LETTER_SCHEMA_JSON);
             } else {
-                print!("{}", schema::CIEM_SCHEMA_JSON);
+                print!("{json}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -157,6 +196,14 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Sync {
+            config,
+            once,
+            account,
+        } => sync(&config, once, account.as_deref()),
+        Command::Accounts {
+            command: AccountsCommand::Check { config, account },
+        } => accounts_check(&config, account.as_deref()),
         Command::Run { config } => {
             let cfg = match &config {
                 Some(path) => PipelineConfig::load(path)?,
@@ -204,13 +251,14 @@ fn replay(
     let secs = started.elapsed().as_secs_f64();
     println!(
         "replay summary: {} files ({} already in the lake, skipped), {} events written, {} duplicates dropped, \
-         {} digest records skipped, {} dead letters, {} Parquet files committed, {:.2} s ({:.0} events/s)",
+         {} digest records skipped, {} dead letters, {} asset changes, {} Parquet files committed, {:.2} s ({:.0} events/s)",
         s.units,
         s.units_already_in_lake,
         s.events_written,
         s.duplicates_dropped,
         s.digests_skipped,
         s.dead_letters,
+        s.asset_changes_written,
         s.files_committed,
         secs,
         s.events_written as f64 / secs.max(1e-9)
@@ -316,6 +364,120 @@ fn run(cfg: PipelineConfig) -> Result<()> {
         "stopped"
     );
     Ok(())
+}
+
+fn accounts_config(path: &std::path::Path, only: Option<&str>) -> Result<AccountsConfig> {
+    let cfg = AccountsConfig::load(path)?;
+    if let Some(name) = only
+        && !cfg.accounts.iter().any(|a| a.name == name)
+    {
+        return Err(UsageError(format!("no account named {name:?} in {}", path.display())).into());
+    }
+    Ok(cfg)
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn sync(path: &std::path::Path, once: bool, only: Option<&str>) -> Result<ExitCode> {
+    let cfg = accounts_config(path, only)?;
+    let metrics = SyncMetrics::default();
+    let runtime = tokio_runtime()?;
+    if !once {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        runtime.block_on(async {
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = tx.send(true);
+            });
+            auditlake::sync::run::run_periodic(&cfg, &metrics, rx).await;
+        });
+        return Ok(ExitCode::SUCCESS);
+    }
+    let results = runtime.block_on(auditlake::sync::run::sync_once(&cfg, only, &metrics));
+    let mut failed = false;
+    for (name, result) in results {
+        match result {
+            Ok(r) => {
+                println!(
+                    "{name}: account {} run {}: {} regions, {} assets; {} created, {} modified, {} deleted",
+                    r.account_uid,
+                    r.run_id,
+                    r.regions.len(),
+                    r.assets,
+                    r.created,
+                    r.modified,
+                    r.deleted
+                );
+                for e in &r.errors {
+                    println!("{name}: listing failed (previous snapshot kept for it): {e}");
+                }
+                failed |= !r.errors.is_empty();
+            }
+            Err(e) => {
+                println!("{name}: sync failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn accounts_check(path: &std::path::Path, only: Option<&str>) -> Result<ExitCode> {
+    let cfg = accounts_config(path, only)?;
+    let runtime = tokio_runtime()?;
+    let results = runtime.block_on(auditlake::sync::run::check_accounts(&cfg, only));
+    let mut all_ok = true;
+    for (name, result) in results {
+        println!("account {name}:");
+        match result {
+            Err(e) => {
+                all_ok = false;
+                println!("  cannot check: {e}");
+            }
+            Ok(calls) => {
+                for c in calls {
+                    let region = c.region.map(|r| format!(" ({r})")).unwrap_or_default();
+                    match c.result {
+                        Ok(()) => println!("  ok      {}{region}", c.call),
+                        Err(e) => {
+                            all_ok = false;
+                            let what = match e.failure {
+                                Failure::Denied => "denied ",
+                                Failure::InvalidKey => "invalid",
+                                Failure::Other => "error  ",
+                            };
+                            println!(
+                                "  {what} {}{region}: {}",
+                                c.call,
+                                e.code.as_deref().unwrap_or(&e.message)
+                            );
+                            match e.failure {
+                                Failure::Denied => println!("          grant: {}", c.policy),
+                                Failure::InvalidKey => println!(
+                                    "          the key is not accepted: check the AccessKey id and secret"
+                                ),
+                                Failure::Other => println!("          {}", e.message),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    })
 }
 
 // mimalloc: rows are allocated on decoding threads and freed on the writer thread, which

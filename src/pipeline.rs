@@ -167,6 +167,7 @@ pub fn decode_unit(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub units: u64,
+    pub asset_changes_written: u64,
     pub units_already_in_lake: u64,
     pub events_written: u64,
     pub duplicates_dropped: u64,
@@ -312,6 +313,11 @@ impl Batcher {
         match item {
             Item::Event(e) => {
                 if self.dedup.first_sighting(&e) {
+                    // Changes travel in the event's batch: committed together or not at all.
+                    for c in crate::assets::audit::changes(&e) {
+                        self.pending_bytes += c.estimated_bytes();
+                        self.pending.asset_changes.push(c);
+                    }
                     self.pending_bytes += e.estimated_bytes();
                     self.pending.events.push(*e);
                 } else {
@@ -454,6 +460,7 @@ impl Batcher {
         };
         self.stats.events_written += summary.events;
         self.stats.dead_letters += summary.dead_letters;
+        self.stats.asset_changes_written += summary.asset_changes;
         self.stats.files_committed += files.len() as u64;
         self.stats.batches_committed += 1;
         Ok(CommitReport {
@@ -466,6 +473,7 @@ impl Batcher {
 /// What a batch holds, kept for the report once it is committed.
 struct BatchSummary {
     events: u64,
+    asset_changes: u64,
     dead_letters: u64,
     completed_units: Vec<String>,
 }
@@ -474,6 +482,7 @@ impl BatchSummary {
     fn of(batch: &PendingBatch) -> Self {
         BatchSummary {
             events: batch.events.len() as u64,
+            asset_changes: batch.asset_changes.len() as u64,
             dead_letters: batch.dead_letters.len() as u64,
             completed_units: batch
                 .segments
