@@ -12,7 +12,7 @@ use super::{CallCheck, KeyStatus, RunReport, SyncError, SyncMetrics, check_accou
 /// A configured account's cloud client.
 pub enum AnyCloud {
     Aws(AwsCloud),
-    Tencent(TencentCloud),
+    Tencent(Box<TencentCloud>),
 }
 
 impl AnyCloud {
@@ -20,19 +20,17 @@ impl AnyCloud {
         let credentials = account.credentials.load(&account.name)?;
         Ok(match account.provider {
             CloudKind::Aws => AnyCloud::Aws(AwsCloud::new(account, credentials)),
-            CloudKind::Tencent => {
-                AnyCloud::Tencent(TencentCloud::new(account, credentials).map_err(|e| {
-                    SyncError::Api {
-                        account: account.name.clone(),
-                        source: super::ApiError {
-                            call: "tls setup",
-                            failure: super::Failure::Other,
-                            code: None,
-                            message: e.to_string(),
-                        },
-                    }
-                })?)
-            }
+            CloudKind::Tencent => AnyCloud::Tencent(Box::new(
+                TencentCloud::new(account, credentials).map_err(|e| SyncError::Api {
+                    account: account.name.clone(),
+                    source: super::ApiError {
+                        call: "tls setup",
+                        failure: super::Failure::Other,
+                        code: None,
+                        message: e.to_string(),
+                    },
+                })?,
+            )),
         })
     }
 }
@@ -46,7 +44,9 @@ pub async fn sync_account(
 ) -> Result<RunReport, SyncError> {
     match AnyCloud::connect(account)? {
         AnyCloud::Aws(c) => super::run_account(&c, account, features, lake, metrics).await,
-        AnyCloud::Tencent(c) => super::run_account(&c, account, features, lake, metrics).await,
+        AnyCloud::Tencent(c) => {
+            super::run_account(c.as_ref(), account, features, lake, metrics).await
+        }
     }
 }
 
@@ -94,7 +94,7 @@ pub async fn check_accounts(
     {
         let result = match AnyCloud::connect(account) {
             Ok(AnyCloud::Aws(c)) => Ok(check_account(&c, account).await),
-            Ok(AnyCloud::Tencent(c)) => Ok(check_account(&c, account).await),
+            Ok(AnyCloud::Tencent(c)) => Ok(check_account(c.as_ref(), account).await),
             Err(e) => Err(e),
         };
         out.push((account.name.clone(), result));
@@ -167,7 +167,9 @@ pub async fn run_periodic(
                 None => {
                     let checked = match AnyCloud::connect(task.account) {
                         Ok(AnyCloud::Aws(c)) => Some(check_key(&c, name, metrics).await.0),
-                        Ok(AnyCloud::Tencent(c)) => Some(check_key(&c, name, metrics).await.0),
+                        Ok(AnyCloud::Tencent(c)) => {
+                            Some(check_key(c.as_ref(), name, metrics).await.0)
+                        }
                         Err(e) => {
                             tracing::error!(account = %name, error = %e, "cannot check the AccessKey");
                             None
