@@ -391,7 +391,18 @@ fn sync(path: &std::path::Path, once: bool, only: Option<&str>) -> Result<ExitCo
         let (tx, rx) = tokio::sync::watch::channel(false);
         runtime.block_on(async {
             tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {},
+                            _ = term.recv() => {},
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+                tracing::info!("shutdown requested: stopping the account sync");
                 let _ = tx.send(true);
             });
             auditlake::sync::run::run_periodic(&cfg, &metrics, rx).await;

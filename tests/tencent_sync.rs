@@ -26,6 +26,8 @@ struct World {
     instances: BTreeMap<String, Vec<Value>>,
     groups: BTreeMap<String, Vec<Value>>,
     users: Vec<Value>,
+    /// Actions the key is not allowed to call.
+    denied: Vec<&'static str>,
     /// (action, region, secret id, signature verified)
     log: Vec<(String, String, String, bool)>,
 }
@@ -175,6 +177,12 @@ fn answer(
         return error(
             "AuthFailure.SignatureFailure",
             "The provided credentials could not be validated.",
+        );
+    }
+    if w.denied.contains(&action.as_str()) {
+        return error(
+            "AuthFailure.UnauthorizedOperation",
+            "you are not authorized to perform this operation",
         );
     }
     let params: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -446,4 +454,89 @@ fn an_unknown_secret_id_is_reported_as_an_invalid_key() {
     ] {
         assert!(stdout.contains(call), "missing {call:?} in\n{stdout}");
     }
+}
+
+#[test]
+fn accounts_check_names_the_policy_for_a_denied_call() {
+    let mut w = world();
+    w.denied = vec!["ListUsers"];
+    let fake = Fake::start(w);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &dir.path().join("lake"), &fake.url);
+    let out = run(
+        &[
+            "accounts",
+            "check",
+            "--config",
+            config.to_str().expect("path"),
+            "--account",
+            "tc",
+        ],
+        SECRET_ID,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ok      cvm:DescribeInstances (ap-guangzhou)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("denied  cam:ListUsers: AuthFailure.UnauthorizedOperation\n          grant: QcloudCamReadOnlyAccess"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn periodic_sync_runs_at_its_interval_and_stops_on_sigterm() {
+    let fake = Fake::start(world());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let config = write_config(dir.path(), &lake, &fake.url);
+    let text = std::fs::read_to_string(&config).expect("read")
+        + "\n[account.intervals]\nhosts = \"1s\"\nproducts = \"off\"\nkey_check = \"1s\"\n";
+    std::fs::write(&config, text).expect("write");
+    let mut child = Command::new(bin())
+        .args(["sync", "--config", config.to_str().expect("path")])
+        .env("TC_ID", SECRET_ID)
+        .env("TC_KEY", SECRET_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sync");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let runs = || {
+        fake.world
+            .lock()
+            .expect("lock")
+            .log
+            .iter()
+            .filter(|(a, r, _, _)| a == "DescribeInstances" && r == "ap-shanghai")
+            .count()
+    };
+    while runs() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(
+        runs() >= 3,
+        "expected three host syncs in the interval loop: {stderr}"
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("sync run done"), "{stderr}");
+    // Products are off: no security groups or users were listed.
+    let w = fake.world.lock().expect("lock");
+    assert!(
+        !w.log
+            .iter()
+            .any(|(a, _, _, _)| a == "ListUsers" || a == "DescribeSecurityGroups"),
+        "{:?}",
+        w.log
+    );
+    assert!(lake.join("_auditlake/sync/tc.json").exists());
 }
