@@ -400,3 +400,43 @@ pub fn tracked_calls() -> impl Iterator<Item = String> {
         .iter()
         .map(|r| format!("{} {}:{}", r.provider.as_str(), r.service, r.operation))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_call_has_one_rule_and_the_readme_lists_it() {
+        let calls: Vec<String> = tracked_calls().collect();
+        let unique: std::collections::HashSet<&String> = calls.iter().collect();
+        assert_eq!(unique.len(), calls.len(), "a call has two rules");
+        // The README names calls in groups (`Create/DeleteUser`): look for the verb-less noun.
+        let readme = include_str!("../../README.md");
+        const VERBS: &[&str] = &[
+            "Create",
+            "Delete",
+            "Put",
+            "Update",
+            "Attach",
+            "Detach",
+            "Authorize",
+            "Revoke",
+            "Run",
+            "Terminate",
+            "Start",
+            "Stop",
+            "Add",
+        ];
+        for r in RULES {
+            let noun = VERBS
+                .iter()
+                .find_map(|v| r.operation.strip_prefix(v))
+                .unwrap_or(r.operation);
+            assert!(
+                readme.contains(noun),
+                "README does not mention {}",
+                r.operation
+            );
+        }
+    }
+}

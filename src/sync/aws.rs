@@ -48,6 +48,22 @@ where
     }
 }
 
+/// The next page token, or None at the end (also when a server hands back the token it was
+/// given, which would otherwise page forever).
+fn next_token(current: Option<&str>, previous: &Option<String>) -> Option<String> {
+    let t = current.filter(|t| !t.is_empty())?;
+    (previous.as_deref() != Some(t)).then(|| t.to_string())
+}
+
+/// Bounds every call: a hung endpoint must not stall the periodic sync.
+fn timeouts() -> aws_sdk_ec2::config::timeout::TimeoutConfig {
+    aws_sdk_ec2::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .operation_attempt_timeout(std::time::Duration::from_secs(60))
+        .operation_timeout(std::time::Duration::from_secs(180))
+        .build()
+}
+
 fn millis(t: Option<&aws_sdk_ec2::primitives::DateTime>) -> Option<i64> {
     t.and_then(|t| t.to_millis().ok())
 }
@@ -74,7 +90,8 @@ impl AwsCloud {
         let mut b = aws_sdk_sts::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.home_region.clone()))
-            .credentials_provider(self.credentials.clone());
+            .credentials_provider(self.credentials.clone())
+            .timeout_config(timeouts());
         if let Some(url) = self.endpoints.get("sts") {
             b = b.endpoint_url(url);
         }
@@ -85,7 +102,8 @@ impl AwsCloud {
         let mut b = aws_sdk_ec2::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .credentials_provider(self.credentials.clone());
+            .credentials_provider(self.credentials.clone())
+            .timeout_config(timeouts());
         if let Some(url) = self.endpoints.get("ec2") {
             b = b.endpoint_url(url);
         }
@@ -96,7 +114,8 @@ impl AwsCloud {
         let mut b = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.home_region.clone()))
-            .credentials_provider(self.credentials.clone());
+            .credentials_provider(self.credentials.clone())
+            .timeout_config(timeouts());
         if let Some(url) = self.endpoints.get("s3") {
             b = b.endpoint_url(url).force_path_style(true);
         }
@@ -107,7 +126,8 @@ impl AwsCloud {
         let mut b = aws_sdk_iam::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.home_region.clone()))
-            .credentials_provider(self.credentials.clone());
+            .credentials_provider(self.credentials.clone())
+            .timeout_config(timeouts());
         if let Some(url) = self.endpoints.get("iam") {
             b = b.endpoint_url(url);
         }
@@ -123,7 +143,7 @@ impl AwsCloud {
             let page = client
                 .describe_instances()
                 .max_results(1000)
-                .set_next_token(token.take())
+                .set_next_token(token.clone())
                 .send()
                 .await
                 .map_err(|e| api_error(CALL, e))?;
@@ -171,10 +191,7 @@ impl AwsCloud {
                     tags,
                 });
             }
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
+            token = next_token(page.next_token(), &token);
             if token.is_none() {
                 return Ok(out);
             }
@@ -295,7 +312,7 @@ impl Product<AwsCloud> for SecurityGroups {
                 let page = client
                     .describe_security_groups()
                     .max_results(1000)
-                    .set_next_token(token.take())
+                    .set_next_token(token.clone())
                     .send()
                     .await
                     .map_err(|e| api_error(self.call(), e))?;
@@ -332,7 +349,7 @@ impl Product<AwsCloud> for SecurityGroups {
                         tags: tag_map(g.tags().iter().map(|t| (t.key(), t.value()))),
                     });
                 }
-                token = page.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+                token = next_token(page.next_token(), &token);
                 if token.is_none() {
                     return Ok(out);
                 }
@@ -370,7 +387,7 @@ impl Product<AwsCloud> for S3Buckets {
             loop {
                 let page = client
                     .list_buckets()
-                    .set_continuation_token(token.take())
+                    .set_continuation_token(token.clone())
                     .send()
                     .await
                     .map_err(|e| api_error(self.call(), e))?;
@@ -392,10 +409,7 @@ impl Product<AwsCloud> for S3Buckets {
                         tags: Map::new(),
                     });
                 }
-                token = page
-                    .continuation_token()
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string);
+                token = next_token(page.continuation_token(), &token);
                 if token.is_none() {
                     return Ok(out);
                 }
@@ -433,7 +447,7 @@ impl Product<AwsCloud> for IamUsers {
             loop {
                 let page = client
                     .list_users()
-                    .set_marker(marker.take())
+                    .set_marker(marker.clone())
                     .send()
                     .await
                     .map_err(|e| api_error(self.call(), e))?;
@@ -482,7 +496,7 @@ impl Product<AwsCloud> for IamUsers {
                     });
                 }
                 marker = if page.is_truncated() {
-                    page.marker().map(str::to_string)
+                    next_token(page.marker(), &marker)
                 } else {
                     None
                 };

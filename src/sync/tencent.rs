@@ -24,6 +24,8 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 
 /// Page size for Offset/Limit listings (the APIs' maximum is 100).
 pub const PAGE: u64 = 100;
+/// A listing longer than this many pages is treated as a misbehaving server.
+const MAX_PAGES: usize = 10_000;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct TencentCloud {
@@ -196,7 +198,7 @@ impl TencentCloud {
     ) -> Result<Vec<Value>, ApiError> {
         let mut out = Vec::new();
         let mut offset = 0u64;
-        loop {
+        for _ in 0..MAX_PAGES {
             let params = if string_numbers {
                 json!({"Offset": offset.to_string(), "Limit": self.page_size.to_string()})
             } else {
@@ -224,6 +226,12 @@ impl TencentCloud {
                 return Ok(out);
             }
         }
+        Err(ApiError {
+            call: action,
+            failure: Failure::Other,
+            code: None,
+            message: format!("more than {MAX_PAGES} pages: the server does not honour Offset"),
+        })
     }
 }
 
