@@ -20,6 +20,11 @@ struct Moto {
 
 impl Moto {
     fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// With `INITIAL_NO_AUTH_ACTION_COUNT`, moto checks keys and IAM policies like AWS.
+    fn start_with(env: &[(&str, &str)]) -> Moto {
         let exe = std::env::var_os("AUDITLAKE_MOTO_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"));
@@ -34,6 +39,7 @@ impl Moto {
             .port();
         let child = Command::new(exe)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -106,10 +112,14 @@ iam = "{moto}"
 }
 
 fn run(args: &[&str]) -> Output {
+    run_with_key(args, "AKIAMOTOTEST00000001", "moto-secret-never-printed")
+}
+
+fn run_with_key(args: &[&str], key_id: &str, secret: &str) -> Output {
     Command::new(bin())
         .args(args)
-        .env("TEST_AK", "AKIAMOTOTEST00000001")
-        .env("TEST_SK", "moto-secret-never-printed")
+        .env("TEST_AK", key_id)
+        .env("TEST_SK", secret)
         .output()
         .expect("run auditlake")
 }
@@ -354,6 +364,90 @@ fn accounts_check_reports_each_call() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stdout.contains("environment variable TEST_AK is not set"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn accounts_check_names_what_to_grant_and_rejects_an_unknown_key() {
+    // moto enforcing IAM: the first three calls (creating the key) are free, the rest are
+    // checked against the key's policy, as AWS does.
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "3")]);
+    let key = moto.boto(
+        r#"
+iam = c('iam')
+iam.create_user(UserName='auditor')
+k = iam.create_access_key(UserName='auditor')['AccessKey']
+iam.put_user_policy(UserName='auditor', PolicyName='ec2-read', PolicyDocument=json.dumps(
+    {'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': ['ec2:Describe*'], 'Resource': '*'}]}))
+print(json.dumps([k['AccessKeyId'], k['SecretAccessKey']]))
+"#,
+    );
+    let (key_id, secret) = (
+        key[0].as_str().expect("key id").to_string(),
+        key[1].as_str().expect("secret").to_string(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let config = write_config(dir.path(), &lake, &moto.url);
+    let cfg = config.to_str().expect("path");
+
+    let out = run_with_key(&["accounts", "check", "--config", cfg], &key_id, &secret);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for line in [
+        "ok      sts:GetCallerIdentity",
+        "ok      ec2:DescribeRegions",
+        "ok      ec2:DescribeInstances (us-east-1)",
+        "ok      ec2:DescribeSecurityGroups (us-east-1)",
+        "denied  s3:ListBuckets: AccessDenied\n          grant: AmazonS3ReadOnlyAccess (or ReadOnlyAccess)",
+        "denied  iam:ListUsers: AccessDenied\n          grant: IAMReadOnlyAccess (or ReadOnlyAccess)",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    assert!(!stdout.contains(&secret));
+
+    // A sync with this key keeps what it could list and says what it could not.
+    let out = run_with_key(&["sync", "--config", cfg, "--once"], &key_id, &secret);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "listing failed (previous snapshot kept for it): global: s3:ListBuckets: AccessDenied"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        scalar(&format!(
+            "select count(*) from {} where resource_type = 'security_group'",
+            dataset(&lake, "asset_inventory")
+        ))
+        .as_i64()
+        .is_some_and(|n| n >= 2)
+    );
+
+    // An unknown key: the key check says invalid, with AWS's code, and nothing is synced.
+    let out = run_with_key(
+        &["sync", "--config", cfg, "--once"],
+        "AKIAUNKNOWN000000000",
+        "nope",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "moto: sync failed: account moto: the AccessKey is invalid (InvalidClientTokenId)"
+        ),
+        "{stdout}"
+    );
+    let out = run_with_key(
+        &["accounts", "check", "--config", cfg],
+        "AKIAUNKNOWN000000000",
+        "nope",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("invalid sts:GetCallerIdentity: InvalidClientTokenId"),
         "{stdout}"
     );
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use futures::FutureExt;
@@ -30,19 +31,40 @@ impl std::fmt::Debug for AwsCloud {
     }
 }
 
-fn api_error<E, R>(call: &'static str, e: SdkError<E, R>) -> ApiError
+fn api_error<E>(call: &'static str, e: SdkError<E, HttpResponse>) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
-    let code = e.code().map(str::to_string);
+    // Some servers wrap the error in a shape the SDK does not parse (moto's IAM answers
+    // `<ErrorResponse><Errors><Error>`): then the code and message are read from the body.
+    let raw = e.raw_response();
+    let body = raw
+        .and_then(|r| r.body().bytes())
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("");
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let start = body.find(&open)? + open.len();
+        let len = body[start..].find(&format!("</{name}>"))?;
+        Some(body[start..start + len].to_string()).filter(|s| !s.is_empty())
+    };
+    let code = e.code().map(str::to_string).or_else(|| element("Code"));
     let message = e
         .message()
         .map(str::to_string)
-        .unwrap_or_else(|| DisplayErrorContext(&e).to_string());
+        .or_else(|| element("Message"))
+        .unwrap_or_else(|| match raw {
+            Some(r) => format!("HTTP {}", r.status().as_u16()),
+            None => DisplayErrorContext(&e).to_string(),
+        });
+    let failure = match code.as_deref() {
+        Some(code) => classify(code),
+        None if raw.is_some_and(|r| r.status().as_u16() == 403) => Failure::Denied,
+        None => Failure::Other,
+    };
     ApiError {
         call,
-        failure: code.as_deref().map_or(Failure::Other, classify),
+        failure,
         code,
         message,
     }
