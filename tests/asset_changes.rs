@@ -182,3 +182,64 @@ fn replaying_again_adds_no_duplicate_changes() {
         json!(50)
     );
 }
+
+#[test]
+fn ids_are_found_in_the_shapes_clouds_log_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let out = auditlake(&[
+        "replay",
+        fixtures()
+            .join("asset-change-shapes")
+            .to_str()
+            .expect("path"),
+        "--out",
+        lake.to_str().expect("path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = duckdb(&format!(
+        "select source_event_id, resource_type, resource_uid, coalesce(resource_name, ''), change_type, \
+                coalesce(cloud_region, ''), actor_credential_uid \
+         from {} order by source_event_id",
+        dataset(&lake, "asset_changes")
+    ));
+    assert_eq!(
+        rows,
+        vec![
+            // addressed by name only: the name is the id
+            vec![
+                json!("shape-aws-sg-by-name"),
+                json!("security_group"),
+                json!("legacy-sg"),
+                json!("legacy-sg"),
+                json!("deleted"),
+                json!("eu-west-1"),
+                json!("ASIAEXAMPLECI0001")
+            ],
+            // bucket only in resourceName, a qcs resource string
+            vec![
+                json!("shape-tc-cos-resource"),
+                json!("bucket"),
+                json!("media-1250000000"),
+                json!(""),
+                json!("created"),
+                json!("ap-guangzhou"),
+                json!("AKIDEXAMPLETC01")
+            ],
+            // response logged as a JSON string wrapped in Response
+            vec![
+                json!("shape-tc-run-wrapped"),
+                json!("host"),
+                json!("ins-wrapped1"),
+                json!(""),
+                json!("created"),
+                json!("ap-shanghai"),
+                json!("AKIDEXAMPLETC01")
+            ],
+        ]
+    );
+}

@@ -328,9 +328,11 @@ pub fn changes(e: &CiemEvent) -> Vec<AssetChange> {
             r.name
                 .clone()
                 .or_else(|| {
-                    r.uid
-                        .as_deref()
-                        .map(|u| u.rsplit([':', '/']).next().unwrap_or(u).to_string())
+                    // `qcs::cos:ap-guangzhou:uid/1250000000:bucket-1250000000/` → the bucket
+                    r.uid.as_deref().map(|u| {
+                        let u = u.trim_end_matches('/');
+                        u.rsplit([':', '/']).next().unwrap_or(u).to_string()
+                    })
                 })
                 .filter(|s| !s.is_empty() && s != "*")
         });
