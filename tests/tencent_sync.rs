@@ -540,3 +540,51 @@ fn periodic_sync_runs_at_its_interval_and_stops_on_sigterm() {
     );
     assert!(lake.join("_auditlake/sync/tc.json").exists());
 }
+
+#[test]
+fn an_invalid_key_is_logged_once_per_state_change() {
+    let fake = Fake::start(world());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &dir.path().join("lake"), &fake.url);
+    let text = std::fs::read_to_string(&config).expect("read")
+        + "\n[account.intervals]\nhosts = \"off\"\nproducts = \"off\"\nkey_check = \"1s\"\n";
+    std::fs::write(&config, text).expect("write");
+    let mut child = Command::new(bin())
+        .args(["sync", "--config", config.to_str().expect("path")])
+        .env("TC_ID", "AKIDrevoked")
+        .env("TC_KEY", SECRET_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sync");
+    let checks = || {
+        fake.world
+            .lock()
+            .expect("lock")
+            .log
+            .iter()
+            .filter(|(a, _, _, _)| a == "GetCallerIdentity")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while checks() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(status.success(), "{stderr}");
+    assert!(checks() >= 3, "{stderr}");
+    assert_eq!(
+        stderr.matches("AccessKey is INVALID").count(),
+        1,
+        "logged once, not at every check:\n{stderr}"
+    );
+    assert!(stderr.contains("AuthFailure.SecretIdNotFound"), "{stderr}");
+    assert!(!stderr.contains(SECRET_KEY));
+}
