@@ -353,8 +353,15 @@ fn run(cfg: PipelineConfig) -> Result<()> {
             signal_stop.store(true, Ordering::SeqCst);
         });
     });
+    let account_sync = match &cfg.accounts {
+        Some(path) => Some(spawn_account_sync(path, &cfg.sink.path, stop.clone())?),
+        None => None,
+    };
     match &cfg.source {
         SourceConfig::Files(inbox) => files::watch(inbox, &mut batcher, &ctx, &stop)?,
+    }
+    if let Some(handle) = account_sync {
+        let _ = handle.join();
     }
     let s = &batcher.stats;
     tracing::info!(
@@ -364,6 +371,30 @@ fn run(cfg: PipelineConfig) -> Result<()> {
         "stopped"
     );
     Ok(())
+}
+
+/// The periodic account sync beside a pipeline, on its own thread and runtime, writing to the
+/// pipeline's lake; it stops when `stop` turns true.
+fn spawn_account_sync(
+    path: &std::path::Path,
+    lake: &std::path::Path,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let mut cfg = accounts_config(path, None)?;
+    cfg.lake = lake.to_path_buf();
+    let runtime = tokio_runtime()?;
+    Ok(std::thread::spawn(move || {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        runtime.block_on(async {
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                let _ = tx.send(true);
+            });
+            auditlake::sync::run::run_periodic(&cfg, &SyncMetrics::default(), rx).await;
+        });
+    }))
 }
 
 fn accounts_config(path: &std::path::Path, only: Option<&str>) -> Result<AccountsConfig> {

@@ -588,3 +588,56 @@ fn an_invalid_key_is_logged_once_per_state_change() {
     assert!(stderr.contains("AuthFailure.SecretIdNotFound"), "{stderr}");
     assert!(!stderr.contains(SECRET_KEY));
 }
+
+#[test]
+fn the_daemon_runs_the_account_sync_into_its_lake() {
+    let fake = Fake::start(world());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("daemon-lake");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    // The accounts file names another lake: the daemon writes to its own.
+    let accounts = write_config(dir.path(), &dir.path().join("unused"), &fake.url);
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name = \"t\"\naccounts = \"{}\"\n[source]\ntype = \"files\"\npath = \"{}\"\npoll_interval_secs = 1\n[sink]\npath = \"{}\"\n",
+            accounts.display(),
+            inbox.display(),
+            lake.display()
+        ),
+    )
+    .expect("write");
+    let mut child = Command::new(bin())
+        .args(["run", "--config", pipeline.to_str().expect("path")])
+        .env("TC_ID", SECRET_ID)
+        .env("TC_KEY", SECRET_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start daemon");
+    let snapshot = lake.join("_auditlake/sync/tc.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !snapshot.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(status.success(), "{stderr}");
+    assert!(snapshot.exists(), "no sync run within 30 s: {stderr}");
+    assert_eq!(
+        scalar(&format!(
+            "select count(*) from {} where resource_type = 'host'",
+            dataset(&lake, "asset_inventory")
+        )),
+        json!(6)
+    );
+    assert!(!dir.path().join("unused").exists());
+}
