@@ -26,6 +26,8 @@ struct World {
     instances: BTreeMap<String, Vec<Value>>,
     groups: BTreeMap<String, Vec<Value>>,
     users: Vec<Value>,
+    /// Access keys by user UIN.
+    keys: BTreeMap<u64, Vec<Value>>,
     /// Actions the key is not allowed to call.
     denied: Vec<&'static str>,
     /// (action, region, secret id, signature verified)
@@ -138,7 +140,7 @@ fn answer(
         "DescribeRegions" => "region",
         "DescribeInstances" => "cvm",
         "DescribeSecurityGroups" => "vpc",
-        "ListUsers" => "cam",
+        "ListUsers" | "ListAccessKeys" => "cam",
         _ => "?",
     };
     let names: Vec<&str> = signed_headers.split(';').collect();
@@ -222,6 +224,10 @@ fn answer(
             "SecurityGroupSet",
         ),
         "ListUsers" => json!({"Data": w.users.clone(), "RequestId": "fake-req"}),
+        "ListAccessKeys" => {
+            let uin = params["TargetUin"].as_u64().unwrap_or(0);
+            json!({"AccessKeys": w.keys.get(&uin).cloned().unwrap_or_default(), "RequestId": "fake-req"})
+        }
         other => error(
             "InvalidAction",
             &format!("unknown action {other} for the fake"),
@@ -295,6 +301,10 @@ fn world() -> World {
         json!({"Uin": 100000000002u64, "Name": "dev", "Uid": 2, "Remark": "", "ConsoleLogin": 1, "CreateTime": "2024-03-01 10:00:00"}),
         json!({"Uin": 100000000003u64, "Name": "ops", "Uid": 3, "Remark": "", "ConsoleLogin": 0, "CreateTime": "2024-03-01 10:00:00"}),
     ];
+    w.keys.insert(
+        100000000002,
+        vec![json!({"AccessKeyId": "AKIDdevkey0001", "Status": "Active", "CreateTime": "2024-03-01 10:05:00"})],
+    );
     w
 }
 
@@ -312,7 +322,7 @@ fn tencent_sync_pages_every_region_verifies_signatures_and_diffs() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("tc: account 100000000001")
-            && stdout.contains("2 regions, 11 assets; 0 created, 0 modified, 0 deleted"),
+            && stdout.contains("2 regions, 12 assets; 0 created, 0 modified, 0 deleted"),
         "{stdout}"
     );
     assert!(!stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY));
@@ -361,6 +371,9 @@ fn tencent_sync_pages_every_region_verifies_signatures_and_diffs() {
         let gz = w.instances.get_mut("ap-guangzhou").expect("gz");
         gz.retain(|i| i["InstanceId"] != "ins-gz2");
         gz[0]["InstanceState"] = json!("STOPPED");
+        if let Some(k) = w.keys.get_mut(&100000000002) {
+            k[0]["Status"] = json!("Inactive");
+        }
         w.users.push(json!({"Uin": 100000000004u64, "Name": "intruder", "Uid": 4, "CreateTime": "2024-03-02 10:00:00"}));
         w.regions.push("ap-singapore");
         w.instances.insert(
@@ -373,7 +386,7 @@ fn tencent_sync_pages_every_region_verifies_signatures_and_diffs() {
     assert!(out.status.success(), "{stdout}");
     // Region management: ap-singapore appeared after the first sync and is synced (a baseline).
     assert!(
-        stdout.contains("3 regions, 12 assets; 1 created, 1 modified, 1 deleted"),
+        stdout.contains("3 regions, 13 assets; 1 created, 2 modified, 1 deleted"),
         "{stdout}"
     );
     let changes = duckdb(&format!(
@@ -384,6 +397,13 @@ fn tencent_sync_pages_every_region_verifies_signatures_and_diffs() {
     assert_eq!(
         changes,
         vec![
+            vec![
+                json!("access_key"),
+                json!("AKIDdevkey0001"),
+                json!("modified"),
+                json!("sync"),
+                json!("")
+            ],
             vec![
                 json!("host"),
                 json!("ins-gz1"),

@@ -1,7 +1,7 @@
 //! Tencent Cloud for the account sync: API 3.0 over HTTPS, signed with TC3-HMAC-SHA256
 //! ([`super::sign::tc3`]). STS GetCallerIdentity (key check), Region DescribeRegions
 //! (Product=cvm), CVM DescribeInstances (Offset/Limit paging), VPC DescribeSecurityGroups,
-//! CAM ListUsers.
+//! CAM ListUsers + ListAccessKeys.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -451,7 +451,7 @@ impl Product<TencentCloud> for SecurityGroups {
     }
 }
 
-/// CAM sub-users (global).
+/// CAM sub-users with their API keys (global).
 struct CamUsers;
 
 impl Product<TencentCloud> for CamUsers {
@@ -465,7 +465,7 @@ impl Product<TencentCloud> for CamUsers {
         false
     }
     fn resource_types(&self) -> &'static [&'static str] {
-        &["user"]
+        &["user", "access_key"]
     }
     fn list<'a>(
         &'a self,
@@ -476,31 +476,72 @@ impl Product<TencentCloud> for CamUsers {
             let r = cloud
                 .call("cam", "2019-01-16", "ListUsers", None, &json!({}))
                 .await?;
-            Ok(r.get("Data")
+            let mut out = Vec::new();
+            for u in r
+                .get("Data")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(|u| {
-                    let name = s(u, "Name")?;
-                    let mut attributes = Map::new();
-                    for k in ["Uin", "Uid", "Remark", "ConsoleLogin"] {
-                        if let Some(v) = u.get(k) {
-                            attributes.insert(k.to_string(), v.clone());
-                        }
+            {
+                let Some(name) = s(u, "Name") else { continue };
+                let mut attributes = Map::new();
+                for k in ["Uin", "Uid", "Remark", "ConsoleLogin"] {
+                    if let Some(v) = u.get(k) {
+                        attributes.insert(k.to_string(), v.clone());
                     }
-                    Some(Asset {
-                        region: None,
-                        resource_type: "user",
-                        native_type: "cam/user",
-                        uid: name.to_string(),
-                        name: Some(name.to_string()),
-                        status: None,
-                        created_ms: parse_time(s(u, "CreateTime")),
-                        attributes,
-                        tags: Map::new(),
-                    })
-                })
-                .collect())
+                }
+                // The user's API keys (CAM ListAccessKeys, same read-only policy).
+                if let Some(uin) = u.get("Uin").filter(|v| !v.is_null()) {
+                    let keys = cloud
+                        .call(
+                            "cam",
+                            "2019-01-16",
+                            "ListAccessKeys",
+                            None,
+                            &json!({ "TargetUin": uin }),
+                        )
+                        .await?;
+                    let mut ids = Vec::new();
+                    for k in keys
+                        .get("AccessKeys")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let Some(id) = s(k, "AccessKeyId") else {
+                            continue;
+                        };
+                        ids.push(id.to_string());
+                        let mut key_attributes = Map::new();
+                        key_attributes.insert("user".into(), json!(name));
+                        key_attributes.insert("Uin".into(), uin.clone());
+                        out.push(Asset {
+                            region: None,
+                            resource_type: "access_key",
+                            native_type: "cam/accesskey",
+                            uid: id.to_string(),
+                            name: Some(name.to_string()),
+                            status: opt(s(k, "Status")),
+                            created_ms: parse_time(s(k, "CreateTime")),
+                            attributes: key_attributes,
+                            tags: Map::new(),
+                        });
+                    }
+                    attributes.insert("access_keys".into(), json!(ids));
+                }
+                out.push(Asset {
+                    region: None,
+                    resource_type: "user",
+                    native_type: "cam/user",
+                    uid: name.to_string(),
+                    name: Some(name.to_string()),
+                    status: None,
+                    created_ms: parse_time(s(u, "CreateTime")),
+                    attributes,
+                    tags: Map::new(),
+                });
+            }
+            Ok(out)
         }
         .boxed()
     }
