@@ -151,6 +151,8 @@ iam = c('iam')
 iam.create_user(UserName='alice')
 key = iam.create_access_key(UserName='alice')['AccessKey']['AccessKeyId']
 iam.create_user(UserName='bob')
+iam.create_role(RoleName='deployer', AssumeRolePolicyDocument=json.dumps({'Version': '2012-10-17', 'Statement': [
+    {'Effect': 'Allow', 'Principal': {'Service': 'ec2.amazonaws.com'}, 'Action': 'sts:AssumeRole'}]}))
 print(json.dumps({'us': ids, 'eu': eu_id, 'key': key}))
 "#,
     );
@@ -187,6 +189,7 @@ print(json.dumps({'us': ids, 'eu': eu_id, 'key': key}))
     assert_eq!(count("bucket"), 1, "{counts:?}");
     assert_eq!(count("user"), 2, "{counts:?}");
     assert_eq!(count("access_key"), 1, "{counts:?}");
+    assert_eq!(count("role"), 1, "{counts:?}");
     assert!(count("security_group") >= 2, "default groups: {counts:?}");
     let host = duckdb(&format!(
         "select resource_name, status, cloud_region, account_name, cloud_account_uid, \
@@ -226,6 +229,7 @@ ec2.stop_instances(InstanceIds=['{}'])
 c('s3').create_bucket(Bucket='beta-bucket')
 iam = c('iam')
 iam.delete_user(UserName='bob')
+iam.delete_role(RoleName='deployer')
 iam.update_access_key(UserName='alice', AccessKeyId='{key}', Status='Inactive')
 print('{{}}')
 "#,
@@ -233,7 +237,7 @@ print('{{}}')
     ));
     let second = sync(&config);
     assert!(
-        second.contains("1 created, 2 modified, 2 deleted"),
+        second.contains("1 created, 2 modified, 3 deleted"),
         "{second}"
     );
     let rows = duckdb(&format!(
@@ -288,6 +292,17 @@ print('{{}}')
             json!("us-east-1"),
         ],
         vec![
+            json!("role"),
+            json!("deployer"),
+            json!("deleted"),
+            json!("sync"),
+            Value::Null,
+            Value::Null,
+            json!(true),
+            json!(true),
+            json!(""),
+        ],
+        vec![
             json!("user"),
             json!("bob"),
             json!("deleted"),
@@ -315,7 +330,7 @@ print('{{}}')
         third.contains("0 created, 0 modified, 0 deleted"),
         "{third}"
     );
-    assert_eq!(scalar(&format!("select count(*) from {changes}")), json!(5));
+    assert_eq!(scalar(&format!("select count(*) from {changes}")), json!(6));
 }
 
 #[test]
@@ -345,6 +360,7 @@ fn accounts_check_reports_each_call() {
         "ok      ec2:DescribeSecurityGroups (us-east-1)",
         "ok      s3:ListBuckets",
         "ok      iam:ListUsers",
+        "ok      iam:ListRoles",
     ] {
         assert!(stdout.contains(call), "missing {call:?} in\n{stdout}");
     }
@@ -402,6 +418,7 @@ print(json.dumps([k['AccessKeyId'], k['SecretAccessKey']]))
         "ok      ec2:DescribeSecurityGroups (us-east-1)",
         "denied  s3:ListBuckets: AccessDenied\n          grant: AmazonS3ReadOnlyAccess (or ReadOnlyAccess)",
         "denied  iam:ListUsers: AccessDenied\n          grant: IAMReadOnlyAccess (or ReadOnlyAccess)",
+        "denied  iam:ListRoles: AccessDenied\n          grant: IAMReadOnlyAccess (or ReadOnlyAccess)",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }

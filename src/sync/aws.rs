@@ -1,6 +1,6 @@
 //! AWS for the account sync, through the official SDK crates: STS GetCallerIdentity (key
 //! check), EC2 DescribeRegions / DescribeInstances / DescribeSecurityGroups, S3 ListBuckets,
-//! IAM ListUsers + ListAccessKeys.
+//! IAM ListUsers + ListAccessKeys, ListRoles.
 
 use std::collections::BTreeMap;
 
@@ -281,6 +281,7 @@ impl Cloud for AwsCloud {
             Box::new(SecurityGroups),
             Box::new(S3Buckets),
             Box::new(IamUsers),
+            Box::new(IamRoles),
         ]
     }
 
@@ -515,6 +516,73 @@ impl Product<AwsCloud> for IamUsers {
                         created_ms: u.create_date().to_millis().ok(),
                         attributes,
                         tags: tag_map(u.tags().iter().map(|t| (Some(t.key()), Some(t.value())))),
+                    });
+                }
+                marker = if page.is_truncated() {
+                    next_token(page.marker(), &marker)
+                } else {
+                    None
+                };
+                if marker.is_none() {
+                    return Ok(out);
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// IAM roles (global): who can assume what is half of an entitlement picture.
+struct IamRoles;
+
+impl Product<AwsCloud> for IamRoles {
+    fn call(&self) -> &'static str {
+        "iam:ListRoles"
+    }
+    fn policy(&self) -> &'static str {
+        "IAMReadOnlyAccess (or ReadOnlyAccess)"
+    }
+    fn regional(&self) -> bool {
+        false
+    }
+    fn resource_types(&self) -> &'static [&'static str] {
+        &["role"]
+    }
+    fn list<'a>(
+        &'a self,
+        cloud: &'a AwsCloud,
+        _region: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<Asset>, ApiError>> {
+        async move {
+            let client = cloud.iam();
+            let mut out = Vec::new();
+            let mut marker: Option<String> = None;
+            loop {
+                let page = client
+                    .list_roles()
+                    .set_marker(marker.clone())
+                    .send()
+                    .await
+                    .map_err(|e| api_error(self.call(), e))?;
+                for r in page.roles() {
+                    let mut attributes = Map::new();
+                    attributes.insert("arn".into(), json!(r.arn()));
+                    attributes.insert("role_id".into(), json!(r.role_id()));
+                    attributes.insert("path".into(), json!(r.path()));
+                    if let Some(doc) = r.assume_role_policy_document() {
+                        // URL-encoded JSON, as IAM returns it.
+                        attributes.insert("assume_role_policy_document".into(), json!(doc));
+                    }
+                    out.push(Asset {
+                        region: None,
+                        resource_type: "role",
+                        native_type: "AWS::IAM::Role",
+                        uid: r.role_name().to_string(),
+                        name: Some(r.role_name().to_string()),
+                        status: None,
+                        created_ms: r.create_date().to_millis().ok(),
+                        attributes,
+                        tags: tag_map(r.tags().iter().map(|t| (Some(t.key()), Some(t.value())))),
                     });
                 }
                 marker = if page.is_truncated() {
