@@ -167,12 +167,13 @@ pub fn decode_unit(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub units: u64,
-    pub asset_changes_written: u64,
     pub units_already_in_lake: u64,
     pub events_written: u64,
     pub duplicates_dropped: u64,
     pub digests_skipped: u64,
     pub dead_letters: u64,
+    /// Asset changes derived from the events written.
+    pub asset_changes_written: u64,
     pub positions_already_in_lake: u64,
     pub files_committed: u64,
     pub batches_committed: u64,

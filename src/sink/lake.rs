@@ -372,16 +372,19 @@ pub fn write_unjournaled(
             return Err(failed.error);
         }
     };
-    for f in &written.files {
+    let published = written.files.iter().enumerate().try_for_each(|(i, f)| {
         let dest = root.join(&f.path);
-        if let Err(e) = std::fs::rename(tmp_path(&dest), &dest) {
-            for g in &written.files {
-                let p = root.join(&g.path);
-                let _ = std::fs::remove_file(tmp_path(&p));
-            }
-            return Err(SinkError::io("rename", &dest, e));
+        std::fs::rename(tmp_path(&dest), &dest)
+            .map_err(|e| (i, SinkError::io("rename", &dest, e)))?;
+        sync_dir(&dest).map_err(|e| (i + 1, e))
+    });
+    if let Err((renamed, error)) = published {
+        // All or nothing: take back what was published, drop what was not.
+        for (i, f) in written.files.iter().enumerate() {
+            let p = root.join(&f.path);
+            let _ = std::fs::remove_file(if i < renamed { p } else { tmp_path(&p) });
         }
-        sync_dir(&dest)?;
+        return Err(error);
     }
     Ok(written.files)
 }
