@@ -507,7 +507,11 @@ fn accounts_check(path: &std::path::Path, only: Option<&str>) -> Result<ExitCode
                                 Failure::InvalidKey => println!(
                                     "          the key is not accepted: check the AccessKey id and secret"
                                 ),
-                                Failure::Other => println!("          {}", e.message),
+                                // Without a code the message is already on the line above.
+                                Failure::Other if e.code.is_some() => {
+                                    println!("          {}", e.message)
+                                }
+                                Failure::Other => {}
                             }
                         }
                     }

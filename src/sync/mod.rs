@@ -667,27 +667,35 @@ pub async fn check_account<C: Cloud>(cloud: &C, account: &AccountConfig) -> Vec<
         result: regions.map(|_| ()),
         policy: base,
     });
-    if account.features.contains(&Feature::Hosts)
-        && let Some(region) = &probe_region
-    {
+    // Regional calls need a region; without one they are reported as not tried.
+    let not_tried = |call: &'static str| ApiError {
+        call,
+        failure: Failure::Other,
+        code: None,
+        message: "not tried: no selected region was found (see the region call above)".into(),
+    };
+    if account.features.contains(&Feature::Hosts) {
+        let result = match &probe_region {
+            Some(region) => cloud.hosts(region).await.map(|_| ()),
+            None => Err(not_tried(cloud.hosts_call())),
+        };
         out.push(CallCheck {
             call: cloud.hosts_call(),
-            region: Some(region.clone()),
-            result: cloud.hosts(region).await.map(|_| ()),
+            region: probe_region.clone(),
+            result,
             policy: cloud.policy_for(Feature::Hosts),
         });
     }
     if account.features.contains(&Feature::Products) {
         for product in cloud.products() {
-            let region = if product.regional() {
-                match &probe_region {
-                    Some(r) => Some(r.clone()),
-                    None => continue,
-                }
-            } else {
-                None
+            let (region, result) = match (product.regional(), &probe_region) {
+                (false, _) => (None, product.list(cloud, None).await.map(|_| ())),
+                (true, Some(r)) => (
+                    Some(r.clone()),
+                    product.list(cloud, Some(r)).await.map(|_| ()),
+                ),
+                (true, None) => (None, Err(not_tried(product.call()))),
             };
-            let result = product.list(cloud, region.as_deref()).await.map(|_| ());
             out.push(CallCheck {
                 call: product.call(),
                 region,
