@@ -370,6 +370,8 @@ pub enum SyncError {
     },
     #[error("account {account}: {source}")]
     Api { account: String, source: ApiError },
+    #[error("account {account}: another sync of this account is running; skipped")]
+    Busy { account: String },
 }
 
 pub fn load_snapshot(path: &Path) -> Result<Snapshot, SyncError> {
@@ -380,6 +382,26 @@ pub fn load_snapshot(path: &Path) -> Result<Snapshot, SyncError> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Snapshot::default()),
         Err(e) => Err(SinkError::io("read", path, e).into()),
+    }
+}
+
+fn lock_account(state_path: &Path, account: &str) -> Result<std::fs::File, SyncError> {
+    let path = state_path.with_extension("lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| SinkError::io("create directory", dir, e))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| SinkError::io("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SyncError::Busy {
+            account: account.to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(SinkError::io("lock", &path, e).into()),
     }
 }
 
@@ -486,6 +508,9 @@ pub async fn run_account<C: Cloud>(
         });
     };
     let state_path = snapshot_path(lake, &account.name);
+    // One run per account at a time (a cron `--once` and a daemon may overlap): the lock is
+    // held until this function returns, and released by the OS if the process dies.
+    let _lock = lock_account(&state_path, &account.name)?;
     let old = load_snapshot(&state_path)?;
     let discovered = cloud.regions().await.map_err(|source| SyncError::Api {
         account: account.name.clone(),
@@ -833,6 +858,17 @@ mod tests {
         assert!(text.contains(
             "auditlake_access_key_checked_seconds{account=\"prod\",provider=\"tencent\"} 1700000000"
         ));
+    }
+
+    #[test]
+    fn one_run_per_account_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = snapshot_path(dir.path(), "acct");
+        let held = lock_account(&state, "acct").expect("first lock");
+        let second = lock_account(&state, "acct").expect_err("second lock must fail");
+        assert!(matches!(second, SyncError::Busy { .. }), "{second}");
+        drop(held);
+        assert!(lock_account(&state, "acct").is_ok());
     }
 
     #[test]
