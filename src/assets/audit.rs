@@ -2,6 +2,9 @@
 //! successful calls count (a failed call changed nothing). Resource ids come from the request
 //! or, where only the cloud knows them (e.g. RunInstances' instance ids), the response.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use serde_json::{Map, Value};
 
 use super::{AssetChange, ChangeOrigin, ChangeType};
@@ -207,12 +210,26 @@ static RULES: &[Rule] = &[
     rule(Tencent, "cos", "DeleteBucket", "bucket", "cos/bucket", Deleted, TC_BUCKET, After::None),
 ];
 
-fn find_rule(e: &CiemEvent) -> Option<&'static Rule> {
-    let service = e.service.as_deref()?;
-    let operation = e.api_operation.as_deref()?;
-    RULES.iter().find(|r| {
-        r.provider == e.cloud_provider && r.operation == operation && r.service == service
+/// Rules by operation name: every event of every pipeline is looked up here.
+fn rules_by_operation() -> &'static HashMap<&'static str, Vec<&'static Rule>> {
+    static MAP: OnceLock<HashMap<&'static str, Vec<&'static Rule>>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let mut map: HashMap<&'static str, Vec<&'static Rule>> = HashMap::new();
+        for r in RULES {
+            map.entry(r.operation).or_default().push(r);
+        }
+        map
     })
+}
+
+fn find_rule(e: &CiemEvent) -> Option<&'static Rule> {
+    let operation = e.api_operation.as_deref()?;
+    let candidates = rules_by_operation().get(operation)?;
+    let service = e.service.as_deref()?;
+    candidates
+        .iter()
+        .copied()
+        .find(|r| r.provider == e.cloud_provider && r.service == service)
 }
 
 /// JSON text as a value; Tencent responses may be wrapped in `Response`.
