@@ -243,3 +243,53 @@ fn ids_are_found_in_the_shapes_clouds_log_them() {
         ]
     );
 }
+
+#[test]
+fn further_change_calls_are_tracked_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let out = auditlake(&[
+        "replay",
+        fixtures().join("asset-change-more").to_str().expect("path"),
+        "--out",
+        lake.to_str().expect("path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = duckdb(&format!(
+        "select action || ' ' || resource_type || ' ' || resource_uid || ' ' || change_type \
+                || coalesce(' ' || related_type || ':' || related_uid, '') \
+         from {} order by cloud_provider, time, resource_uid",
+        dataset(&lake, "asset_changes")
+    ));
+    let got: Vec<&str> = rows.iter().filter_map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "ec2:ModifyInstanceAttribute host i-0ccc modified",
+            "ec2:ModifySecurityGroupRules security_group sg-0ddd modified",
+            "iam:PutUserPolicy policy inline-admin attached user:bob",
+            "iam:DeleteUserPolicy policy inline-admin detached user:bob",
+            "iam:PutRolePolicy policy deploy attached role:deployer",
+            "iam:DeleteRolePolicy policy deploy detached role:deployer",
+            "iam:UpdateAssumeRolePolicy role deployer modified",
+            "iam:CreatePolicyVersion policy arn:aws:iam::111122223333:policy/ops modified",
+            "iam:SetDefaultPolicyVersion policy arn:aws:iam::111122223333:policy/ops modified",
+            "iam:AddUserToGroup group admins attached user:bob",
+            "iam:RemoveUserFromGroup group admins detached user:bob",
+            "cvm:StartInstances host ins-m1 modified",
+            "cvm:StopInstances host ins-m1 modified",
+            "cvm:ModifyInstancesAttribute host ins-m1 modified",
+            "cvm:ModifyInstancesAttribute host ins-m2 modified",
+            "vpc:ModifySecurityGroupPolicies security_group sg-m1 modified",
+            "vpc:ReplaceSecurityGroupPolicy security_group sg-m1 modified",
+            "cam:CreateRole role ci-role created",
+            "cam:AttachRolePolicy policy 7 attached role:ci-role",
+            "cam:DetachRolePolicy policy 7 detached role:ci-role",
+            "cam:DeleteRole role ci-role deleted",
+        ]
+    );
+}
