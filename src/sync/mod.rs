@@ -9,6 +9,7 @@
 //! unchanged, so an API error never reads as "everything was deleted".
 
 pub mod aws;
+pub mod cli;
 pub mod config;
 pub mod run;
 pub mod sign;
