@@ -7,6 +7,9 @@ COPY schemas schemas
 RUN cargo build --release --locked && strip target/release/auditlake
 
 FROM debian:bookworm-slim
+# CA certificates: the cloud APIs (AWS SDK, Tencent API 3.0) are HTTPS with the system's roots.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /var/lib/auditlake auditlake \
     && mkdir -p /var/lib/auditlake && chown auditlake /var/lib/auditlake
 COPY --from=build /src/target/release/auditlake /usr/local/bin/auditlake
