@@ -7,7 +7,8 @@ COPY schemas schemas
 RUN cargo build --release --locked && strip target/release/auditlake
 
 FROM debian:bookworm-slim
-# librdkafka (Kafka source) links OpenSSL for SASL_SSL/SCRAM; CA certificates for TLS brokers.
+# librdkafka (Kafka source) links OpenSSL for SASL_SSL/SCRAM; CA certificates for TLS brokers and
+# the cloud APIs (AWS SDK, Tencent API 3.0), which are HTTPS with the system's roots.
 RUN apt-get update && apt-get install -y --no-install-recommends libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /var/lib/auditlake auditlake \

@@ -362,7 +362,7 @@ def event(r, a, reg, t, op):
     source = f"{svc}.amazonaws.com"
     kind, _, invokers = who.partition(":")
     if kind == "mixed":
-        kind = "service" if r.random() < 0.8 else "human"
+        kind = "service" if r.random() < 0.7 else "human"
     ext = {}
     if kind == "console":
         identity, uas, ips = r.choice(a.console_users)

@@ -34,6 +34,10 @@ pub struct PipelineConfig {
     pub flush: FlushPolicy,
     #[serde(default)]
     pub normalize: NormalizeConfig,
+    /// An accounts file (`pipelines/accounts.toml`): the daemon also runs the periodic account
+    /// sync, writing to this pipeline's lake.
+    #[serde(default)]
+    pub accounts: Option<PathBuf>,
 }
 
 fn default_name() -> String {
@@ -105,6 +109,7 @@ impl PipelineConfig {
             sink: LakeConfig::default(),
             flush: FlushPolicy::default(),
             normalize: NormalizeConfig::default(),
+            accounts: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`pipeline`]: batching, deduplication and the flush policy;
 //! - [`sink`]: Parquet files committed to the lake through a journal.
 
+pub mod assets;
 pub mod config;
 pub mod decode;
 pub mod event;
@@ -15,3 +16,4 @@ pub mod pipeline;
 pub mod schema;
 pub mod sink;
 pub mod sources;
+pub mod sync;

@@ -19,6 +19,7 @@ use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
 use auditlake::sources::files::{self, FilesError};
 use auditlake::sources::kafka::{KafkaError, KafkaSource};
+use auditlake::sync;
 
 #[derive(Parser)]
 #[command(
@@ -61,11 +62,44 @@ enum Command {
         /// Print the dead-letter schema instead.
         #[arg(long)]
         dead_letters: bool,
+        /// Print this table's schema: ciem_events, dead_letters, asset_changes, asset_inventory.
+        #[arg(long, conflicts_with = "dead_letters")]
+        table: Option<String>,
+    },
+    /// Sync the cloud accounts of an accounts file: AccessKey check, regions, hosts and cloud
+    /// products into asset_inventory, and their changes into asset_changes.
+    Sync {
+        #[arg(long, default_value = "pipelines/accounts.toml")]
+        config: PathBuf,
+        /// One run of every account (every enabled feature), then exit; without it, run each
+        /// task at its interval until stopped.
+        #[arg(long)]
+        once: bool,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Cloud account tools.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
     },
     /// Run the daemon. Without --config: watch ./inbox and write ./lake.
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Call every API the enabled features need and print which succeed and which lack
+    /// permission, with the policy to grant.
+    Check {
+        #[arg(long, default_value = "pipelines/accounts.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 
@@ -78,7 +112,10 @@ const EXIT_DEAD_LETTERS: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Run { .. }));
+    init_logging(matches!(
+        cli.command,
+        Command::Run { .. } | Command::Sync { once: false, .. }
+    ));
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -123,18 +160,19 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Schema {
             markdown,
             dead_letters,
+            table,
         } => {
-            let spec = if dead_letters {
-                schema::dead_letters()
-            } else {
-                schema::ciem()
+            let name = match (&table, dead_letters) {
+                (Some(t), _) => t.as_str(),
+                (None, true) => "dead_letters",
+                (None, false) => "ciem_events",
             };
+            let (spec, json) =
+                schema::table(name).ok_or_else(|| UsageError(format!("unknown table {name:?}")))?;
             if markdown {
                 print!("{}", spec.to_markdown());
-            } else if dead_letters {
-                print!("{}", schema::DEAD_LETTER_SCHEMA_JSON);
             } else {
-                print!("{}", schema::CIEM_SCHEMA_JSON);
+                print!("{json}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -162,6 +200,21 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Sync {
+            config,
+            once,
+            account,
+        } => Ok(ExitCode::from(sync::cli::sync(
+            &config,
+            once,
+            account.as_deref(),
+        )?)),
+        Command::Accounts {
+            command: AccountsCommand::Check { config, account },
+        } => Ok(ExitCode::from(sync::cli::accounts_check(
+            &config,
+            account.as_deref(),
+        )?)),
         Command::Run { config } => {
             let cfg = match &config {
                 Some(path) => PipelineConfig::load(path)?,
@@ -209,13 +262,14 @@ fn replay(
     let secs = started.elapsed().as_secs_f64();
     println!(
         "replay summary: {} files ({} already in the lake, skipped), {} events written, {} duplicates dropped, \
-         {} digest records skipped, {} dead letters, {} Parquet files committed, {:.2} s ({:.0} events/s)",
+         {} digest records skipped, {} dead letters, {} asset changes, {} Parquet files committed, {:.2} s ({:.0} events/s)",
         s.units,
         s.units_already_in_lake,
         s.events_written,
         s.duplicates_dropped,
         s.digests_skipped,
         s.dead_letters,
+        s.asset_changes_written,
         s.files_committed,
         secs,
         s.events_written as f64 / secs.max(1e-9)
@@ -310,6 +364,14 @@ fn run(cfg: PipelineConfig) -> Result<()> {
             signal_stop.store(true, Ordering::SeqCst);
         });
     });
+    let account_sync = match &cfg.accounts {
+        Some(path) => Some(sync::cli::spawn_account_sync(
+            path,
+            &cfg.sink.path,
+            stop.clone(),
+        )?),
+        None => None,
+    };
     let stats = match &cfg.source {
         SourceConfig::Files(inbox) => {
             files::watch(inbox, &mut batcher, &ctx, &stop)?;
@@ -317,6 +379,9 @@ fn run(cfg: PipelineConfig) -> Result<()> {
         }
         SourceConfig::Kafka(kafka) => KafkaSource::new(kafka, batcher)?.run(&ctx, &stop)?,
     };
+    if let Some(handle) = account_sync {
+        let _ = handle.join();
+    }
     let s = &stats;
     tracing::info!(
         files = s.units,

@@ -219,6 +219,8 @@ pub struct Stats {
     pub duplicates_dropped: u64,
     pub digests_skipped: u64,
     pub dead_letters: u64,
+    /// Asset changes derived from the events written.
+    pub asset_changes_written: u64,
     pub positions_already_in_lake: u64,
     pub files_committed: u64,
     pub batches_committed: u64,
@@ -376,6 +378,11 @@ impl Batcher {
             match item {
                 Item::Event(e) => {
                     if self.dedup.first_sighting(&e) {
+                        // Changes travel in the event's batch: committed together or not at all.
+                        for c in crate::assets::audit::changes(&e) {
+                            self.pending_bytes += c.estimated_bytes();
+                            self.pending.asset_changes.push(c);
+                        }
                         self.pending_bytes += e.estimated_bytes();
                         self.pending.events.push(*e);
                     } else {
@@ -526,6 +533,7 @@ impl Batcher {
         };
         self.stats.events_written += summary.events;
         self.stats.dead_letters += summary.dead_letters;
+        self.stats.asset_changes_written += summary.asset_changes;
         self.stats.files_committed += files.len() as u64;
         self.stats.batches_committed += 1;
         for (unit, to) in summary.open_through {
@@ -545,6 +553,7 @@ impl Batcher {
 /// What a batch holds, kept for the report once it is committed.
 struct BatchSummary {
     events: u64,
+    asset_changes: u64,
     dead_letters: u64,
     completed_units: Vec<String>,
     /// (unit, end) of the segments of units still open.
@@ -555,6 +564,7 @@ impl BatchSummary {
     fn of(batch: &PendingBatch) -> Self {
         BatchSummary {
             events: batch.events.len() as u64,
+            asset_changes: batch.asset_changes.len() as u64,
             dead_letters: batch.dead_letters.len() as u64,
             completed_units: batch
                 .segments

@@ -11,6 +11,10 @@ use serde::Deserialize;
 pub const CIEM_SCHEMA_JSON: &str = include_str!("../schemas/ciem_events.json");
 /// The dead-letter dataset's schema file.
 pub const DEAD_LETTER_SCHEMA_JSON: &str = include_str!("../schemas/dead_letters.json");
+/// The asset-change dataset's schema file.
+pub const ASSET_CHANGES_SCHEMA_JSON: &str = include_str!("../schemas/asset_changes.json");
+/// The asset-inventory dataset's schema file.
+pub const ASSET_INVENTORY_SCHEMA_JSON: &str = include_str!("../schemas/asset_inventory.json");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +168,43 @@ pub fn dead_letter_arrow_schema() -> Arc<Schema> {
         .clone()
 }
 
+pub fn asset_changes() -> &'static TableSpec {
+    static SPEC: OnceLock<TableSpec> = OnceLock::new();
+    SPEC.get_or_init(|| TableSpec::parse(ASSET_CHANGES_SCHEMA_JSON, "schemas/asset_changes.json"))
+}
+
+pub fn asset_inventory() -> &'static TableSpec {
+    static SPEC: OnceLock<TableSpec> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        TableSpec::parse(ASSET_INVENTORY_SCHEMA_JSON, "schemas/asset_inventory.json")
+    })
+}
+
+pub fn asset_changes_arrow_schema() -> Arc<Schema> {
+    static SCHEMA: OnceLock<Arc<Schema>> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| Arc::new(asset_changes().arrow_schema()))
+        .clone()
+}
+
+pub fn asset_inventory_arrow_schema() -> Arc<Schema> {
+    static SCHEMA: OnceLock<Arc<Schema>> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| Arc::new(asset_inventory().arrow_schema()))
+        .clone()
+}
+
+/// Every table by name (`auditlake schema --table NAME`).
+pub fn table(name: &str) -> Option<(&'static TableSpec, &'static str)> {
+    match name {
+        "ciem_events" => Some((ciem(), CIEM_SCHEMA_JSON)),
+        "dead_letters" => Some((dead_letters(), DEAD_LETTER_SCHEMA_JSON)),
+        "asset_changes" => Some((asset_changes(), ASSET_CHANGES_SCHEMA_JSON)),
+        "asset_inventory" => Some((asset_inventory(), ASSET_INVENTORY_SCHEMA_JSON)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +215,35 @@ mod tests {
         assert!(dead_letter_arrow_schema().fields().len() >= 5);
         let names: std::collections::HashSet<_> = ciem().columns.iter().map(|c| &c.name).collect();
         assert_eq!(names.len(), ciem().columns.len(), "duplicate column names");
+        assert_eq!(
+            asset_changes_arrow_schema().fields().len(),
+            asset_changes().columns.len()
+        );
+        assert_eq!(
+            asset_inventory_arrow_schema().fields().len(),
+            asset_inventory().columns.len()
+        );
+    }
+
+    #[test]
+    fn asset_schema_documents_are_current() {
+        for (spec, md, file) in [
+            (
+                asset_changes(),
+                include_str!("../schemas/asset_changes.md"),
+                "asset_changes",
+            ),
+            (
+                asset_inventory(),
+                include_str!("../schemas/asset_inventory.md"),
+                "asset_inventory",
+            ),
+        ] {
+            assert_eq!(
+                spec.to_markdown(),
+                md,
+                "schemas/{file}.md is stale: regenerate with `auditlake schema --table {file} --markdown > schemas/{file}.md`"
+            );
+        }
     }
 }

@@ -6,8 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::journal::{Journal, Segment, UnitState, sync_dir, tmp_path};
-use super::parquet::{ParquetOptions, write_ciem_file, write_dead_letter_file};
+use super::parquet::{
+    ParquetOptions, write_asset_change_file, write_ciem_file, write_dead_letter_file,
+    write_inventory_file,
+};
 use super::{SinkError, partition_value};
+use crate::assets::{AssetChange, InventoryItem};
 use crate::event::{CiemEvent, DeadLetter, Provider};
 use crate::normalize::date_of_ms;
 
@@ -16,6 +20,10 @@ use crate::normalize::date_of_ms;
 pub struct PendingBatch {
     pub events: Vec<CiemEvent>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Asset changes derived from `events` (or from an account sync).
+    pub asset_changes: Vec<AssetChange>,
+    /// An account sync's inventory snapshot.
+    pub asset_inventory: Vec<InventoryItem>,
     pub segments: Vec<Segment>,
 }
 
@@ -99,7 +107,12 @@ impl LocalLake {
     /// Commit, step 1: records in the journal which files the batch will publish. The
     /// returned batch can be written on another thread while this lake stages the next one.
     pub fn stage(&mut self, batch: PendingBatch) -> Result<Option<StagedBatch>, SinkError> {
-        if batch.segments.is_empty() && batch.events.is_empty() && batch.dead_letters.is_empty() {
+        if batch.segments.is_empty()
+            && batch.events.is_empty()
+            && batch.dead_letters.is_empty()
+            && batch.asset_changes.is_empty()
+            && batch.asset_inventory.is_empty()
+        {
             return Ok(None);
         }
         let id = batch_id(&batch.segments);
@@ -107,6 +120,8 @@ impl LocalLake {
         let keys: HashSet<PartitionKey> = batch.events.iter().map(partition_key).collect();
         let mut dirs: BTreeSet<String> = keys.into_iter().map(partition_dir).collect();
         dirs.extend(batch.dead_letters.iter().map(dead_letter_dir));
+        dirs.extend(batch.asset_changes.iter().map(asset_change_dir));
+        dirs.extend(batch.asset_inventory.iter().map(inventory_dir));
         let files: Vec<String> = dirs.iter().map(|dir| format!("{dir}/{name}")).collect();
         self.journal.prepare(&id, files, batch.segments.clone())?;
         Ok(Some(StagedBatch {
@@ -178,6 +193,34 @@ fn by_time_then_origin(a: &CiemEvent, b: &CiemEvent) -> std::cmp::Ordering {
         .then_with(|| a.origin.position.cmp(&b.origin.position))
 }
 
+/// `<dataset>/provider=…/account=…/date=…`, the layout shared by the asset datasets.
+fn dataset_dir(dataset: &str, provider: Provider, account: Option<&str>, time_ms: i64) -> String {
+    format!(
+        "{dataset}/provider={}/account={}/date={}",
+        provider.as_str(),
+        partition_value(account),
+        date_of_ms(time_ms)
+    )
+}
+
+fn asset_change_dir(c: &AssetChange) -> String {
+    dataset_dir(
+        "asset_changes",
+        c.cloud_provider,
+        c.cloud_account_uid.as_deref(),
+        c.time_ms,
+    )
+}
+
+fn inventory_dir(i: &InventoryItem) -> String {
+    dataset_dir(
+        "asset_inventory",
+        i.cloud_provider,
+        i.cloud_account_uid.as_deref(),
+        i.run_time_ms,
+    )
+}
+
 fn dead_letter_dir(d: &DeadLetter) -> String {
     format!("dead_letters/date={}", date_of_ms(d.ingest_time_ms))
 }
@@ -233,7 +276,18 @@ impl StagedBatch {
         for d in &batch.dead_letters {
             dead.entry(dead_letter_dir(d)).or_default().push(d);
         }
-        let mut files = Vec::with_capacity(events.len() + dead.len());
+        let mut changes: BTreeMap<String, Vec<&AssetChange>> = BTreeMap::new();
+        for c in &batch.asset_changes {
+            changes.entry(asset_change_dir(c)).or_default().push(c);
+        }
+        for rows in changes.values_mut() {
+            rows.sort_by_key(|c| c.time_ms);
+        }
+        let mut inventory: BTreeMap<String, Vec<&InventoryItem>> = BTreeMap::new();
+        for i in &batch.asset_inventory {
+            inventory.entry(inventory_dir(i)).or_default().push(i);
+        }
+        let mut files = Vec::with_capacity(events.len() + dead.len() + changes.len());
         let result = (|| {
             for (dir, rows) in &events {
                 files.push(write_tmp(&root, dir, &name, rows.len(), |p| {
@@ -245,6 +299,16 @@ impl StagedBatch {
                     write_dead_letter_file(p, rows, options)
                 })?);
             }
+            for (dir, rows) in &changes {
+                files.push(write_tmp(&root, dir, &name, rows.len(), |p| {
+                    write_asset_change_file(p, rows, options)
+                })?);
+            }
+            for (dir, rows) in &inventory {
+                files.push(write_tmp(&root, dir, &name, rows.len(), |p| {
+                    write_inventory_file(p, rows, options)
+                })?);
+            }
             Ok(())
         })();
         match result {
@@ -253,6 +317,8 @@ impl StagedBatch {
                 let paths = events
                     .keys()
                     .chain(dead.keys())
+                    .chain(changes.keys())
+                    .chain(inventory.keys())
                     .map(|dir| format!("{dir}/{name}"))
                     .collect();
                 Err(FailedBatch { id, paths, error })
@@ -278,4 +344,47 @@ fn write_tmp(
         rows,
         bytes,
     })
+}
+
+/// Writes a batch that records no input (an account-sync run: inventory and asset changes)
+/// straight into the lake as `part-<id>.parquet` per partition, without the commit journal, so
+/// a separate process can write while a pipeline owns the journal. Files appear by rename
+/// once all are written; on error the written ones are removed.
+pub fn write_unjournaled(
+    root: &Path,
+    id: &str,
+    batch: PendingBatch,
+    options: ParquetOptions,
+) -> Result<Vec<CommittedFile>, SinkError> {
+    let staged = StagedBatch {
+        id: id.to_string(),
+        name: format!("part-{}.parquet", partition_value(Some(id))),
+        batch,
+        root: root.to_path_buf(),
+        options,
+    };
+    let written = match staged.write() {
+        Ok(w) => w,
+        Err(failed) => {
+            for rel in &failed.paths {
+                let _ = std::fs::remove_file(tmp_path(&root.join(rel)));
+            }
+            return Err(failed.error);
+        }
+    };
+    let published = written.files.iter().enumerate().try_for_each(|(i, f)| {
+        let dest = root.join(&f.path);
+        std::fs::rename(tmp_path(&dest), &dest)
+            .map_err(|e| (i, SinkError::io("rename", &dest, e)))?;
+        sync_dir(&dest).map_err(|e| (i + 1, e))
+    });
+    if let Err((renamed, error)) = published {
+        // All or nothing: take back what was published, drop what was not.
+        for (i, f) in written.files.iter().enumerate() {
+            let p = root.join(&f.path);
+            let _ = std::fs::remove_file(if i < renamed { p } else { tmp_path(&p) });
+        }
+        return Err(error);
+    }
+    Ok(written.files)
 }

@@ -4,6 +4,8 @@
 //! ```text
 //! ciem_events/provider=<p>/account=<a>/date=<YYYY-MM-DD>/part-<batch>.parquet
 //! dead_letters/date=<YYYY-MM-DD>/part-<batch>.parquet
+//! asset_changes/provider=<p>/account=<a>/date=<YYYY-MM-DD>/part-<batch>.parquet
+//! asset_inventory/provider=<p>/account=<a>/date=<YYYY-MM-DD>/part-<batch>.parquet
 //! _auditlake/journal.jsonl          commit journal (what input is already in the lake)
 //! ```
 

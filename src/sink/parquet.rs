@@ -16,8 +16,12 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::SinkError;
+use crate::assets::{AssetChange, InventoryItem};
 use crate::event::{CiemEvent, DeadLetter};
-use crate::schema::{TableSpec, ciem_arrow_schema, dead_letter_arrow_schema, resource_fields};
+use crate::schema::{
+    TableSpec, asset_changes_arrow_schema, asset_inventory_arrow_schema, ciem_arrow_schema,
+    dead_letter_arrow_schema, resource_fields,
+};
 
 /// Parquet encoding settings.
 #[derive(Debug, Clone, Copy)]
@@ -205,6 +209,87 @@ fn dead_letter_column(name: &str, rows: &[&DeadLetter]) -> Result<ArrayRef, Sink
     })
 }
 
+/// A string column from any rows.
+fn texts<'a, T>(rows: &'a [&T], f: impl Fn(&'a T) -> Option<&'a str>) -> ArrayRef {
+    Arc::new(rows.iter().map(|r| f(r)).collect::<StringArray>())
+}
+
+fn asset_change_column(name: &str, rows: &[&AssetChange]) -> Result<ArrayRef, SinkError> {
+    Ok(match name {
+        "time" => ts(rows.iter().map(|c| Some(c.time_ms))),
+        "cloud_provider" => texts(rows, |c| Some(c.cloud_provider.as_str())),
+        "cloud_account_uid" => texts(rows, |c| c.cloud_account_uid.as_deref()),
+        "cloud_region" => texts(rows, |c| c.cloud_region.as_deref()),
+        "resource_type" => texts(rows, |c| Some(c.resource_type.as_str())),
+        "native_type" => texts(rows, |c| c.native_type.as_deref()),
+        "resource_uid" => texts(rows, |c| Some(c.resource_uid.as_str())),
+        "resource_name" => texts(rows, |c| c.resource_name.as_deref()),
+        "change_type" => texts(rows, |c| Some(c.change_type.as_str())),
+        "origin" => texts(rows, |c| Some(c.origin.as_str())),
+        "action" => texts(rows, |c| c.action.as_deref()),
+        "related_type" => texts(rows, |c| c.related_type.as_deref()),
+        "related_uid" => texts(rows, |c| c.related_uid.as_deref()),
+        "actor_user_uid" => texts(rows, |c| c.actor_user_uid.as_deref()),
+        "actor_user_name" => texts(rows, |c| c.actor_user_name.as_deref()),
+        "actor_credential_uid" => texts(rows, |c| c.actor_credential_uid.as_deref()),
+        "source_event_id" => texts(rows, |c| c.source_event_id.as_deref()),
+        "sync_run_id" => texts(rows, |c| c.sync_run_id.as_deref()),
+        "before_state" => texts(rows, |c| c.before_state.as_deref()),
+        "after_state" => texts(rows, |c| c.after_state.as_deref()),
+        "tags" => texts(rows, |c| c.tags.as_deref()),
+        "ingest_time" => ts(rows.iter().map(|c| Some(c.ingest_time_ms))),
+        other => {
+            return Err(SinkError::Schema(format!(
+                "column {other:?} in schemas/asset_changes.json has no encoder"
+            )));
+        }
+    })
+}
+
+fn inventory_column(name: &str, rows: &[&InventoryItem]) -> Result<ArrayRef, SinkError> {
+    Ok(match name {
+        "run_id" => texts(rows, |i| Some(i.run_id.as_str())),
+        "run_time" => ts(rows.iter().map(|i| Some(i.run_time_ms))),
+        "account_name" => texts(rows, |i| Some(i.account_name.as_str())),
+        "cloud_provider" => texts(rows, |i| Some(i.cloud_provider.as_str())),
+        "cloud_account_uid" => texts(rows, |i| i.cloud_account_uid.as_deref()),
+        "cloud_region" => texts(rows, |i| i.cloud_region.as_deref()),
+        "resource_type" => texts(rows, |i| Some(i.resource_type.as_str())),
+        "native_type" => texts(rows, |i| i.native_type.as_deref()),
+        "resource_uid" => texts(rows, |i| Some(i.resource_uid.as_str())),
+        "resource_name" => texts(rows, |i| i.resource_name.as_deref()),
+        "status" => texts(rows, |i| i.status.as_deref()),
+        "created_time" => ts(rows.iter().map(|i| i.created_time_ms)),
+        "attributes" => texts(rows, |i| i.attributes.as_deref()),
+        "tags" => texts(rows, |i| i.tags.as_deref()),
+        other => {
+            return Err(SinkError::Schema(format!(
+                "column {other:?} in schemas/asset_inventory.json has no encoder"
+            )));
+        }
+    })
+}
+
+pub fn asset_change_batch(rows: &[&AssetChange]) -> Result<RecordBatch, SinkError> {
+    let schema = asset_changes_arrow_schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| asset_change_column(f.name(), rows))
+        .collect::<Result<_, _>>()?;
+    batch(schema, columns)
+}
+
+pub fn inventory_batch(rows: &[&InventoryItem]) -> Result<RecordBatch, SinkError> {
+    let schema = asset_inventory_arrow_schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| inventory_column(f.name(), rows))
+        .collect::<Result<_, _>>()?;
+    batch(schema, columns)
+}
+
 fn batch(schema: Arc<Schema>, columns: Vec<ArrayRef>) -> Result<RecordBatch, SinkError> {
     RecordBatch::try_new(schema, columns).map_err(|e| SinkError::Schema(e.to_string()))
 }
@@ -304,6 +389,48 @@ pub fn write_dead_letter_file(
     .map_err(|e| SinkError::parquet(path, e))?;
     writer
         .write(&dead_letter_batch(rows)?)
+        .map_err(|e| SinkError::parquet(path, e))?;
+    finish(writer, path)
+}
+
+/// Writes asset changes (already sorted by time) to `path` and fsyncs it.
+pub fn write_asset_change_file(
+    path: &Path,
+    rows: &[&AssetChange],
+    options: ParquetOptions,
+) -> Result<u64, SinkError> {
+    let file = File::create(path).map_err(|e| SinkError::io("create", path, e))?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        asset_changes_arrow_schema(),
+        Some(properties(options, crate::schema::asset_changes(), true)?),
+    )
+    .map_err(|e| SinkError::parquet(path, e))?;
+    writer
+        .write(&asset_change_batch(rows)?)
+        .map_err(|e| SinkError::parquet(path, e))?;
+    finish(writer, path)
+}
+
+/// Writes inventory rows to `path` and fsyncs it.
+pub fn write_inventory_file(
+    path: &Path,
+    rows: &[&InventoryItem],
+    options: ParquetOptions,
+) -> Result<u64, SinkError> {
+    let file = File::create(path).map_err(|e| SinkError::io("create", path, e))?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        asset_inventory_arrow_schema(),
+        Some(properties(
+            options,
+            crate::schema::asset_inventory(),
+            false,
+        )?),
+    )
+    .map_err(|e| SinkError::parquet(path, e))?;
+    writer
+        .write(&inventory_batch(rows)?)
         .map_err(|e| SinkError::parquet(path, e))?;
     finish(writer, path)
 }

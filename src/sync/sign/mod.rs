@@ -1,0 +1,3 @@
+//! Request signing written by us (AWS is signed by its SDK).
+
+pub mod tc3;
