@@ -28,6 +28,9 @@ fn default_lake() -> PathBuf {
 pub enum CloudKind {
     Aws,
     Tencent,
+    Huawei,
+    Baidu,
+    Ctyun,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -69,11 +72,14 @@ pub struct AccountConfig {
     pub region_management: bool,
     #[serde(default)]
     pub intervals: Intervals,
-    /// Endpoint overrides per service (`sts`, `ec2`, `s3`, `iam`; `cvm`, `vpc`, `cam`,
-    /// `region`), e.g. for tests or private endpoints.
+    /// Endpoint overrides per service (AWS `sts`, `ec2`, `s3`, `iam`; Tencent `sts`,
+    /// `region`, `cvm`, `vpc`, `cam`; Huawei `sts`, `iam`, `ecs`, `vpc`; Baidu `bcc`, `bos`;
+    /// CTyun `ecs`, `vpc`), e.g. for tests or private endpoints. An override serves every
+    /// region.
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
-    /// Region used for global calls (AWS STS/IAM/S3 list; Tencent CAM/STS).
+    /// Region used for global calls (AWS STS/IAM/S3 list; Tencent CAM/STS; Huawei STS;
+    /// Baidu BOS bucket list).
     #[serde(default)]
     pub home_region: Option<String>,
 }

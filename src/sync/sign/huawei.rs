@@ -168,9 +168,7 @@ mod tests {
             "host;x-project-id;x-sdk-date;x-security-token"
         );
         assert_ne!(plain.signature, with.signature);
-        assert_eq!(
-            sdk_date(chrono::DateTime::from_timestamp(1573788_000, 0).expect("t")).len(),
-            16
-        );
+        let t = chrono::DateTime::from_timestamp(1_573_789_015, 0).expect("time");
+        assert_eq!(sdk_date(t), "20191115T033655Z");
     }
 }
