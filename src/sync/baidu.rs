@@ -82,26 +82,25 @@ impl BaiduCloud {
         self
     }
 
-    /// The BCC endpoint of a region (`None`: the global one, for describeRegions).
+    /// The BCC endpoint of a region: the one describeRegions named for it, else the `bcc`
+    /// override, else `bcc.<region>.baidubce.com`. `None`: the endpoint of describeRegions
+    /// (the `bcc` override, else `bcc.baidubce.com`).
     fn bcc(&self, region: Option<&str>) -> String {
-        if let Some(url) = self.endpoints.get("bcc") {
-            return url.clone();
-        }
-        match region {
-            None => "https://bcc.baidubce.com".to_string(),
-            Some(r) => {
-                let known = self
-                    .bcc_hosts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(r)
-                    .cloned();
-                match known {
-                    Some(host) if host.contains("://") => host,
-                    Some(host) => format!("https://{host}"),
-                    None => format!("https://bcc.{r}.baidubce.com"),
-                }
-            }
+        let configured = self.endpoints.get("bcc").cloned();
+        let Some(r) = region else {
+            return configured.unwrap_or_else(|| "https://bcc.baidubce.com".to_string());
+        };
+        let known = self
+            .bcc_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(r)
+            .cloned();
+        match (known, configured) {
+            (Some(host), _) if host.contains("://") => host,
+            (Some(host), _) => format!("https://{host}"),
+            (None, Some(url)) => url,
+            (None, None) => format!("https://bcc.{r}.baidubce.com"),
         }
     }
 
