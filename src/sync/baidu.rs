@@ -479,3 +479,24 @@ impl Product<BaiduCloud> for Buckets {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baidu_error_codes_decide_the_key_status() {
+        let e = |code: &str| {
+            error_of(
+                "x",
+                403,
+                &json!({"requestId": "r", "code": code, "message": "m"}),
+            )
+        };
+        assert_eq!(e("InvalidAccessKeyId").failure, Failure::InvalidKey);
+        assert_eq!(e("SignatureDoesNotMatch").failure, Failure::InvalidKey);
+        assert_eq!(e("AccessDenied").failure, Failure::Denied);
+        assert_eq!(e("InternalError").failure, Failure::Other);
+        assert_eq!(error_of("x", 403, &Value::Null).failure, Failure::Denied);
+    }
+}

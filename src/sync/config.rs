@@ -322,6 +322,47 @@ mod tests {
     }
 
     #[test]
+    fn shipped_examples_of_every_cloud_parse_when_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/accounts.toml");
+        let text = std::fs::read_to_string(&path).expect("read");
+        // Uncomment the example lines (tables and `key = value`), not the prose.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| {
+                            k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        }) =>
+                {
+                    rest.to_string()
+                }
+                _ => l.to_string(),
+            })
+            .map(|l| l + "\n")
+            .collect();
+        let cfg = AccountsConfig::parse(&uncommented, &path).unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<CloudKind> = cfg.accounts.iter().map(|a| a.provider).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                CloudKind::Aws,
+                CloudKind::Tencent,
+                CloudKind::Huawei,
+                CloudKind::Baidu,
+                CloudKind::Ctyun
+            ]
+        );
+        let huawei = &cfg.accounts[2];
+        assert_eq!(huawei.home_region.as_deref(), Some("cn-north-4"));
+        assert_eq!(
+            huawei.regions,
+            Regions::List(vec!["cn-north-4".into(), "cn-east-3".into()])
+        );
+        assert!(cfg.accounts[4].endpoints.contains_key("ecs"));
+    }
+
+    #[test]
     fn intervals_parse_and_off_disables() {
         assert_eq!(parse_interval("off"), Ok(Interval(None)));
         assert_eq!(

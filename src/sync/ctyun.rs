@@ -450,3 +450,59 @@ impl Product<CtyunCloud> for SecurityGroups {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_code_900_errors_are_classified_from_their_code() {
+        let e = error_of(
+            "x",
+            200,
+            &json!({"statusCode": 900, "errorCode": "Openapi.Authentication.AccessKeyNotFound", "message": "m"}),
+        );
+        assert_eq!(e.failure, Failure::InvalidKey);
+        let e = error_of(
+            "x",
+            200,
+            &json!({"statusCode": 900, "error": "Ecs.Permission.Forbidden", "message": "m"}),
+        );
+        assert_eq!(
+            (e.failure, e.code.as_deref()),
+            (Failure::Denied, Some("Ecs.Permission.Forbidden"))
+        );
+        let e = error_of(
+            "x",
+            200,
+            &json!({"statusCode": 900, "errorCode": "Ecs.Instance.NotFound"}),
+        );
+        assert_eq!(e.failure, Failure::Other);
+        assert_eq!(
+            error_of("x", 401, &Value::Null).failure,
+            Failure::InvalidKey
+        );
+    }
+
+    #[test]
+    fn request_ids_are_uuid_shaped_and_differ() {
+        let account: AccountConfig = toml::from_str(
+            "name = \"c\"\nprovider = \"ctyun\"\n[credentials]\naccess_key_id_env = \"A\"\n",
+        )
+        .expect("account");
+        let cloud = CtyunCloud::new(
+            &account,
+            Credentials {
+                access_key_id: "AK".into(),
+                secret_access_key: "very-secret".into(),
+                session_token: None,
+            },
+        )
+        .expect("client");
+        let (a, b) = (cloud.request_id(), cloud.request_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+        assert!(!format!("{cloud:?}").contains("very-secret"));
+    }
+}

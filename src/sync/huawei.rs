@@ -495,3 +495,59 @@ impl Product<HuaweiCloud> for SecurityGroups {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_error_shapes_are_read_and_classified() {
+        let gw = error_of(
+            "x",
+            401,
+            &json!({"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication information"}),
+        );
+        assert_eq!(
+            (gw.failure, gw.code.as_deref()),
+            (Failure::InvalidKey, Some("APIGW.0301"))
+        );
+        let ecs = error_of(
+            "x",
+            403,
+            &json!({"error": {"code": "Ecs.0319", "message": "Policy doesn't allow ecs:cloudServers:list to be performed."}}),
+        );
+        assert_eq!(
+            (ecs.failure, ecs.code.as_deref()),
+            (Failure::Denied, Some("Ecs.0319"))
+        );
+        assert!(ecs.message.contains("ecs:cloudServers:list"));
+        let keystone = error_of(
+            "x",
+            500,
+            &json!({"error": {"code": 500, "message": "boom"}}),
+        );
+        assert_eq!(
+            (keystone.failure, keystone.code.as_deref()),
+            (Failure::Other, Some("500"))
+        );
+    }
+
+    #[test]
+    fn servers_map_to_the_common_host_attributes() {
+        let h = host(
+            "cn-north-4",
+            &json!({"id": "i1", "name": "web", "status": "ACTIVE",
+                    "addresses": {"vpc": [{"addr": "10.0.0.2", "OS-EXT-IPS:type": "fixed"},
+                                          {"addr": "1.2.3.4", "OS-EXT-IPS:type": "floating"}]},
+                    "flavor": {"id": "s6.small.1"}, "tags": ["env=prod", "bare"],
+                    "security_groups": [{"name": "default"}]}),
+        )
+        .expect("host");
+        assert_eq!(h.attributes["private_ips"], json!(["10.0.0.2"]));
+        assert_eq!(h.attributes["public_ips"], json!(["1.2.3.4"]));
+        assert_eq!(h.attributes["security_groups"], json!(["default"]));
+        assert_eq!(h.tags["env"], json!("prod"));
+        assert_eq!(h.tags["bare"], json!(""));
+        assert!(host("r", &json!({"name": "no id"})).is_none());
+    }
+}
