@@ -31,6 +31,8 @@ struct World {
     denied: Vec<&'static str>,
     /// (what, project or "", access key, signature verified)
     log: Vec<(String, String, String, bool)>,
+    /// `X-Security-Token` values seen, when signed.
+    tokens: Vec<String>,
 }
 
 fn server(id: &str, name: &str, status: &str) -> Value {
@@ -107,10 +109,20 @@ fn answer(r: &Request, world: &Mutex<World>) -> (u16, Value) {
         ["v1", p, "security-groups"] => ("security-groups", *p),
         _ => ("?", ""),
     };
-    // Regional calls must name their project in X-Project-Id, signed.
-    let ok = ok && (project.is_empty() || r.header("x-project-id") == project);
+    // Regional calls must name their project in X-Project-Id, global IAM calls the account
+    // in X-Domain-Id; both signed.
+    let signed = r.header("authorization");
+    let ok = ok
+        && (project.is_empty()
+            || (r.header("x-project-id") == project && signed.contains("x-project-id")))
+        && (what != "projects"
+            || (r.header("x-domain-id") == DOMAIN && signed.contains("x-domain-id")));
     w.log
         .push((what.to_string(), project.to_string(), access.clone(), ok));
+    let token = r.header("x-security-token");
+    if !token.is_empty() && signed.contains("x-security-token") {
+        w.tokens.push(token);
+    }
     if access != AK || !ok {
         return (
             401,
@@ -482,4 +494,40 @@ fn accounts_check_names_the_policy_for_a_denied_call() {
         ),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_temporary_key_sends_its_security_token_signed() {
+    let fake = start(world());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &dir.path().join("lake"), &fake.url);
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        "secret_access_key_env = \"HW_SK\"\n",
+        "secret_access_key_env = \"HW_SK\"\nsession_token_env = \"HW_TOKEN\"\n",
+    );
+    std::fs::write(&config, text).expect("write");
+    let out = std::process::Command::new(bin())
+        .args([
+            "accounts",
+            "check",
+            "--config",
+            config.to_str().expect("path"),
+        ])
+        .env("HW_AK", AK)
+        .env("HW_SK", SK)
+        .env("HW_TOKEN", "temporary-token-value")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("temporary-token-value") && !stderr.contains("temporary-token-value"));
+    let w = fake.world.lock().expect("lock");
+    assert!(w.log.iter().all(|(_, _, _, ok)| *ok), "{:?}", w.log);
+    assert_eq!(
+        w.tokens.len(),
+        w.log.len(),
+        "every request carries the token, signed"
+    );
+    assert!(w.tokens.iter().all(|t| t == "temporary-token-value"));
 }

@@ -2,7 +2,9 @@
 //! STS `GET /v5/caller-identity` (key check), IAM `GET /v3/auth/projects` (regions: project
 //! name = region code, project id = the `{project_id}` of regional paths), ECS
 //! `GET /v1/{project_id}/cloudservers/detail` (page-number paging), VPC
-//! `GET /v1/{project_id}/security-groups` (marker paging).
+//! `GET /v1/{project_id}/security-groups` (marker paging). Regional calls carry the signed
+//! `X-Project-Id`, global IAM calls `X-Domain-Id` (the account id the key check found), and a
+//! temporary key's token goes in `X-Security-Token`.
 //!
 //! OBS buckets are not listed: OBS does not accept SDK-HMAC-SHA256 but its own signature
 //! (`Authorization: OBS AK:base64(HMAC-SHA1)`), for which REFERENCE has no vector.
@@ -31,6 +33,8 @@ pub struct HuaweiCloud {
     http: Http,
     /// Region code → project id, from the last region discovery.
     projects: Mutex<BTreeMap<String, String>>,
+    /// The account (domain) id from the key check, sent as `X-Domain-Id` to global IAM.
+    domain_id: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for HuaweiCloud {
@@ -85,6 +89,7 @@ impl HuaweiCloud {
             page_size: PAGE,
             http: Http::new()?,
             projects: Mutex::new(BTreeMap::new()),
+            domain_id: Mutex::new(None),
         })
     }
 
@@ -129,6 +134,15 @@ impl HuaweiCloud {
         ];
         if let Some(p) = project_id {
             headers.push(("X-Project-Id".into(), p.to_string()));
+        } else if service == "iam" {
+            let domain = self
+                .domain_id
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(d) = domain {
+                headers.push(("X-Domain-Id".into(), d));
+            }
         }
         if let Some(token) = &self.credentials.session_token {
             headers.push(("X-Security-Token".into(), token.clone()));
@@ -292,8 +306,12 @@ impl Cloud for HuaweiCloud {
                     None,
                 )
                 .await?;
+            let account = text(r.get("account_id")).unwrap_or_default();
+            if !account.is_empty() {
+                *self.domain_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(account.clone());
+            }
             Ok(Identity {
-                account_uid: text(r.get("account_id")).unwrap_or_default(),
+                account_uid: account,
                 principal: s(&r, "principal_urn").unwrap_or_default().to_string(),
             })
         }
