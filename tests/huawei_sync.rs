@@ -33,6 +33,8 @@ struct World {
     log: Vec<(String, String, String, bool)>,
     /// `X-Security-Token` values seen, when signed.
     tokens: Vec<String>,
+    /// OBS buckets: (name, creation date).
+    buckets: Vec<(&'static str, &'static str)>,
 }
 
 fn server(id: &str, name: &str, status: &str) -> Value {
@@ -98,7 +100,47 @@ fn verified(r: &Request) -> (String, bool) {
     (access, ok)
 }
 
+/// OBS over its S3-compatible API: AWS Signature V4 made by the official SDK (not verified
+/// here, only its scope: key id, home region, service `s3`).
+fn answer_obs(r: &Request, world: &Mutex<World>) -> (u16, Value) {
+    let auth = r.header("authorization");
+    let scope_ok = auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={AK}/"))
+        && auth.contains("/cn-north-4/s3/aws4_request");
+    let mut w = world.lock().expect("lock");
+    w.log
+        .push(("obs".into(), String::new(), AK.into(), scope_ok));
+    let xml = |s: &str| json!(format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>{s}"));
+    if !scope_ok {
+        return (
+            403,
+            xml("<Error><Code>SignatureDoesNotMatch</Code><Message>bad</Message></Error>"),
+        );
+    }
+    if w.denied.contains(&"obs") {
+        return (
+            403,
+            xml(
+                "<Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>fake</RequestId><HostId>fake</HostId></Error>",
+            ),
+        );
+    }
+    let buckets: String = w
+        .buckets
+        .iter()
+        .map(|(n, d)| format!("<Bucket><Name>{n}</Name><CreationDate>{d}</CreationDate></Bucket>"))
+        .collect();
+    (
+        200,
+        xml(&format!(
+            "<ListAllMyBucketsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Owner><ID>{DOMAIN}</ID></Owner><Buckets>{buckets}</Buckets></ListAllMyBucketsResult>"
+        )),
+    )
+}
+
 fn answer(r: &Request, world: &Mutex<World>) -> (u16, Value) {
+    if r.path == "/" {
+        return answer_obs(r, world);
+    }
     let (access, ok) = verified(r);
     let mut w = world.lock().expect("lock");
     let segments: Vec<&str> = r.path.trim_matches('/').split('/').collect();
@@ -240,6 +282,10 @@ fn world() -> World {
             .map(|i| group(&format!("sg-n{i}"), &format!("g{i}")))
             .collect(),
     );
+    w.buckets = vec![
+        ("obs-logs", "2024-03-01T10:00:00.000Z"),
+        ("obs-web", "2024-03-02T10:00:00.000Z"),
+    ];
     w
 }
 
@@ -263,6 +309,7 @@ sts = "{url}"
 iam = "{url}"
 ecs = "{url}"
 vpc = "{url}"
+obs = "{url}"
 "#,
         lake = lake.display()
     );
@@ -288,7 +335,7 @@ fn huawei_sync_pages_every_region_verifies_signatures_and_diffs() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
         stdout.contains(&format!("hw: account {DOMAIN}"))
-            && stdout.contains("2 regions, 9 assets; 0 created, 0 modified, 0 deleted"),
+            && stdout.contains("2 regions, 11 assets; 0 created, 0 modified, 0 deleted"),
         "{stdout}"
     );
     assert!(!stdout.contains(SK) && !stderr.contains(SK));
@@ -348,6 +395,7 @@ fn huawei_sync_pages_every_region_verifies_signatures_and_diffs() {
             .get_mut("cn-north-4")
             .expect("groups")
             .push(group("sg-n9", "opened-by-someone"));
+        w.buckets.retain(|(n, _)| *n != "obs-web");
         w.projects.push(("la-south-2", "p-la-south-2"));
         w.servers.insert(
             "la-south-2".into(),
@@ -359,7 +407,7 @@ fn huawei_sync_pages_every_region_verifies_signatures_and_diffs() {
     assert!(out.status.success(), "{stdout}");
     // Region management: la-south-2 appeared after the first sync and is synced (a baseline).
     assert!(
-        stdout.contains("3 regions, 10 assets; 1 created, 1 modified, 1 deleted"),
+        stdout.contains("3 regions, 11 assets; 1 created, 1 modified, 2 deleted"),
         "{stdout}"
     );
     let changes = duckdb(&format!(
@@ -389,6 +437,16 @@ fn huawei_sync_pages_every_region_verifies_signatures_and_diffs() {
                 json!("cn-north-4"),
                 json!("huawei"),
                 json!("ACTIVE"),
+                Value::Null
+            ],
+            vec![
+                json!("bucket"),
+                json!("obs-web"),
+                json!("deleted"),
+                json!("sync"),
+                Value::Null,
+                json!("huawei"),
+                Value::Null,
                 Value::Null
             ],
             vec![
@@ -458,6 +516,7 @@ fn an_unknown_access_key_is_reported_as_an_invalid_key() {
         "ok      iam:KeystoneListAuthProjects",
         "ok      ecs:ListServersDetails (cn-north-4)",
         "ok      vpc:ListSecurityGroups (cn-north-4)",
+        "ok      obs:ListBuckets",
     ] {
         assert!(stdout.contains(call), "missing {call:?} in\n{stdout}");
     }
@@ -466,7 +525,7 @@ fn an_unknown_access_key_is_reported_as_an_invalid_key() {
 #[test]
 fn accounts_check_names_the_policy_for_a_denied_call() {
     let mut w = world();
-    w.denied = vec!["ecs", "vpc"];
+    w.denied = vec!["ecs", "vpc", "obs"];
     let fake = start(w);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &dir.path().join("lake"), &fake.url);
@@ -491,6 +550,12 @@ fn accounts_check_names_the_policy_for_a_denied_call() {
     assert!(
         stdout.contains(
             "denied  vpc:ListSecurityGroups (cn-north-4): APIGW.0302\n          grant: Tenant Guest (or VPC ReadOnlyAccess)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "denied  obs:ListBuckets: AccessDenied\n          grant: Tenant Guest (or OBS ReadOnlyAccess)"
         ),
         "{stdout}"
     );
@@ -524,10 +589,10 @@ fn a_temporary_key_sends_its_security_token_signed() {
     assert!(!stdout.contains("temporary-token-value") && !stderr.contains("temporary-token-value"));
     let w = fake.world.lock().expect("lock");
     assert!(w.log.iter().all(|(_, _, _, ok)| *ok), "{:?}", w.log);
+    // Every API-gateway request carries the token, signed (OBS gets it through the SDK).
     assert_eq!(
         w.tokens.len(),
-        w.log.len(),
-        "every request carries the token, signed"
+        w.log.iter().filter(|(what, ..)| what != "obs").count()
     );
     assert!(w.tokens.iter().all(|t| t == "temporary-token-value"));
 }

@@ -73,12 +73,12 @@ pub struct AccountConfig {
     #[serde(default)]
     pub intervals: Intervals,
     /// Endpoint overrides per service (AWS `sts`, `ec2`, `s3`, `iam`; Tencent `sts`,
-    /// `region`, `cvm`, `vpc`, `cam`; Huawei `sts`, `iam`, `ecs`, `vpc`; Baidu `bcc`, `bos`;
+    /// `region`, `cvm`, `vpc`, `cam`; Huawei `sts`, `iam`, `ecs`, `vpc`, `obs`; Baidu `bcc`, `bos`;
     /// CTyun `ecs`, `vpc`), e.g. for tests or private endpoints. An override serves every
     /// region.
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
-    /// Region used for global calls (AWS STS/IAM/S3 list; Tencent CAM/STS; Huawei STS;
+    /// Region used for global calls (AWS STS/IAM/S3 list; Tencent CAM/STS; Huawei STS/OBS;
     /// Baidu BOS bucket list).
     #[serde(default)]
     pub home_region: Option<String>,

@@ -2,12 +2,14 @@
 //! STS `GET /v5/caller-identity` (key check), IAM `GET /v3/auth/projects` (regions: project
 //! name = region code, project id = the `{project_id}` of regional paths), ECS
 //! `GET /v1/{project_id}/cloudservers/detail` (page-number paging), VPC
-//! `GET /v1/{project_id}/security-groups` (marker paging). Regional calls carry the signed
+//! `GET /v1/{project_id}/security-groups` (marker paging), OBS ListBuckets. Regional calls carry the signed
 //! `X-Project-Id`, global IAM calls `X-Domain-Id` (the account id the key check found), and a
 //! temporary key's token goes in `X-Security-Token`.
 //!
-//! OBS buckets are not listed: OBS does not accept SDK-HMAC-SHA256 but its own signature
-//! (`Authorization: OBS AK:base64(HMAC-SHA1)`), for which REFERENCE has no vector.
+//! OBS does not accept SDK-HMAC-SHA256: besides its own `OBS AK:signature` scheme (for which
+//! REFERENCE has no vector) it speaks the S3-compatible API with AWS Signature V4, so the
+//! bucket list goes through the official `aws-sdk-s3` client (signing region = the home
+//! region) against `obs.<home region>.myhuaweicloud.com`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -403,7 +405,7 @@ impl Cloud for HuaweiCloud {
     }
 
     fn products(&self) -> Vec<Box<dyn Product<Self>>> {
-        vec![Box::new(SecurityGroups)]
+        vec![Box::new(SecurityGroups), Box::new(ObsBuckets)]
     }
 
     fn who_am_i_call(&self) -> &'static str {
@@ -423,6 +425,79 @@ impl Cloud for HuaweiCloud {
             Feature::Hosts => "ECS ReadOnlyAccess + IAM ReadOnlyAccess",
             Feature::Products => "Tenant Guest + IAM ReadOnlyAccess",
         }
+    }
+}
+
+/// OBS buckets (one global listing), over OBS's S3-compatible API.
+struct ObsBuckets;
+
+impl Product<HuaweiCloud> for ObsBuckets {
+    fn call(&self) -> &'static str {
+        "obs:ListBuckets"
+    }
+    fn policy(&self) -> &'static str {
+        "Tenant Guest (or OBS ReadOnlyAccess)"
+    }
+    fn regional(&self) -> bool {
+        false
+    }
+    fn resource_types(&self) -> &'static [&'static str] {
+        &["bucket"]
+    }
+    fn list<'a>(
+        &'a self,
+        cloud: &'a HuaweiCloud,
+        _region: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<Asset>, ApiError>> {
+        async move {
+            use aws_sdk_s3::config::{BehaviorVersion, Credentials as S3Credentials, Region};
+            let url =
+                cloud.endpoints.get("obs").cloned().unwrap_or_else(|| {
+                    format!("https://obs.{}.myhuaweicloud.com", cloud.home_region)
+                });
+            let config = aws_sdk_s3::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(cloud.home_region.clone()))
+                .credentials_provider(S3Credentials::new(
+                    cloud.credentials.access_key_id.clone(),
+                    cloud.credentials.secret_access_key.clone(),
+                    cloud.credentials.session_token.clone(),
+                    None,
+                    "auditlake-huawei-obs",
+                ))
+                .timeout_config(super::aws::timeouts())
+                .endpoint_url(url)
+                .force_path_style(true)
+                .build();
+            let page = aws_sdk_s3::Client::from_conf(config)
+                .list_buckets()
+                .send()
+                .await
+                .map_err(|e| super::aws::api_error(self.call(), e))?;
+            Ok(page
+                .buckets()
+                .iter()
+                .filter_map(|b| {
+                    let name = b.name()?;
+                    let mut attributes = Map::new();
+                    if let Some(r) = b.bucket_region() {
+                        attributes.insert("bucket_region".into(), json!(r));
+                    }
+                    Some(Asset {
+                        region: None,
+                        resource_type: "bucket",
+                        native_type: "obs/bucket",
+                        uid: name.to_string(),
+                        name: Some(name.to_string()),
+                        status: None,
+                        created_ms: b.creation_date().and_then(|t| t.to_millis().ok()),
+                        attributes,
+                        tags: Map::new(),
+                    })
+                })
+                .collect())
+        }
+        .boxed()
     }
 }
 

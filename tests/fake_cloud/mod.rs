@@ -125,11 +125,15 @@ fn serve(stream: TcpStream, handler: &Handler) {
         body,
     };
     let (status, value) = handler(&request);
-    let text = value.to_string();
+    // A JSON string holding an XML document is sent as XML (S3-compatible APIs).
+    let (content_type, text) = match value {
+        Value::String(xml) if xml.starts_with("<?xml") => ("application/xml", xml),
+        other => ("application/json", other.to_string()),
+    };
     let mut stream = stream;
     let _ = write!(
         stream,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         text.len(),
         text
     );
