@@ -7,6 +7,9 @@ use std::sync::Arc;
 pub enum Provider {
     Aws,
     Tencent,
+    Huawei,
+    Baidu,
+    Ctyun,
 }
 
 impl Provider {
@@ -14,6 +17,9 @@ impl Provider {
         match self {
             Provider::Aws => "aws",
             Provider::Tencent => "tencent",
+            Provider::Huawei => "huawei",
+            Provider::Baidu => "baidu",
+            Provider::Ctyun => "ctyun",
         }
     }
 }

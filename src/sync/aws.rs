@@ -31,7 +31,7 @@ impl std::fmt::Debug for AwsCloud {
     }
 }
 
-fn api_error<E>(call: &'static str, e: SdkError<E, HttpResponse>) -> ApiError
+pub(crate) fn api_error<E>(call: &'static str, e: SdkError<E, HttpResponse>) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -78,7 +78,7 @@ fn next_token(current: Option<&str>, previous: &Option<String>) -> Option<String
 }
 
 /// Bounds every call: a hung endpoint must not stall the periodic sync.
-fn timeouts() -> aws_sdk_ec2::config::timeout::TimeoutConfig {
+pub(crate) fn timeouts() -> aws_sdk_ec2::config::timeout::TimeoutConfig {
     aws_sdk_ec2::config::timeout::TimeoutConfig::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .operation_attempt_timeout(std::time::Duration::from_secs(60))

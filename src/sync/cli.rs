@@ -92,7 +92,12 @@ pub fn sync(path: &Path, once: bool, only: Option<&str>) -> Result<u8> {
             Ok(r) => {
                 println!(
                     "{name}: account {} run {}: {} regions, {} assets; {} created, {} modified, {} deleted",
-                    r.account_uid,
+                    // Baidu and CTyun have no who-am-I call: no account id.
+                    if r.account_uid.is_empty() {
+                        "-"
+                    } else {
+                        &r.account_uid
+                    },
                     r.run_id,
                     r.regions.len(),
                     r.assets,

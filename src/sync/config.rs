@@ -28,6 +28,9 @@ fn default_lake() -> PathBuf {
 pub enum CloudKind {
     Aws,
     Tencent,
+    Huawei,
+    Baidu,
+    Ctyun,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -69,11 +72,14 @@ pub struct AccountConfig {
     pub region_management: bool,
     #[serde(default)]
     pub intervals: Intervals,
-    /// Endpoint overrides per service (`sts`, `ec2`, `s3`, `iam`; `cvm`, `vpc`, `cam`,
-    /// `region`), e.g. for tests or private endpoints.
+    /// Endpoint overrides per service (AWS `sts`, `ec2`, `s3`, `iam`; Tencent `sts`,
+    /// `region`, `cvm`, `vpc`, `cam`; Huawei `sts`, `iam`, `ecs`, `vpc`, `obs`; Baidu `bcc`, `bos`;
+    /// CTyun `ecs`, `vpc`), e.g. for tests or private endpoints. An override serves every
+    /// region.
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
-    /// Region used for global calls (AWS STS/IAM/S3 list; Tencent CAM/STS).
+    /// Region used for global calls (AWS STS/IAM/S3 list; Tencent CAM/STS; Huawei STS/OBS;
+    /// Baidu BOS bucket list).
     #[serde(default)]
     pub home_region: Option<String>,
 }
@@ -313,6 +319,47 @@ mod tests {
         assert_eq!(a.features, vec![Feature::Hosts, Feature::Products]);
         assert_eq!(a.regions, Regions::Keyword("all".into()));
         assert_eq!(a.intervals.products.0, Some(Duration::from_secs(6 * 3600)));
+    }
+
+    #[test]
+    fn shipped_examples_of_every_cloud_parse_when_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/accounts.toml");
+        let text = std::fs::read_to_string(&path).expect("read");
+        // Uncomment the example lines (tables and `key = value`), not the prose.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| {
+                            k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        }) =>
+                {
+                    rest.to_string()
+                }
+                _ => l.to_string(),
+            })
+            .map(|l| l + "\n")
+            .collect();
+        let cfg = AccountsConfig::parse(&uncommented, &path).unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<CloudKind> = cfg.accounts.iter().map(|a| a.provider).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                CloudKind::Aws,
+                CloudKind::Tencent,
+                CloudKind::Huawei,
+                CloudKind::Baidu,
+                CloudKind::Ctyun
+            ]
+        );
+        let huawei = &cfg.accounts[2];
+        assert_eq!(huawei.home_region.as_deref(), Some("cn-north-4"));
+        assert_eq!(
+            huawei.regions,
+            Regions::List(vec!["cn-north-4".into(), "cn-east-3".into()])
+        );
+        assert!(cfg.accounts[4].endpoints.contains_key("ecs"));
     }
 
     #[test]

@@ -9,8 +9,12 @@
 //! unchanged, so an API error never reads as "everything was deleted".
 
 pub mod aws;
+pub mod baidu;
 pub mod cli;
 pub mod config;
+pub mod ctyun;
+pub mod http;
+pub mod huawei;
 pub mod run;
 pub mod sign;
 pub mod tencent;
@@ -572,7 +576,8 @@ pub async fn run_account<C: Cloud>(
     }
     let changes = diff(&old, &assets, &covered);
     let provider = cloud.provider();
-    let account_uid = Some(identity.account_uid.clone());
+    // Baidu and CTyun have no who-am-I: their account id is not known.
+    let account_uid = Some(identity.account_uid.clone()).filter(|u| !u.is_empty());
     let ingest = now_ms();
     let mut batch = PendingBatch::default();
     for (change, before, after) in &changes {
@@ -644,7 +649,7 @@ pub async fn run_account<C: Cloud>(
         &Snapshot {
             run_id: Some(run_id),
             run_time_ms: Some(run_time_ms),
-            account_uid: Some(identity.account_uid),
+            account_uid: Some(identity.account_uid).filter(|u| !u.is_empty()),
             known_regions,
             scopes,
             assets: next_assets,

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::aws::AwsCloud;
+use super::baidu::BaiduCloud;
 use super::config::{AccountConfig, AccountsConfig, CloudKind, Feature};
+use super::ctyun::CtyunCloud;
+use super::huawei::HuaweiCloud;
 use super::tencent::TencentCloud;
 use super::{CallCheck, KeyStatus, RunReport, SyncError, SyncMetrics, check_account, check_key};
 
@@ -13,23 +16,61 @@ use super::{CallCheck, KeyStatus, RunReport, SyncError, SyncMetrics, check_accou
 pub enum AnyCloud {
     Aws(AwsCloud),
     Tencent(Box<TencentCloud>),
+    Huawei(Box<HuaweiCloud>),
+    Baidu(Box<BaiduCloud>),
+    Ctyun(Box<CtyunCloud>),
+}
+
+/// Runs `$body` with `$c` bound to the concrete cloud of an [`AnyCloud`].
+macro_rules! with_cloud {
+    ($any:expr, $c:ident => $body:expr) => {
+        match $any {
+            AnyCloud::Aws($c) => $body,
+            AnyCloud::Tencent($c) => {
+                let $c = $c.as_ref();
+                $body
+            }
+            AnyCloud::Huawei($c) => {
+                let $c = $c.as_ref();
+                $body
+            }
+            AnyCloud::Baidu($c) => {
+                let $c = $c.as_ref();
+                $body
+            }
+            AnyCloud::Ctyun($c) => {
+                let $c = $c.as_ref();
+                $body
+            }
+        }
+    };
 }
 
 impl AnyCloud {
     pub fn connect(account: &AccountConfig) -> Result<Self, SyncError> {
         let credentials = account.credentials.load(&account.name)?;
+        let tls = |e: std::io::Error| SyncError::Api {
+            account: account.name.clone(),
+            source: super::ApiError {
+                call: "tls setup",
+                failure: super::Failure::Other,
+                code: None,
+                message: e.to_string(),
+            },
+        };
         Ok(match account.provider {
             CloudKind::Aws => AnyCloud::Aws(AwsCloud::new(account, credentials)),
             CloudKind::Tencent => AnyCloud::Tencent(Box::new(
-                TencentCloud::new(account, credentials).map_err(|e| SyncError::Api {
-                    account: account.name.clone(),
-                    source: super::ApiError {
-                        call: "tls setup",
-                        failure: super::Failure::Other,
-                        code: None,
-                        message: e.to_string(),
-                    },
-                })?,
+                TencentCloud::new(account, credentials).map_err(tls)?,
+            )),
+            CloudKind::Huawei => AnyCloud::Huawei(Box::new(
+                HuaweiCloud::new(account, credentials).map_err(tls)?,
+            )),
+            CloudKind::Baidu => AnyCloud::Baidu(Box::new(
+                BaiduCloud::new(account, credentials).map_err(tls)?,
+            )),
+            CloudKind::Ctyun => AnyCloud::Ctyun(Box::new(
+                CtyunCloud::new(account, credentials).map_err(tls)?,
             )),
         })
     }
@@ -42,12 +83,8 @@ pub async fn sync_account(
     lake: &Path,
     metrics: &SyncMetrics,
 ) -> Result<RunReport, SyncError> {
-    match AnyCloud::connect(account)? {
-        AnyCloud::Aws(c) => super::run_account(&c, account, features, lake, metrics).await,
-        AnyCloud::Tencent(c) => {
-            super::run_account(c.as_ref(), account, features, lake, metrics).await
-        }
-    }
+    let cloud = AnyCloud::connect(account)?;
+    with_cloud!(&cloud, c => super::run_account(c, account, features, lake, metrics).await)
 }
 
 /// The features of an account that are enabled and not switched off by their interval.
@@ -93,8 +130,7 @@ pub async fn check_accounts(
         .filter(|a| only.is_none_or(|n| n == a.name))
     {
         let result = match AnyCloud::connect(account) {
-            Ok(AnyCloud::Aws(c)) => Ok(check_account(&c, account).await),
-            Ok(AnyCloud::Tencent(c)) => Ok(check_account(c.as_ref(), account).await),
+            Ok(cloud) => Ok(with_cloud!(&cloud, c => check_account(c, account).await)),
             Err(e) => Err(e),
         };
         out.push((account.name.clone(), result));
@@ -166,9 +202,8 @@ pub async fn run_periodic(
             match &task.features {
                 None => {
                     let checked = match AnyCloud::connect(task.account) {
-                        Ok(AnyCloud::Aws(c)) => Some(check_key(&c, name, metrics).await.0),
-                        Ok(AnyCloud::Tencent(c)) => {
-                            Some(check_key(c.as_ref(), name, metrics).await.0)
+                        Ok(cloud) => {
+                            Some(with_cloud!(&cloud, c => check_key(c, name, metrics).await.0))
                         }
                         Err(e) => {
                             tracing::error!(account = %name, error = %e, "cannot check the AccessKey");
