@@ -122,11 +122,87 @@ impl PipelineConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        let text = interpolate_env(text, path)?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
     }
+}
+
+/// Replaces `${NAME}` with the environment variable `NAME` (`$${` stands for a literal `${`).
+/// A variable that is not set is an error naming it and its line, so a config never silently
+/// runs with an empty value. Secrets belong in variables or files, not in the config text:
+/// interpolated values are used, never printed.
+pub fn interpolate_env(text: &str, path: &Path) -> Result<String, ConfigError> {
+    interpolate_with(text, path, |name| std::env::var(name).ok())
+}
+
+fn interpolate_with(
+    text: &str,
+    path: &Path,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut out = String::with_capacity(text.len());
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        // Comment lines are left alone: commented-out examples may name unset variables.
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            interpolate_line(line, index + 1, &mut out, &lookup).map_err(invalid)?;
+        }
+    }
+    Ok(out)
+}
+
+fn interpolate_line(
+    line_text: &str,
+    line: usize,
+    out: &mut String,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    let mut rest = line_text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            let Some(end) = after.find('}') else {
+                return Err(format!(
+                    "line {line}: `${{` without a closing `}}` (write `$${{` for a literal `${{`)"
+                ));
+            };
+            let name = &after[..end];
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(format!(
+                    "line {line}: `${{{name}}}` is not an environment variable name (letters, digits, _)"
+                ));
+            }
+            match lookup(name) {
+                Some(value) => out.push_str(&value),
+                None => {
+                    return Err(format!(
+                        "line {line}: environment variable {name} is not set (the config refers to it as ${{{name}}}); set it or change the config"
+                    ));
+                }
+            }
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -142,6 +218,40 @@ mod tests {
             let cfg = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
             assert!(matches!(cfg.source, SourceConfig::Files(_)), "{name}");
         }
+    }
+
+    #[test]
+    fn environment_variables_are_interpolated() {
+        let env = |name: &str| match name {
+            "LAKE_DIR" => Some("/data/lake".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let p = Path::new("t.toml");
+        let out = interpolate_with("path = \"${LAKE_DIR}/x${EMPTY}\" # $5 $${HOME}\n", p, env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out, "path = \"/data/lake/x\" # $5 ${HOME}\n");
+        let err = interpolate_with("a = 1\npath = \"${NOPE}\"\n", p, env)
+            .expect_err("unset variable")
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("NOPE is not set"),
+            "{err}"
+        );
+        let err = interpolate_with("x = \"${A-B}\"", p, env)
+            .expect_err("bad name")
+            .to_string();
+        assert!(err.contains("not an environment variable name"), "{err}");
+        let err = interpolate_with("x = \"${OPEN\"", p, env)
+            .expect_err("unclosed")
+            .to_string();
+        assert!(err.contains("without a closing"), "{err}");
+        let out = interpolate_with("  # secret = \"${NOPE}\"\nx = 1", p, env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            out, "  # secret = \"${NOPE}\"\nx = 1",
+            "comment lines are left alone"
+        );
     }
 
     #[test]

@@ -283,7 +283,8 @@ impl AccountsConfig {
             path: path.to_path_buf(),
             message,
         };
-        let cfg: AccountsConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let text = crate::config::interpolate_env(text, path)?;
+        let cfg: AccountsConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let mut names = std::collections::HashSet::new();
         for a in &cfg.accounts {
             if a.name.is_empty() || !names.insert(a.name.as_str()) {
