@@ -9,6 +9,7 @@ use crate::normalize::NormalizeConfig;
 use crate::pipeline::FlushPolicy;
 use crate::sink::parquet::ParquetOptions;
 use crate::sources::files::InboxConfig;
+use crate::sources::sqs_s3::SqsS3Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,6 +46,8 @@ fn default_name() -> String {
 pub enum SourceConfig {
     /// Watch a directory for CloudTrail / CloudAudit files.
     Files(InboxConfig),
+    /// S3 event notifications on an SQS queue; the objects they name are read from S3.
+    SqsS3(SqsS3Config),
 }
 
 /// Where the lake is written.

@@ -18,6 +18,7 @@ use auditlake::schema;
 use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
 use auditlake::sources::files::{self, FilesError};
+use auditlake::sources::sqs_s3;
 
 #[derive(Parser)]
 #[command(
@@ -89,6 +90,10 @@ fn main() -> ExitCode {
                         Some(FilesError::Missing { .. })
                     )
                     || c.downcast_ref::<UsageError>().is_some()
+                    || matches!(
+                        c.downcast_ref::<sqs_s3::SqsS3Error>(),
+                        Some(sqs_s3::SqsS3Error::Config(_))
+                    )
             });
             ExitCode::from(if usage { EXIT_USAGE } else { EXIT_RUNTIME })
         }
@@ -307,6 +312,9 @@ fn run(cfg: PipelineConfig) -> Result<()> {
     });
     match &cfg.source {
         SourceConfig::Files(inbox) => files::watch(inbox, &mut batcher, &ctx, &stop)?,
+        SourceConfig::SqsS3(source) => {
+            sqs_s3::run(source, &mut batcher, &ctx, &stop)?;
+        }
     }
     let s = &batcher.stats;
     tracing::info!(

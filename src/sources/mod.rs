@@ -1,3 +1,4 @@
 //! Sources: where input units come from.
 
 pub mod files;
+pub mod sqs_s3;
