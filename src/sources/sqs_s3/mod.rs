@@ -385,6 +385,8 @@ pub fn run(
         objects_already_in_lake = stats.objects_already_in_lake,
         objects_failed = stats.objects_failed,
         dead_lettered = stats.dead_lettered,
+        test_events = stats.test_events,
+        ignored_events = stats.ignored_events,
         digests_skipped = stats.digests_skipped,
         keys_skipped = stats.keys_skipped,
         "sqs_s3 source stopped"

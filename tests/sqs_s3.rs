@@ -1,0 +1,725 @@
+//! `auditlake run` with the `sqs_s3` source against moto's real S3 + SQS HTTP server: bucket
+//! notifications, SNS and EventBridge bodies, poison objects, visibility extension, and crash
+//! safety (SIGKILL mid-stream, restart, every event exactly once).
+//!
+//! moto is started by each test on a free loopback port and killed (by PID) when the test ends.
+//! Its server is `$AUDITLAKE_MOTO_SERVER`, else `.venv/bin/moto_server` (`tests/run.sh` installs it).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{Credentials, Region};
+use common::*;
+use serde_json::{Value, json};
+
+fn moto_server() -> PathBuf {
+    let path = std::env::var_os("AUDITLAKE_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"));
+    assert!(
+        path.exists(),
+        "moto_server not found at {}: run the suite with `bash tests/run.sh` (it creates .venv), or set AUDITLAKE_MOTO_SERVER",
+        path.display()
+    );
+    path
+}
+
+/// A moto server on a free loopback port, killed when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test's own AWS clients (what a trail and an admin would do).
+struct Aws {
+    rt: tokio::runtime::Runtime,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl Aws {
+    fn new(moto: &Moto) -> Aws {
+        let creds = Credentials::new("testing", "testing", None, None, "test");
+        let s3 = aws_sdk_s3::config::Builder::new()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&moto.endpoint)
+            .credentials_provider(creds.clone())
+            .force_path_style(true)
+            .build();
+        let sqs = aws_sdk_sqs::config::Builder::new()
+            .behavior_version_latest()
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(&moto.endpoint)
+            .credentials_provider(creds)
+            .build();
+        Aws {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
+        }
+    }
+
+    fn queue(&self, name: &str, visibility_secs: u32) -> String {
+        let out = self
+            .rt
+            .block_on(
+                self.sqs
+                    .create_queue()
+                    .queue_name(name)
+                    .attributes(
+                        aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                        visibility_secs.to_string(),
+                    )
+                    .send(),
+            )
+            .expect("create queue");
+        out.queue_url().expect("queue url").to_string()
+    }
+
+    fn bucket(&self, name: &str) {
+        self.rt
+            .block_on(self.s3.create_bucket().bucket(name).send())
+            .expect("create bucket");
+    }
+
+    /// S3 → SQS notification for every created object.
+    fn notify(&self, bucket: &str, queue_url: &str) {
+        use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+        let arn = self
+            .rt
+            .block_on(
+                self.sqs
+                    .get_queue_attributes()
+                    .queue_url(queue_url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .send(),
+            )
+            .expect("queue attributes")
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .cloned()
+            .expect("queue arn");
+        let config = NotificationConfiguration::builder()
+            .queue_configurations(
+                QueueConfiguration::builder()
+                    .queue_arn(arn)
+                    .events(Event::from("s3:ObjectCreated:*"))
+                    .build()
+                    .expect("queue configuration"),
+            )
+            .build();
+        self.rt
+            .block_on(
+                self.s3
+                    .put_bucket_notification_configuration()
+                    .bucket(bucket)
+                    .notification_configuration(config)
+                    .send(),
+            )
+            .expect("put notification");
+    }
+
+    fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        self.rt
+            .block_on(
+                self.s3
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(bytes.into())
+                    .send(),
+            )
+            .expect("put object");
+    }
+
+    fn send(&self, queue_url: &str, body: &str) {
+        self.rt
+            .block_on(
+                self.sqs
+                    .send_message()
+                    .queue_url(queue_url)
+                    .message_body(body)
+                    .send(),
+            )
+            .expect("send message");
+    }
+
+    /// (visible, in flight) messages.
+    fn counts(&self, queue_url: &str) -> (u64, u64) {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .rt
+            .block_on(
+                self.sqs
+                    .get_queue_attributes()
+                    .queue_url(queue_url)
+                    .attribute_names(A::ApproximateNumberOfMessages)
+                    .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                    .send(),
+            )
+            .expect("queue attributes");
+        let get = |a: A| {
+            out.attributes()
+                .and_then(|m| m.get(&a))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX)
+        };
+        (
+            get(A::ApproximateNumberOfMessages),
+            get(A::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+}
+
+/// A daemon child process; its log goes to a file.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, log: &Path) -> Daemon {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(bin())
+            .args(["run", "--config", config.to_str().expect("path")])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start daemon");
+        Daemon {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("daemon exited early ({status}); log:\n{}", self.log());
+        }
+    }
+
+    /// SIGTERM, then the exit status must be 0.
+    fn terminate(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let log = self.log();
+                assert!(status.success(), "daemon must exit 0 on SIGTERM:\n{log}");
+                return log;
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sigkill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    lake: PathBuf,
+    config: PathBuf,
+}
+
+fn setup(moto: &Moto, queue_url: &str, extra_source: &str, flush: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let config = dir.path().join("pipeline.toml");
+    let text = format!(
+        r#"name = "sqs-test"
+[source]
+type = "sqs_s3"
+queue_url = "{queue_url}"
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+wait_time_secs = 1
+{extra_source}
+[sink]
+path = "{lake}"
+[flush]
+{flush}
+"#,
+        endpoint = moto.endpoint,
+        lake = lake.display()
+    );
+    std::fs::File::create(&config)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("write config");
+    Setup { dir, lake, config }
+}
+
+/// Waits until the queue holds no message at all (every one deleted).
+fn wait_until_drained(aws: &Aws, queue_url: &str, daemon: &mut Daemon, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        daemon.assert_running();
+        if aws.counts(queue_url) == (0, 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue not drained: {:?}; log:\n{}",
+            aws.counts(queue_url),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn count(lake: &Path, dataset_name: &str) -> i64 {
+    if parquet_files(&lake.join(dataset_name)).is_empty() {
+        return 0;
+    }
+    scalar(&format!(
+        "select count(*) from {}",
+        dataset(lake, dataset_name)
+    ))
+    .as_i64()
+    .unwrap_or(-1)
+}
+
+/// The fields of the daemon's final "sqs_s3 source stopped" log line.
+fn final_stats(log: &str) -> Value {
+    log.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "sqs_s3 source stopped")
+        .map(|v| v["fields"].clone())
+        .unwrap_or_else(|| panic!("no final statistics in the log:\n{log}"))
+}
+
+fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join("samples/aws-cloudtrail").join(name)).expect("sample")
+}
+
+const SECRETS_SAMPLE: &str = "aws.credential-access.secretsmanager-retrieve-secrets.json"; // 10 events
+const TRAIL_SAMPLE: &str = "aws.defense-evasion.cloudtrail-delete.json"; // 1 event
+const EBS_SAMPLE: &str = "aws.exfiltration.ec2-share-ebs-snapshot.json"; // 1 event
+const DAMAGED_SAMPLE: &str = "aws.execution.ec2-user-data.json"; // 1 event, then damaged
+
+#[test]
+fn notifications_from_a_trail_bucket_land_in_the_lake_and_every_message_is_deleted() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let queue = aws.queue("trail-queue", 30);
+    aws.bucket("trail-bucket");
+    aws.notify("trail-bucket", &queue); // S3 sends its s3:TestEvent now
+    let keys = [
+        (
+            "AWSLogs/111122223333/CloudTrail/us-east-1/2022/07/20/111122223333_CloudTrail_us-east-1_20220720T2100Z_with space.json.gz",
+            SECRETS_SAMPLE,
+        ),
+        (
+            "AWSLogs/o-abc123def4/111122223333/CloudTrail/us-east-1/2022/07/20/111122223333_CloudTrail_us-east-1_20220720T2055Z_a+b.json.gz",
+            TRAIL_SAMPLE,
+        ),
+        (
+            "trails/AWSLogs/111122223333/CloudTrail/eu-west-1/2022/07/20/111122223333_CloudTrail_eu-west-1_20220720T2055Z_50%25 off.json.gz",
+            EBS_SAMPLE,
+        ),
+    ];
+    for (key, name) in keys {
+        aws.put("trail-bucket", key, gzip(&sample(name)));
+    }
+    aws.put(
+        "trail-bucket",
+        "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2022/07/20/111122223333_CloudTrail-Digest_us-east-1_trail_us-east-1_20220720T210000Z.json.gz",
+        gzip(&std::fs::read(fixtures().join("variants/digest.json")).expect("digest")),
+    );
+    aws.put("trail-bucket", "notes/readme.txt", b"not a log".to_vec());
+
+    let s = setup(&moto, &queue, "", "max_age_secs = 1");
+    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
+    let log = daemon.terminate();
+
+    let events = dataset(&s.lake, "ciem_events");
+    assert_eq!(count(&s.lake, "ciem_events"), 12, "{log}");
+    assert_eq!(
+        scalar(&format!(
+            "select count(distinct metadata_uid) from {events}"
+        )),
+        json!(12)
+    );
+    let sources: BTreeSet<String> = duckdb(&format!(
+        "select distinct origin_source from {events} order by 1"
+    ))
+    .into_iter()
+    .filter_map(|r| r[0].as_str().map(str::to_string))
+    .collect();
+    let expected: BTreeSet<String> = keys
+        .iter()
+        .map(|(k, _)| format!("s3://trail-bucket/{k}"))
+        .collect();
+    assert_eq!(sources, expected, "keys must be URL-decoded exactly");
+    assert_eq!(
+        scalar(&format!(
+            "select count(*) from {events} where origin_source like '%with space%' and action like 'secretsmanager:%'"
+        )),
+        json!(10)
+    );
+    assert_eq!(count(&s.lake, "dead_letters"), 0, "{log}");
+    assert_eq!(aws.counts(&queue), (0, 0), "every message deleted");
+    let stats = final_stats(&log);
+    assert_eq!(stats["test_events"], json!(1), "{stats}");
+    assert_eq!(stats["digests_skipped"], json!(1), "{stats}");
+    assert_eq!(stats["keys_skipped"], json!(1), "{stats}");
+    assert_eq!(stats["objects"], json!(3), "{stats}");
+    assert_eq!(stats["deleted"], json!(6), "{stats}");
+    assert_eq!(stats["left_on_queue"], json!(0), "{stats}");
+}
+
+#[test]
+fn sns_wrapped_and_eventbridge_bodies_are_understood() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let queue = aws.queue("mixed", 30);
+    aws.bucket("mixed-bucket");
+    let k1 = "AWSLogs/111122223333/CloudTrail/us-east-1/2022/07/20/one+plus.json.gz";
+    let k2 = "AWSLogs/111122223333/CloudTrail/us-east-1/2022/07/20/two space.json.gz";
+    aws.put("mixed-bucket", k1, gzip(&sample(SECRETS_SAMPLE)));
+    aws.put("mixed-bucket", k2, gzip(&sample(TRAIL_SAMPLE)));
+    let s3_body = json!({"Records": [
+        {"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+         "s3": {"bucket": {"name": "mixed-bucket"}, "object": {"key": k1.replace('+', "%2B"), "eTag": "e1", "sequencer": "01"}}},
+        {"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectRemoved:Delete",
+         "s3": {"bucket": {"name": "mixed-bucket"}, "object": {"key": "gone.json.gz"}}}
+    ]})
+    .to_string();
+    let sns = json!({"Type": "Notification", "MessageId": "m1", "TopicArn": "arn:aws:sns:us-east-1:111122223333:trail",
+                     "Message": s3_body})
+    .to_string();
+    aws.send(&queue, &sns);
+    aws.send(&queue, &sns); // a repeated notification: read once, both deleted
+    let eventbridge = json!({"version": "0", "id": "x", "detail-type": "Object Created", "source": "aws.s3",
+        "account": "111122223333", "region": "us-east-1",
+        "detail": {"version": "0", "bucket": {"name": "mixed-bucket"},
+                   "object": {"key": k2, "size": 100, "etag": "e2", "sequencer": "02"}, "reason": "PutObject"}})
+    .to_string();
+    aws.send(&queue, &eventbridge);
+    let deleted = json!({"detail-type": "Object Deleted", "source": "aws.s3", "detail": {"bucket": {"name": "mixed-bucket"}}})
+        .to_string();
+    aws.send(&queue, &deleted);
+
+    let s = setup(&moto, &queue, "", "max_age_secs = 1");
+    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
+    let log = daemon.terminate();
+    assert_eq!(count(&s.lake, "ciem_events"), 11, "{log}");
+    let events = dataset(&s.lake, "ciem_events");
+    assert_eq!(
+        scalar(&format!(
+            "select count(distinct origin_source) from {events}"
+        )),
+        json!(2)
+    );
+    assert_eq!(
+        scalar(&format!(
+            "select count(*) from {events} where origin_source = 's3://mixed-bucket/{k1}'"
+        )),
+        json!(10)
+    );
+    let stats = final_stats(&log);
+    assert_eq!(stats["deleted"], json!(4), "{stats}");
+    assert_eq!(stats["ignored_events"], json!(3), "{stats}");
+}
+
+#[test]
+fn poison_messages_are_dead_lettered_after_n_receives_while_the_rest_flows() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let queue = aws.queue("poison", 2);
+    aws.bucket("trail");
+    aws.notify("trail", &queue);
+    let prefix = "AWSLogs/111122223333/CloudTrail/us-east-1/2022/07/20";
+    aws.put(
+        "trail",
+        &format!("{prefix}/corrupt.json.gz"),
+        [
+            &[0x1f, 0x8b, 0x08, 0x00][..],
+            b"this is not deflate data at all",
+        ]
+        .concat(),
+    );
+    aws.put(
+        "trail",
+        &format!("{prefix}/good.json.gz"),
+        gzip(&sample(SECRETS_SAMPLE)),
+    );
+    // Damaged after its first record: the good record is kept, the rest is a dead letter of
+    // the usual kind, and the message is deleted at once (nothing to retry).
+    aws.put(
+        "trail",
+        &format!("{prefix}/damaged.json.gz"),
+        gzip(&sample(DAMAGED_SAMPLE)),
+    );
+    // A notification for an object that does not exist (deleted, or a wrong key).
+    let missing = json!({"Records": [{"eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": "trail"}, "object": {"key": format!("{prefix}/missing.json.gz"), "eTag": "m"}}}]})
+    .to_string();
+    aws.send(&queue, &missing);
+    aws.send(&queue, "this body is not JSON");
+
+    let s = setup(
+        &moto,
+        &queue,
+        "visibility_timeout_secs = 2\nmax_receive_count = 2",
+        "max_age_secs = 1",
+    );
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
+    let log = daemon.terminate();
+
+    assert_eq!(count(&s.lake, "ciem_events"), 11, "{log}");
+    let dead = dataset(&s.lake, "dead_letters");
+    let rows = duckdb(&format!(
+        "select origin_source, reason, raw from {dead} order by origin_source, reason"
+    ));
+    assert_eq!(rows.len(), 4, "{rows:?}\n{log}");
+    let text = |r: &Vec<Value>, i: usize| r[i].as_str().unwrap_or("").to_string();
+    let corrupt = rows
+        .iter()
+        .find(|r| text(r, 0).ends_with("corrupt.json.gz"))
+        .expect("corrupt object dead-lettered");
+    assert!(
+        text(corrupt, 1).contains("received 2 times") && text(corrupt, 1).contains("unreadable"),
+        "{corrupt:?}"
+    );
+    assert!(
+        text(corrupt, 2).contains("corrupt.json.gz"),
+        "raw is the message body"
+    );
+    let missing_row = rows
+        .iter()
+        .find(|r| text(r, 0).ends_with("missing.json.gz"))
+        .expect("missing object dead-lettered");
+    assert!(
+        text(missing_row, 1).contains("NoSuchKey"),
+        "{missing_row:?}"
+    );
+    let bad_body = rows
+        .iter()
+        .find(|r| text(r, 0) == "sqs")
+        .expect("bad body dead-lettered");
+    assert!(text(bad_body, 1).contains("not JSON"), "{bad_body:?}");
+    assert_eq!(text(bad_body, 2), "this body is not JSON");
+    let damaged = rows
+        .iter()
+        .find(|r| text(r, 0).ends_with("damaged.json.gz"))
+        .expect("damaged record dead-lettered");
+    assert!(!text(damaged, 1).contains("received"), "{damaged:?}");
+    // The good object did not wait for the poison ones to be given up.
+    let stats = final_stats(&log);
+    assert_eq!(stats["dead_lettered"], json!(3), "{stats}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn a_message_in_progress_stays_invisible_until_its_rows_are_committed() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let queue = aws.queue("slow", 2);
+    aws.bucket("trail");
+    aws.notify("trail", &queue);
+    let key = "AWSLogs/111122223333/CloudTrail/us-east-1/2022/07/20/slow.json.gz";
+    aws.put("trail", key, gzip(&sample(SECRETS_SAMPLE)));
+    // Rows wait 7 s for their commit, more than three visibility timeouts of 2 s: without the
+    // heartbeat the message would be redelivered and read again meanwhile.
+    let s = setup(
+        &moto,
+        &queue,
+        "visibility_timeout_secs = 2",
+        "max_age_secs = 7",
+    );
+    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen_in_flight = false;
+    loop {
+        daemon.assert_running();
+        let (visible, in_flight) = aws.counts(&queue);
+        seen_in_flight |= in_flight > 0;
+        if seen_in_flight {
+            assert_eq!(visible, 0, "the message became visible while in progress");
+        }
+        if (visible, in_flight) == (0, 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "queue not drained");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = daemon.terminate();
+    let reads = log
+        .lines()
+        .filter(|l| l.contains("reading object") && l.contains("slow.json.gz"))
+        .count();
+    assert_eq!(reads, 1, "the object is read once:\n{log}");
+    assert_eq!(count(&s.lake, "ciem_events"), 10);
+}
+
+/// A CloudTrail file of `n` events with ids `<tag>-<i>`.
+fn synthetic_file(tag: &str, n: usize) -> Vec<u8> {
+    let records: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "eventVersion": "1.08",
+                "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/u{}", i % 7),
+                                 "accountId": "111122223333", "accessKeyId": "AKIAEXAMPLE"},
+                "eventTime": format!("2024-06-01T12:{:02}:{:02}Z", (i / 60) % 60, i % 60),
+                "eventSource": "s3.amazonaws.com",
+                "eventName": "GetObject",
+                "awsRegion": "us-west-2",
+                "sourceIPAddress": "198.51.100.7",
+                "eventID": format!("{tag}-{i}"),
+                "readOnly": true,
+                "recipientAccountId": "111122223333",
+                "requestParameters": {"bucketName": "data", "key": format!("k{i}")}
+            })
+        })
+        .collect();
+    gzip(json!({ "Records": records }).to_string().as_bytes())
+}
+
+#[test]
+fn sigkill_mid_stream_and_restart_leaves_every_event_exactly_once() {
+    const OBJECTS: usize = 40;
+    const PER_OBJECT: usize = 250;
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let queue = aws.queue("crash", 3);
+    aws.bucket("trail");
+    aws.notify("trail", &queue);
+    for o in 0..OBJECTS {
+        aws.put(
+            "trail",
+            &format!(
+                "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/111122223333_CloudTrail_us-west-2_20240601T12{:02}Z_{o}.json.gz",
+                o % 60
+            ),
+            synthetic_file(&format!("obj{o}"), PER_OBJECT),
+        );
+    }
+    // Batches of 700 rows: commits land in the middle of objects, so a kill finds objects
+    // partly committed.
+    let s = setup(
+        &moto,
+        &queue,
+        "visibility_timeout_secs = 3\nmax_objects_in_flight = 4",
+        "max_rows = 700\nmax_age_secs = 1",
+    );
+    let log = s.dir.path().join("daemon.log");
+    let journal = s.lake.join("_auditlake/journal.jsonl");
+    let commits = || {
+        std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .matches("\"op\":\"commit\"")
+            .count()
+    };
+    // Kill 1: right after the first commits. Kill 2: some time into the second run.
+    let mut daemon = Daemon::start(&s.config, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while commits() < 2 {
+        daemon.assert_running();
+        assert!(Instant::now() < deadline, "no commit:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.sigkill();
+    let after_first = commits();
+    let mut daemon = Daemon::start(&s.config, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while commits() < after_first + 3 {
+        daemon.assert_running();
+        assert!(Instant::now() < deadline, "no progress:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.sigkill();
+    assert!(
+        count(&s.lake, "ciem_events") < (OBJECTS * PER_OBJECT) as i64,
+        "the kills must come mid-stream"
+    );
+
+    let mut daemon = Daemon::start(&s.config, &log);
+    wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(90));
+    let log = daemon.terminate();
+    let events = dataset(&s.lake, "ciem_events");
+    let row = duckdb(&format!(
+        "select count(*), count(distinct metadata_uid) from {events}"
+    ));
+    assert_eq!(
+        row[0],
+        vec![json!(OBJECTS * PER_OBJECT), json!(OBJECTS * PER_OBJECT)],
+        "{log}"
+    );
+    assert_eq!(count(&s.lake, "dead_letters"), 0);
+    assert_eq!(aws.counts(&queue), (0, 0));
+}
