@@ -624,6 +624,8 @@ fn a_message_in_progress_stays_invisible_until_its_rows_are_committed() {
         .filter(|l| l.contains("reading object") && l.contains("slow.json.gz"))
         .count();
     assert_eq!(reads, 1, "the object is read once:\n{log}");
+    // Two messages (S3's test event and the object's), each received once: no redelivery.
+    assert_eq!(final_stats(&log)["messages"], json!(2), "{log}");
     assert_eq!(count(&s.lake, "ciem_events"), 10);
 }
 
