@@ -1052,6 +1052,19 @@ mod tests {
     }
 
     #[test]
+    fn shipped_pipeline_parses_and_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("pipelines")
+            .join("aws-cloudtrail.toml");
+        let cfg = crate::config::PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let crate::config::SourceConfig::SqsS3(source) = cfg.source else {
+            panic!("aws-cloudtrail.toml must use the sqs_s3 source");
+        };
+        source.validate().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(source.visibility_timeout_secs, 300);
+    }
+
+    #[test]
     fn assume_role_debug_hides_the_external_id() {
         let cfg: SqsS3Config = toml::from_str(
             "queue_url = 'q'\n[assume_role]\nrole_arn = 'arn:aws:iam::1:role/r'\nexternal_id = 'sekrit'",
