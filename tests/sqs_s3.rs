@@ -725,3 +725,67 @@ fn sigkill_mid_stream_and_restart_leaves_every_event_exactly_once() {
     assert_eq!(count(&s.lake, "dead_letters"), 0);
     assert_eq!(aws.counts(&queue), (0, 0));
 }
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Throughput and latency through moto (the README's figures). Not part of the suite:
+/// `cargo test --test sqs_s3 -- --ignored --nocapture throughput`; sizes from
+/// AUDITLAKE_BENCH_OBJECTS / AUDITLAKE_BENCH_EVENTS (per object).
+#[test]
+#[ignore]
+fn throughput() {
+    let objects = env_usize("AUDITLAKE_BENCH_OBJECTS", 100);
+    let per_object = env_usize("AUDITLAKE_BENCH_EVENTS", 1000);
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let queue = aws.queue("bench", 60);
+    aws.bucket("bench-trail");
+    aws.notify("bench-trail", &queue);
+    let prefix = "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01";
+    let mut gz_bytes = 0;
+    for o in 0..objects {
+        let body = synthetic_file(&format!("bench{o}"), per_object);
+        gz_bytes += body.len();
+        aws.put("bench-trail", &format!("{prefix}/f{o}.json.gz"), body);
+    }
+    // Phase 1: everything is queued; time from start until every message is deleted.
+    let s = setup(&moto, &queue, "", "max_age_secs = 1");
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(1800));
+    let secs = started.elapsed().as_secs_f64();
+    daemon.terminate();
+    let events = objects * per_object;
+    assert_eq!(count(&s.lake, "ciem_events"), events as i64);
+    println!(
+        "throughput: {objects} objects, {events} events, {:.1} MB gzip in {secs:.1} s (start to last delete): {:.0} events/s, {:.1} objects/s",
+        gz_bytes as f64 / 1e6,
+        events as f64 / secs,
+        objects as f64 / secs
+    );
+    // Phase 2: latency from upload to a committed row, default flush policy.
+    let s = setup(&moto, &queue, "", "");
+    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    std::thread::sleep(Duration::from_secs(3));
+    let uploaded = Instant::now();
+    aws.put(
+        "bench-trail",
+        &format!("{prefix}/latency.json.gz"),
+        synthetic_file("latency", 100),
+    );
+    while parquet_files(&s.lake.join("ciem_events")).is_empty() {
+        daemon.assert_running();
+        assert!(uploaded.elapsed() < Duration::from_secs(300));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "latency: upload to committed row {:.1} s with the default flush policy",
+        uploaded.elapsed().as_secs_f64()
+    );
+    daemon.terminate();
+}
