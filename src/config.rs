@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::normalize::NormalizeConfig;
 use crate::pipeline::FlushPolicy;
 use crate::sink::parquet::ParquetOptions;
+use crate::sink::s3::S3LakeConfig;
 use crate::sources::files::InboxConfig;
 use crate::sources::sqs_s3::SqsS3Config;
 
@@ -63,6 +64,9 @@ pub struct LakeConfig {
     /// Rows per Parquet row group.
     #[serde(default = "default_row_group")]
     pub row_group_rows: usize,
+    /// Publish the lake to S3 instead; `path` then holds the journal and staged files.
+    #[serde(default)]
+    pub s3: Option<S3LakeConfig>,
 }
 
 fn default_lake() -> PathBuf {
@@ -81,6 +85,7 @@ impl Default for LakeConfig {
             path: default_lake(),
             zstd_level: default_zstd(),
             row_group_rows: default_row_group(),
+            s3: None,
         }
     }
 }

@@ -284,7 +284,7 @@ impl Progress {
 
 fn run(cfg: PipelineConfig) -> Result<()> {
     let ctx = decode_context(&cfg.normalize, &cfg.name)?;
-    let lake = LocalLake::open(&cfg.sink.path, cfg.sink.parquet())
+    let lake = auditlake::sink::s3::open_lake(&cfg.sink)
         .with_context(|| format!("cannot open the lake at {}", cfg.sink.path.display()))?;
     let mut batcher = Batcher::new(lake, cfg.flush);
     let stop = Arc::new(AtomicBool::new(false));

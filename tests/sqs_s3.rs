@@ -292,6 +292,16 @@ struct Setup {
 }
 
 fn setup(moto: &Moto, queue_url: &str, extra_source: &str, flush: &str) -> Setup {
+    setup_with_sink(moto, queue_url, extra_source, flush, "")
+}
+
+fn setup_with_sink(
+    moto: &Moto,
+    queue_url: &str,
+    extra_source: &str,
+    flush: &str,
+    extra_sink: &str,
+) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let lake = dir.path().join("lake");
     let config = dir.path().join("pipeline.toml");
@@ -306,6 +316,7 @@ wait_time_secs = 1
 {extra_source}
 [sink]
 path = "{lake}"
+{extra_sink}
 [flush]
 {flush}
 "#,
@@ -788,4 +799,188 @@ fn throughput() {
         uploaded.elapsed().as_secs_f64()
     );
     daemon.terminate();
+}
+
+impl Aws {
+    /// Every object under `prefix`, downloaded into `dir` with the same relative paths.
+    fn download_prefix(&self, bucket: &str, prefix: &str, dir: &Path) -> Vec<String> {
+        let listed = self
+            .rt
+            .block_on(
+                self.s3
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .send(),
+            )
+            .expect("list objects");
+        let mut keys = Vec::new();
+        for o in listed.contents() {
+            let key = o.key().expect("key").to_string();
+            let bytes = self
+                .rt
+                .block_on(async {
+                    let out = self.s3.get_object().bucket(bucket).key(&key).send().await?;
+                    Ok::<_, Box<dyn std::error::Error>>(out.body.collect().await?.into_bytes())
+                })
+                .expect("get object");
+            let rel = key
+                .strip_prefix(prefix)
+                .expect("prefix")
+                .trim_start_matches('/');
+            let path = dir.join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, &bytes).expect("write");
+            keys.push(key);
+        }
+        keys
+    }
+}
+
+#[test]
+fn the_lake_can_be_published_to_s3() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let queue = aws.queue("to-s3", 30);
+    aws.bucket("trail");
+    aws.bucket("lake-bucket");
+    aws.notify("trail", &queue);
+    let prefix = "AWSLogs/111122223333/CloudTrail/us-east-1/2022/07/20";
+    aws.put(
+        "trail",
+        &format!("{prefix}/a.json.gz"),
+        gzip(&sample(SECRETS_SAMPLE)),
+    );
+    aws.put(
+        "trail",
+        &format!("{prefix}/b.json.gz"),
+        gzip(&sample(DAMAGED_SAMPLE)),
+    );
+    let s = setup_with_sink(
+        &moto,
+        &queue,
+        "",
+        "max_age_secs = 1",
+        &format!(
+            "s3 = {{ bucket = \"lake-bucket\", prefix = \"lakes/ciem/\", region = \"us-east-1\", endpoint_url = \"{}\" }}",
+            moto.endpoint
+        ),
+    );
+    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
+    let log = daemon.terminate();
+
+    let local = parquet_files(&s.lake);
+    assert!(
+        local.is_empty(),
+        "staged files are removed once uploaded: {local:?}"
+    );
+    assert!(
+        s.lake.join("_auditlake/journal.jsonl").exists(),
+        "journal kept locally"
+    );
+    let copy = s.dir.path().join("copy");
+    let keys = aws.download_prefix("lake-bucket", "lakes/ciem/", &copy);
+    assert!(
+        keys.iter().any(|k| k.starts_with(
+            "lakes/ciem/ciem_events/provider=aws/account=677301038893/date=2022-07-20/part-"
+        )),
+        "{keys:?}\n{log}"
+    );
+    assert_eq!(count(&copy, "ciem_events"), 11, "{keys:?}");
+    assert_eq!(count(&copy, "dead_letters"), 1, "{keys:?}");
+}
+
+#[test]
+fn s3_copies_of_an_unfinished_batch_are_removed_on_restart() {
+    use auditlake::event::DeadLetter;
+    use auditlake::normalize::Stamp;
+    use auditlake::sink::journal::Segment;
+    use auditlake::sink::lake::{LocalLake, PendingBatch};
+    use auditlake::sink::parquet::ParquetOptions;
+    use auditlake::sink::s3::S3Remote;
+
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    aws.bucket("lake-bucket");
+    let remote =
+        || Box::new(S3Remote::with_client(aws.s3.clone(), "lake-bucket", "p", 5).expect("remote"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("state");
+    let dead = DeadLetter::new(
+        "t".into(),
+        Stamp {
+            source: "s".into(),
+            partition: None,
+            ingest_time_ms: 1_700_000_000_000,
+        }
+        .origin(0),
+        "reason",
+        b"raw",
+        1024,
+        1_700_000_000_000,
+    );
+    {
+        let mut lake =
+            LocalLake::open_with_remote(&root, ParquetOptions::default(), remote()).expect("open");
+        let staged = lake
+            .stage(PendingBatch {
+                events: vec![],
+                dead_letters: vec![dead],
+                segments: vec![Segment {
+                    unit: "u".to_string(),
+                    from: 0,
+                    to: 1,
+                    complete: true,
+                }],
+            })
+            .expect("stage")
+            .expect("a batch");
+        drop(staged); // the process dies after `prepare`, having uploaded the file
+    }
+    let journal = std::fs::read_to_string(root.join("_auditlake/journal.jsonl")).expect("journal");
+    let prepared: Value =
+        serde_json::from_str(journal.lines().next().expect("line")).expect("json");
+    let rel = prepared["files"][0].as_str().expect("file").to_string();
+    aws.put("lake-bucket", &format!("p/{rel}"), b"partial".to_vec());
+    let before = aws.download_prefix("lake-bucket", "p/", &dir.path().join("before"));
+    assert_eq!(before.len(), 1);
+
+    let lake =
+        LocalLake::open_with_remote(&root, ParquetOptions::default(), remote()).expect("reopen");
+    assert!(
+        lake.unit("u").is_none(),
+        "the unfinished batch is not recorded"
+    );
+    let after = aws.download_prefix("lake-bucket", "p/", &dir.path().join("after"));
+    assert!(after.is_empty(), "the S3 copy is removed: {after:?}");
+}
+
+#[test]
+fn s3_output_uploads_large_files_in_parts() {
+    use auditlake::sink::lake::Remote;
+    use auditlake::sink::s3::S3Remote;
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    aws.bucket("lake-bucket");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 11 MiB + 3 bytes of varied content: parts of 5, 5 and 1 MiB + 3 bytes.
+    let bytes: Vec<u8> = (0..(11usize << 20) + 3)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let local = dir.path().join("big.parquet");
+    std::fs::write(&local, &bytes).expect("write");
+    let mut remote = S3Remote::with_client(aws.s3.clone(), "lake-bucket", "x/", 5).expect("remote");
+    remote
+        .put("ciem_events/big.parquet", &local)
+        .expect("multipart upload");
+    let copy = dir.path().join("copy");
+    let keys = aws.download_prefix("lake-bucket", "x/", &copy);
+    assert_eq!(keys, vec!["x/ciem_events/big.parquet".to_string()]);
+    let back = std::fs::read(copy.join("ciem_events/big.parquet")).expect("read");
+    assert!(back == bytes, "the uploaded object is byte-identical");
+    remote.delete("ciem_events/big.parquet").expect("delete");
+    remote
+        .delete("ciem_events/big.parquet")
+        .expect("deleting twice succeeds");
 }
