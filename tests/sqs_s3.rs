@@ -720,6 +720,22 @@ fn sigkill_mid_stream_and_restart_leaves_every_event_exactly_once() {
         count(&s.lake, "ciem_events") < (OBJECTS * PER_OBJECT) as i64,
         "the kills must come mid-stream"
     );
+    // A graceful stop mid-stream as well: exit 0, objects in progress finished or abandoned at a
+    // committed position, unfinished messages handed back to the queue.
+    let after_second = commits();
+    let mut daemon = Daemon::start(&s.config, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while commits() < after_second + 2 {
+        daemon.assert_running();
+        assert!(Instant::now() < deadline, "no progress:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopping = Instant::now();
+    daemon.terminate();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(30),
+        "SIGTERM stops promptly"
+    );
 
     let mut daemon = Daemon::start(&s.config, &log);
     wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(90));

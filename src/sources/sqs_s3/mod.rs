@@ -469,6 +469,7 @@ async fn receive_loop(
 
 /// Extends the visibility of every message in progress, every third of the timeout.
 async fn heartbeat_loop(clients: Clients, cfg: SqsS3Config, shared: Arc<Shared>) {
+    use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry as Entry;
     let period = Duration::from_millis((cfg.visibility_timeout_secs as u64 * 1000 / 3).max(500));
     loop {
         tokio::time::sleep(period).await;
@@ -476,19 +477,39 @@ async fn heartbeat_loop(clients: Clients, cfg: SqsS3Config, shared: Arc<Shared>)
             Ok(m) => m.values().cloned().collect(),
             Err(_) => return,
         };
-        for receipt in receipts {
+        for chunk in receipts.chunks(10) {
+            let entries: Vec<Entry> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, receipt)| {
+                    Entry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(cfg.visibility_timeout_secs)
+                        .build()
+                        .ok()
+                })
+                .collect();
             let r = clients
                 .sqs
-                .change_message_visibility()
+                .change_message_visibility_batch()
                 .queue_url(&cfg.queue_url)
-                .receipt_handle(&receipt)
-                .visibility_timeout(cfg.visibility_timeout_secs)
+                .set_entries(Some(entries))
                 .send()
                 .await;
-            if let Err(e) = r {
-                // Usually a message deleted meanwhile; otherwise it may be redelivered, which
-                // is harmless (the journal skips what is already in the lake).
-                tracing::debug!(error = %DisplayErrorContext(&e), "cannot extend a message's visibility");
+            match r {
+                // A failed entry is usually a message deleted meanwhile; otherwise it may be
+                // redelivered, which is harmless (the journal skips what is in the lake).
+                Ok(out) if !out.failed().is_empty() => {
+                    tracing::debug!(
+                        failed = out.failed().len(),
+                        "some visibility extensions failed"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %DisplayErrorContext(&e), "cannot extend the visibility of messages in progress");
+                }
             }
         }
     }
@@ -499,30 +520,62 @@ async fn ack_loop(
     queue_url: String,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Ack>,
 ) {
-    while let Some(ack) = rx.recv().await {
-        match ack {
-            Ack::Delete { receipt } => {
-                let r = clients
-                    .sqs
-                    .delete_message()
-                    .queue_url(&queue_url)
-                    .receipt_handle(&receipt)
-                    .send()
-                    .await;
-                if let Err(e) = r {
-                    tracing::warn!(error = %DisplayErrorContext(&e), "cannot delete a message: it will be redelivered and found already in the lake");
+    use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry as Entry;
+    while let Some(first) = rx.recv().await {
+        // Deletions go out in batches of up to 10 (whatever is waiting).
+        let mut deletes = Vec::new();
+        let mut next = Some(first);
+        while let Some(ack) = next.take() {
+            match ack {
+                Ack::Delete { receipt } => deletes.push(receipt),
+                Ack::Release { receipt } => {
+                    let _ = clients
+                        .sqs
+                        .change_message_visibility()
+                        .queue_url(&queue_url)
+                        .receipt_handle(&receipt)
+                        .visibility_timeout(0)
+                        .send()
+                        .await;
                 }
             }
-            Ack::Release { receipt } => {
-                let _ = clients
-                    .sqs
-                    .change_message_visibility()
-                    .queue_url(&queue_url)
-                    .receipt_handle(&receipt)
-                    .visibility_timeout(0)
-                    .send()
-                    .await;
+            if deletes.len() < 10 {
+                next = rx.try_recv().ok();
             }
+        }
+        if deletes.is_empty() {
+            continue;
+        }
+        let entries: Vec<Entry> = deletes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, receipt)| {
+                Entry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let r = clients
+            .sqs
+            .delete_message_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        let failed = match r {
+            Ok(out) => out.failed().len(),
+            Err(e) => {
+                tracing::warn!(error = %DisplayErrorContext(&e), "cannot delete messages");
+                deletes.len()
+            }
+        };
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "messages not deleted: they will be redelivered and found already in the lake"
+            );
         }
     }
 }
@@ -597,6 +650,13 @@ impl Coordinator<'_> {
             }
             self.settle();
             if self.stopping && receiver_stopped && self.reading == 0 {
+                break;
+            }
+            if grace_ends.is_some_and(|t| Instant::now() >= t + Duration::from_secs(30)) {
+                tracing::error!(
+                    objects_in_progress = self.reading,
+                    "objects still in progress 30 s after the shutdown grace; stopping without them"
+                );
                 break;
             }
         }
@@ -897,6 +957,8 @@ async fn read_object(
         partition: None,
         ingest_time_ms: now_ms(),
     };
+    let ctl_for_panic = ctl.clone();
+    let unit_for_panic = unit.clone();
     let decoder = tokio::task::spawn_blocking(move || {
         decode_object(reader, &transport_error, &ctx, &stamp, unit, &ctl, &shared)
     });
@@ -916,7 +978,15 @@ async fn read_object(
     }
     drop(tx);
     if let Err(e) = decoder.await {
+        // The decoder died without reporting: report for it, so the object is not waited for.
         tracing::error!(object = %url, error = %e, "object decoder failed");
+        let _ = send_blocking(
+            &ctl_for_panic,
+            Ctl::Failed {
+                unit: unit_for_panic,
+                reason: format!("decoding {url} failed: {e}"),
+            },
+        );
     }
 }
 
