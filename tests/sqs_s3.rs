@@ -775,11 +775,48 @@ fn throughput() {
     aws.notify("bench-trail", &queue);
     let prefix = "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01";
     let mut gz_bytes = 0;
-    for o in 0..objects {
-        let body = synthetic_file(&format!("bench{o}"), per_object);
-        gz_bytes += body.len();
-        aws.put("bench-trail", &format!("{prefix}/f{o}.json.gz"), body);
-    }
+    // A corpus from bench/gen_cloudtrail.py (realistic records), or small synthetic files.
+    let (objects, events) = match std::env::var_os("AUDITLAKE_BENCH_DIR").map(PathBuf::from) {
+        Some(dir) => {
+            let manifest: Value = serde_json::from_slice(
+                &std::fs::read(dir.with_extension("manifest.json")).expect("corpus manifest"),
+            )
+            .expect("manifest json");
+            let mut files = Vec::new();
+            let mut stack = vec![dir.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).expect("read corpus").flatten() {
+                    if e.path().is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        files.push(e.path());
+                    }
+                }
+            }
+            for f in &files {
+                let body = std::fs::read(f).expect("read corpus file");
+                gz_bytes += body.len();
+                let key = f
+                    .strip_prefix(&dir)
+                    .expect("relative")
+                    .display()
+                    .to_string();
+                aws.put("bench-trail", &key, body);
+            }
+            (
+                files.len(),
+                manifest["events"].as_u64().expect("events in manifest") as usize,
+            )
+        }
+        None => {
+            for o in 0..objects {
+                let body = synthetic_file(&format!("bench{o}"), per_object);
+                gz_bytes += body.len();
+                aws.put("bench-trail", &format!("{prefix}/f{o}.json.gz"), body);
+            }
+            (objects, objects * per_object)
+        }
+    };
     // Phase 1: everything is queued; time from start until every message is deleted.
     let s = setup(&moto, &queue, "", "max_age_secs = 1");
     let started = Instant::now();
@@ -787,7 +824,6 @@ fn throughput() {
     wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(1800));
     let secs = started.elapsed().as_secs_f64();
     daemon.terminate();
-    let events = objects * per_object;
     assert_eq!(count(&s.lake, "ciem_events"), events as i64);
     println!(
         "throughput: {objects} objects, {events} events, {:.1} MB gzip in {secs:.1} s (start to last delete): {:.0} events/s, {:.1} objects/s",
