@@ -1036,3 +1036,74 @@ fn s3_output_uploads_large_files_in_parts() {
         .delete("ciem_events/big.parquet")
         .expect("deleting twice succeeds");
 }
+
+#[test]
+fn with_queue_redrive_a_poison_message_goes_to_the_queues_dead_letter_queue() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let dlq = aws.queue("poison-dlq", 30);
+    let dlq_arn = aws
+        .rt
+        .block_on(
+            aws.sqs
+                .get_queue_attributes()
+                .queue_url(&dlq)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send(),
+        )
+        .expect("dlq attributes")
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .expect("dlq arn");
+    let queue = aws
+        .rt
+        .block_on(
+            aws.sqs
+                .create_queue()
+                .queue_name("with-redrive")
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                    json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
+                )
+                .send(),
+        )
+        .expect("create queue")
+        .queue_url()
+        .expect("url")
+        .to_string();
+    aws.bucket("trail");
+    let prefix = "AWSLogs/111122223333/CloudTrail/us-east-1/2022/07/20";
+    aws.put(
+        "trail",
+        &format!("{prefix}/good.json.gz"),
+        gzip(&sample(TRAIL_SAMPLE)),
+    );
+    let record = |key: &str| {
+        json!({"Records": [{"eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "trail"}, "object": {"key": format!("{prefix}/{key}")}}}]})
+        .to_string()
+    };
+    aws.send(&queue, &record("good.json.gz"));
+    aws.send(&queue, &record("missing.json.gz"));
+    let s = setup(
+        &moto,
+        &queue,
+        "visibility_timeout_secs = 1\nmax_receive_count = 1\non_poison = \"queue_redrive\"",
+        "max_age_secs = 1",
+    );
+    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
+    let log = daemon.terminate();
+    assert_eq!(count(&s.lake, "ciem_events"), 1, "{log}");
+    assert_eq!(
+        count(&s.lake, "dead_letters"),
+        0,
+        "left to the queue, not dead-lettered"
+    );
+    assert_eq!(
+        aws.counts(&dlq).0,
+        1,
+        "the queue's redrive moved it:\n{log}"
+    );
+}

@@ -731,13 +731,11 @@ impl Coordinator<'_> {
             pending: HashSet::new(),
         };
         let parsed = parse_body(&state.body);
+        let dead_unit = format!("dead:sqs-message:{}", state.message_id);
         self.messages.insert(key, state);
         let notification = match parsed {
             Ok(n) => n,
-            Err(e) => {
-                let dead_unit = format!("dead:sqs-message:{}", self.messages[&key].message_id);
-                return self.message_failed(key, "", &dead_unit, &e.to_string());
-            }
+            Err(e) => return self.message_failed(key, "", &dead_unit, &e.to_string()),
         };
         if notification.test_event {
             self.stats.test_events += 1;
