@@ -1107,3 +1107,100 @@ fn with_queue_redrive_a_poison_message_goes_to_the_queues_dead_letter_queue() {
         "the queue's redrive moved it:\n{log}"
     );
 }
+
+/// A loopback TCP proxy to moto that cuts the first `cuts` responses to GETs whose request
+/// line contains `needle` after `after` bytes: a download that breaks half-way. (moto answers
+/// with `Connection: close`, so one connection carries one request.)
+fn cutting_proxy(upstream: &str, needle: &'static str, after: usize, cuts: usize) -> String {
+    use std::io::Read;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    let left = Arc::new(AtomicUsize::new(cuts));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let upstream = upstream.clone();
+            let left = left.clone();
+            std::thread::spawn(move || {
+                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let mut client = client;
+                let mut head = vec![0u8; 4096];
+                let Ok(n) = client.read(&mut head) else {
+                    return;
+                };
+                head.truncate(n);
+                let line = String::from_utf8_lossy(&head[..head.len().min(300)]).into_owned();
+                let cut = line.starts_with("GET ")
+                    && line.lines().next().is_some_and(|l| l.contains(needle))
+                    && left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
+                        .is_ok();
+                if server.write_all(&head).is_err() {
+                    return;
+                }
+                let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                    return;
+                };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                });
+                if cut {
+                    let _ = std::io::copy(&mut (&mut server).take(after as u64), &mut client);
+                } else {
+                    let _ = std::io::copy(&mut server, &mut client);
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_download_cut_half_way_is_resumed_on_redelivery_without_duplicates() {
+    const EVENTS: usize = 6000;
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let queue = aws.queue("cut", 2);
+    aws.bucket("trail");
+    aws.notify("trail", &queue);
+    let body = synthetic_file("cut", EVENTS);
+    let size = body.len();
+    aws.put(
+        "trail",
+        "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/big-cut.json.gz",
+        body,
+    );
+    // Cut the first two downloads at about half the object.
+    let proxy = cutting_proxy(&moto.endpoint, "big-cut", size / 2, 2);
+    let mut s = setup(
+        &moto,
+        &queue,
+        "visibility_timeout_secs = 2",
+        "max_rows = 500\nmax_age_secs = 1",
+    );
+    let text = std::fs::read_to_string(&s.config).expect("config").replace(
+        &format!("endpoint_url = \"{}\"", moto.endpoint),
+        &format!("endpoint_url = \"{proxy}\""),
+    );
+    s.config = s.dir.path().join("via-proxy.toml");
+    std::fs::write(&s.config, text).expect("config");
+    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
+    let log = daemon.terminate();
+    let failures = log.matches("object not read").count();
+    assert!(failures >= 1, "the cut must have been seen:\n{log}");
+    let events = dataset(&s.lake, "ciem_events");
+    let row = duckdb(&format!(
+        "select count(*), count(distinct metadata_uid) from {events}"
+    ));
+    assert_eq!(row[0], vec![json!(EVENTS), json!(EVENTS)], "{log}");
+    assert_eq!(count(&s.lake, "dead_letters"), 0, "{log}");
+    let stats = final_stats(&log);
+    assert!(stats["objects_failed"].as_u64() >= Some(1), "{stats}");
+}
