@@ -1204,3 +1204,41 @@ fn a_download_cut_half_way_is_resumed_on_redelivery_without_duplicates() {
     let stats = final_stats(&log);
     assert!(stats["objects_failed"].as_u64() >= Some(1), "{stats}");
 }
+
+#[test]
+fn a_wrong_queue_or_setting_is_reported_clearly() {
+    let moto = Moto::start();
+    let missing = format!("{}/123456789012/no-such-queue", moto.endpoint);
+    let s = setup(&moto, &missing, "", "max_age_secs = 1");
+    let out = Command::new(bin())
+        .args(["run", "--config", s.config.to_str().expect("path")])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot use the SQS queue")
+            && err.contains("no-such-queue")
+            && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("testing"),
+        "no credentials in messages: {err}"
+    );
+
+    let s = setup(&moto, &missing, "max_messages = 11", "");
+    let out = Command::new(bin())
+        .args(["run", "--config", s.config.to_str().expect("path")])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("max_messages must be between 1 and 10"),
+        "{err}"
+    );
+}

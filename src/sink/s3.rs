@@ -160,7 +160,7 @@ impl S3Remote {
                 s3_error(
                     "start the upload of",
                     key,
-                    aws_sdk_s3::error::DisplayErrorContext(e),
+                    crate::sources::sqs_s3::error_chain(&e),
                 )
             })?;
         let upload_id = created
@@ -194,7 +194,7 @@ impl S3Remote {
                         s3_error(
                             "upload a part of",
                             key,
-                            aws_sdk_s3::error::DisplayErrorContext(e),
+                            crate::sources::sqs_s3::error_chain(&e),
                         )
                     })?;
                 parts.push(
@@ -230,7 +230,7 @@ impl S3Remote {
                     s3_error(
                         "complete the upload of",
                         key,
-                        aws_sdk_s3::error::DisplayErrorContext(e),
+                        crate::sources::sqs_s3::error_chain(&e),
                     )
                 }),
             Err(e) => Err(e),
@@ -266,7 +266,7 @@ impl Remote for S3Remote {
                 .key(&key)
                 .send(),
         )
-        .map_err(|e| s3_error("delete", &key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        .map_err(|e| s3_error("delete", &key, crate::sources::sqs_s3::error_chain(&e)))?;
         tracing::warn!(bucket = %self.bucket, key = %key, "removed file of an unfinished batch from S3");
         Ok(())
     }

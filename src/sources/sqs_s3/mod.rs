@@ -25,7 +25,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde::Deserialize;
 
@@ -327,7 +326,7 @@ pub fn run(
     )
     .map_err(|e| SqsS3Error::Queue {
         queue: cfg.queue_url.clone(),
-        message: DisplayErrorContext(&e).to_string(),
+        message: error_chain(&e),
     })?;
     tracing::info!(queue = %cfg.queue_url, lake = %batcher.lake().root().display(), "receiving S3 notifications");
 
@@ -394,6 +393,22 @@ pub fn run(
     Ok(stats)
 }
 
+/// An error and its causes, as one line of their messages (the SDK's own Display stops at
+/// "service error" / "dispatch failure"; its Debug form is too noisy for a log line).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// Sends to the coordinator from async code (the channel is bounded, so this may block).
 fn send_blocking(tx: &SyncSender<Ctl>, msg: Ctl) -> bool {
     tokio::task::block_in_place(|| tx.send(msg).is_ok())
@@ -458,7 +473,7 @@ async fn receive_loop(
                 }
             }
             Err(e) => {
-                tracing::error!(queue = %cfg.queue_url, error = %DisplayErrorContext(&e), retry_in_secs = backoff.as_secs(), "cannot receive messages");
+                tracing::error!(queue = %cfg.queue_url, error = %error_chain(&e), retry_in_secs = backoff.as_secs(), "cannot receive messages");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
@@ -508,7 +523,7 @@ async fn heartbeat_loop(clients: Clients, cfg: SqsS3Config, shared: Arc<Shared>)
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %DisplayErrorContext(&e), "cannot extend the visibility of messages in progress");
+                    tracing::warn!(error = %error_chain(&e), "cannot extend the visibility of messages in progress");
                 }
             }
         }
@@ -567,7 +582,7 @@ async fn ack_loop(
         let failed = match r {
             Ok(out) => out.failed().len(),
             Err(e) => {
-                tracing::warn!(error = %DisplayErrorContext(&e), "cannot delete messages");
+                tracing::warn!(error = %error_chain(&e), "cannot delete messages");
                 deletes.len()
             }
         };
@@ -938,7 +953,7 @@ async fn read_object(
     let mut body = match request.send().await {
         Ok(out) => out.body,
         Err(e) => {
-            let reason = format!("cannot get {url}: {}", DisplayErrorContext(&e));
+            let reason = format!("cannot get {url}: {}", error_chain(&e));
             let _ = send_blocking(&ctl, Ctl::Failed { unit, reason });
             return;
         }
