@@ -219,12 +219,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path, log: &Path) -> Daemon {
+        Self::start_binary(&bin(), config, log)
+    }
+
+    fn start_binary(binary: &Path, config: &Path, log: &Path) -> Daemon {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
-        let child = Command::new(bin())
+        let child = Command::new(binary)
             .args(["run", "--config", config.to_str().expect("path")])
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -762,12 +766,17 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 /// Throughput and latency through moto (the README's figures). Not part of the suite:
 /// `cargo test --test sqs_s3 -- --ignored --nocapture throughput`; sizes from
-/// AUDITLAKE_BENCH_OBJECTS / AUDITLAKE_BENCH_EVENTS (per object).
+/// AUDITLAKE_BENCH_OBJECTS / AUDITLAKE_BENCH_EVENTS (per object), or a corpus made by
+/// `bench/gen_cloudtrail.py` in AUDITLAKE_BENCH_DIR; the daemon from AUDITLAKE_BENCH_BIN.
 #[test]
 #[ignore]
 fn throughput() {
     let objects = env_usize("AUDITLAKE_BENCH_OBJECTS", 100);
     let per_object = env_usize("AUDITLAKE_BENCH_EVENTS", 1000);
+    // AUDITLAKE_BENCH_BIN: measure another build (e.g. target/release/auditlake).
+    let binary = std::env::var_os("AUDITLAKE_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(bin);
     let moto = Moto::start();
     let aws = Aws::new(&moto);
     let queue = aws.queue("bench", 60);
@@ -820,7 +829,7 @@ fn throughput() {
     // Phase 1: everything is queued; time from start until every message is deleted.
     let s = setup(&moto, &queue, "", "max_age_secs = 1");
     let started = Instant::now();
-    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    let mut daemon = Daemon::start_binary(&binary, &s.config, &s.dir.path().join("daemon.log"));
     wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(1800));
     let secs = started.elapsed().as_secs_f64();
     daemon.terminate();
@@ -833,7 +842,7 @@ fn throughput() {
     );
     // Phase 2: latency from upload to a committed row, default flush policy.
     let s = setup(&moto, &queue, "", "");
-    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    let mut daemon = Daemon::start_binary(&binary, &s.config, &s.dir.path().join("daemon.log"));
     std::thread::sleep(Duration::from_secs(3));
     let uploaded = Instant::now();
     aws.put(
