@@ -601,22 +601,34 @@ fn poison_messages_are_dead_lettered_after_n_receives_while_the_rest_flows() {
 }
 
 #[test]
-fn a_message_in_progress_stays_invisible_until_its_rows_are_committed() {
+fn a_slow_object_stays_invisible_to_others_while_it_is_processed() {
     let moto = Moto::start();
     let aws = Aws::new(&moto);
     let queue = aws.queue("slow", 2);
     aws.bucket("trail");
     aws.notify("trail", &queue);
-    let key = "AWSLogs/111122223333/CloudTrail/us-east-1/2022/07/20/slow.json.gz";
-    aws.put("trail", key, gzip(&sample(SECRETS_SAMPLE)));
-    // Rows wait 7 s for their commit, more than three visibility timeouts of 2 s: without the
-    // heartbeat the message would be redelivered and read again meanwhile.
-    let s = setup(
+    let key = "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/slow.json.gz";
+    let body = synthetic_file("slow", 3000);
+    let size = body.len();
+    aws.put("trail", key, body);
+    // The download trickles for several seconds, and then the rows wait up to 3 s for their
+    // commit: together well over three visibility timeouts of 2 s. Without the heartbeat the
+    // message would become visible, be redelivered and be read again meanwhile.
+    let per_100ms = size / 50 + 1;
+    let proxy = faulty_proxy(&moto.endpoint, "slow.json.gz", Fault::Slow { per_100ms }, 1);
+    let mut s = setup(
         &moto,
         &queue,
         "visibility_timeout_secs = 2",
-        "max_age_secs = 7",
+        "max_age_secs = 3",
     );
+    let text = std::fs::read_to_string(&s.config).expect("config").replace(
+        &format!("endpoint_url = \"{}\"", moto.endpoint),
+        &format!("endpoint_url = \"{proxy}\""),
+    );
+    s.config = s.dir.path().join("via-proxy.toml");
+    std::fs::write(&s.config, text).expect("config");
+    let started = Instant::now();
     let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_in_flight = false;
@@ -633,7 +645,12 @@ fn a_message_in_progress_stays_invisible_until_its_rows_are_committed() {
         assert!(Instant::now() < deadline, "queue not drained");
         std::thread::sleep(Duration::from_millis(250));
     }
+    let took = started.elapsed();
     let log = daemon.terminate();
+    assert!(
+        took > Duration::from_secs(6),
+        "the object must be slow: {took:?}"
+    );
     let reads = log
         .lines()
         .filter(|l| l.contains("reading object") && l.contains("slow.json.gz"))
@@ -641,7 +658,7 @@ fn a_message_in_progress_stays_invisible_until_its_rows_are_committed() {
     assert_eq!(reads, 1, "the object is read once:\n{log}");
     // Two messages (S3's test event and the object's), each received once: no redelivery.
     assert_eq!(final_stats(&log)["messages"], json!(2), "{log}");
-    assert_eq!(count(&s.lake, "ciem_events"), 10);
+    assert_eq!(count(&s.lake, "ciem_events"), 3000);
 }
 
 /// A CloudTrail file of `n` events with ids `<tag>-<i>`.
@@ -1117,17 +1134,26 @@ fn with_queue_redrive_a_poison_message_goes_to_the_queues_dead_letter_queue() {
     );
 }
 
-/// A loopback TCP proxy to moto that cuts the first `cuts` responses to GETs whose request
-/// line contains `needle` after `after` bytes: a download that breaks half-way. (moto answers
-/// with `Connection: close`, so one connection carries one request.)
-fn cutting_proxy(upstream: &str, needle: &'static str, after: usize, cuts: usize) -> String {
+/// What the proxy does to the responses of the GETs it picks.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Close the connection after this many bytes (a download that breaks half-way).
+    Cut { after: usize },
+    /// Pass this many bytes per 100 ms (a slow download).
+    Slow { per_100ms: usize },
+}
+
+/// A loopback TCP proxy to moto applying `fault` to the first `times` responses to GETs whose
+/// request line contains `needle`. (moto answers with `Connection: close`, so one connection
+/// carries one request.)
+fn faulty_proxy(upstream: &str, needle: &'static str, fault: Fault, times: usize) -> String {
     use std::io::Read;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let upstream = upstream.trim_start_matches("http://").to_string();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
     let addr = listener.local_addr().expect("proxy address");
-    let left = Arc::new(AtomicUsize::new(cuts));
+    let left = Arc::new(AtomicUsize::new(times));
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             let upstream = upstream.clone();
@@ -1157,10 +1183,22 @@ fn cutting_proxy(upstream: &str, needle: &'static str, after: usize, cuts: usize
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut c2, &mut s2);
                 });
-                if cut {
-                    let _ = std::io::copy(&mut (&mut server).take(after as u64), &mut client);
-                } else {
-                    let _ = std::io::copy(&mut server, &mut client);
+                match (cut, fault) {
+                    (false, _) => {
+                        let _ = std::io::copy(&mut server, &mut client);
+                    }
+                    (true, Fault::Cut { after }) => {
+                        let _ = std::io::copy(&mut (&mut server).take(after as u64), &mut client);
+                    }
+                    (true, Fault::Slow { per_100ms }) => {
+                        let mut buf = vec![0u8; per_100ms];
+                        while let Ok(n) = server.read(&mut buf) {
+                            if n == 0 || client.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
                 }
                 let _ = client.shutdown(std::net::Shutdown::Both);
                 let _ = server.shutdown(std::net::Shutdown::Both);
@@ -1186,7 +1224,7 @@ fn a_download_cut_half_way_is_resumed_on_redelivery_without_duplicates() {
         body,
     );
     // Cut the first two downloads at about half the object.
-    let proxy = cutting_proxy(&moto.endpoint, "big-cut", size / 2, 2);
+    let proxy = faulty_proxy(&moto.endpoint, "big-cut", Fault::Cut { after: size / 2 }, 2);
     let mut s = setup(
         &moto,
         &queue,
