@@ -7,6 +7,7 @@
 //! - [`pipeline`]: batching, deduplication and the flush policy;
 //! - [`sink`]: Parquet files committed to the lake through a journal.
 
+pub mod aws;
 pub mod config;
 pub mod decode;
 pub mod event;

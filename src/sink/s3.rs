@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::SinkError;
 use super::lake::{LocalLake, Remote};
+use crate::aws::{config_loader, error_chain};
 use crate::config::LakeConfig;
 
 /// `[sink.s3]`: publish the lake to a bucket.
@@ -79,19 +80,14 @@ impl S3Remote {
             .enable_all()
             .build()
             .map_err(|e| SinkError::io("start a runtime for", Path::new("S3"), e))?;
-        let sdk = rt.block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-            if let Some(region) = &cfg.region {
-                loader = loader.region(aws_config::Region::new(region.clone()));
-            }
-            if let Some(profile) = &cfg.profile {
-                loader = loader.profile_name(profile);
-            }
-            if let Some(endpoint) = &cfg.endpoint_url {
-                loader = loader.endpoint_url(endpoint);
-            }
-            loader.load().await
-        });
+        let sdk = rt.block_on(
+            config_loader(
+                cfg.region.as_deref(),
+                cfg.profile.as_deref(),
+                cfg.endpoint_url.as_deref(),
+            )
+            .load(),
+        );
         if sdk.region().is_none() {
             return Err(SinkError::Config(
                 "[sink.s3] no AWS region: set `region` or AWS_REGION".to_string(),
@@ -156,13 +152,7 @@ impl S3Remote {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                s3_error(
-                    "start the upload of",
-                    key,
-                    crate::sources::sqs_s3::error_chain(&e),
-                )
-            })?;
+            .map_err(|e| s3_error("start the upload of", key, error_chain(&e)))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| s3_error("start the upload of", key, "no upload id in the answer"))?
@@ -190,13 +180,7 @@ impl S3Remote {
                     .body(buf.into())
                     .send()
                     .await
-                    .map_err(|e| {
-                        s3_error(
-                            "upload a part of",
-                            key,
-                            crate::sources::sqs_s3::error_chain(&e),
-                        )
-                    })?;
+                    .map_err(|e| s3_error("upload a part of", key, error_chain(&e)))?;
                 parts.push(
                     CompletedPart::builder()
                         .set_e_tag(part.e_tag().map(str::to_string))
@@ -226,13 +210,7 @@ impl S3Remote {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| {
-                    s3_error(
-                        "complete the upload of",
-                        key,
-                        crate::sources::sqs_s3::error_chain(&e),
-                    )
-                }),
+                .map_err(|e| s3_error("complete the upload of", key, error_chain(&e))),
             Err(e) => Err(e),
         };
         if completed.is_err() {
@@ -266,7 +244,7 @@ impl Remote for S3Remote {
                 .key(&key)
                 .send(),
         )
-        .map_err(|e| s3_error("delete", &key, crate::sources::sqs_s3::error_chain(&e)))?;
+        .map_err(|e| s3_error("delete", &key, error_chain(&e)))?;
         tracing::warn!(bucket = %self.bucket, key = %key, "removed file of an unfinished batch from S3");
         Ok(())
     }

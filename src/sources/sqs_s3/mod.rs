@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde::Deserialize;
 
+use crate::aws::{config_loader, error_chain};
 use crate::event::{DeadLetter, now_ms};
 use crate::normalize::Stamp;
 use crate::pipeline::{
@@ -194,22 +195,16 @@ struct Clients {
 }
 
 async fn connect(cfg: &SqsS3Config) -> Result<Clients, SqsS3Error> {
+    let region = cfg
+        .region
+        .clone()
+        .or_else(|| region_from_queue_url(&cfg.queue_url));
     let loader = || {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = cfg
-            .region
-            .clone()
-            .or_else(|| region_from_queue_url(&cfg.queue_url))
-        {
-            loader = loader.region(aws_config::Region::new(region));
-        }
-        if let Some(profile) = &cfg.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(endpoint) = &cfg.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
-        loader
+        config_loader(
+            region.as_deref(),
+            cfg.profile.as_deref(),
+            cfg.endpoint_url.as_deref(),
+        )
     };
     let mut sdk = loader().load().await;
     if let Some(role) = &cfg.assume_role {
@@ -391,22 +386,6 @@ pub fn run(
         "sqs_s3 source stopped"
     );
     Ok(stats)
-}
-
-/// An error and its causes, as one line of their messages (the SDK's own Display stops at
-/// "service error" / "dispatch failure"; its Debug form is too noisy for a log line).
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// Sends to the coordinator from async code (the channel is bounded, so this may block).
