@@ -490,7 +490,7 @@ fn sns_wrapped_and_eventbridge_bodies_are_understood() {
     let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
     wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
     let log = daemon.terminate();
-    assert_eq!(count(&s.lake, "ciem_events"), 11, "{log}");
+    assert_eq!(count(&s.lake, "ciem_events"), 12, "{log}");
     let events = dataset(&s.lake, "ciem_events");
     assert_eq!(
         scalar(&format!(
@@ -544,6 +544,20 @@ fn poison_messages_are_dead_lettered_after_n_receives_while_the_rest_flows() {
     .to_string();
     aws.send(&queue, &missing);
     aws.send(&queue, "this body is not JSON");
+    // One message naming a good object and a missing one: the good one is written once, though
+    // the message comes back until the missing one is given up.
+    aws.put(
+        "trail",
+        &format!("{prefix}/also-good.json.gz"),
+        gzip(&sample(EBS_SAMPLE)),
+    );
+    let pair = json!({"Records": [
+        {"eventName": "ObjectCreated:Put",
+         "s3": {"bucket": {"name": "trail"}, "object": {"key": format!("{prefix}/also-good.json.gz"), "eTag": "g"}}},
+        {"eventName": "ObjectCreated:Put",
+         "s3": {"bucket": {"name": "trail"}, "object": {"key": format!("{prefix}/also-missing.json.gz"), "eTag": "m2"}}}]})
+    .to_string();
+    aws.send(&queue, &pair);
 
     let s = setup(
         &moto,
@@ -556,12 +570,12 @@ fn poison_messages_are_dead_lettered_after_n_receives_while_the_rest_flows() {
     wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
     let log = daemon.terminate();
 
-    assert_eq!(count(&s.lake, "ciem_events"), 11, "{log}");
+    assert_eq!(count(&s.lake, "ciem_events"), 12, "{log}");
     let dead = dataset(&s.lake, "dead_letters");
     let rows = duckdb(&format!(
         "select origin_source, reason, raw from {dead} order by origin_source, reason"
     ));
-    assert_eq!(rows.len(), 4, "{rows:?}\n{log}");
+    assert_eq!(rows.len(), 5, "{rows:?}\n{log}");
     let text = |r: &Vec<Value>, i: usize| r[i].as_str().unwrap_or("").to_string();
     let corrupt = rows
         .iter()
@@ -595,8 +609,17 @@ fn poison_messages_are_dead_lettered_after_n_receives_while_the_rest_flows() {
         .expect("damaged record dead-lettered");
     assert!(!text(damaged, 1).contains("received"), "{damaged:?}");
     // The good object did not wait for the poison ones to be given up.
+    assert!(
+        rows.iter()
+            .any(|r| text(r, 0).ends_with("also-missing.json.gz")),
+        "{rows:?}"
+    );
     let stats = final_stats(&log);
-    assert_eq!(stats["dead_lettered"], json!(3), "{stats}");
+    assert_eq!(stats["dead_lettered"], json!(4), "{stats}");
+    assert!(
+        stats["objects_already_in_lake"].as_u64() >= Some(1),
+        "the redelivered message found its good object already in the lake: {stats}"
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
