@@ -250,6 +250,14 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Peak resident memory so far (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024)
+    }
+
     fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("daemon exited early ({status}); log:\n{}", self.log());
@@ -872,14 +880,18 @@ fn throughput() {
     let mut daemon = Daemon::start_binary(&binary, &s.config, &s.dir.path().join("daemon.log"));
     wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(1800));
     let secs = started.elapsed().as_secs_f64();
+    let peak = daemon.peak_rss_mib();
     daemon.terminate();
     assert_eq!(count(&s.lake, "ciem_events"), events as i64);
     println!(
-        "throughput: {objects} objects, {events} events, {:.1} MB gzip in {secs:.1} s (start to last delete): {:.0} events/s, {:.1} objects/s",
+        "throughput: {objects} objects, {events} events, {:.1} MB gzip in {secs:.1} s (start to last delete): {:.0} events/s, {:.1} objects/s, peak RSS {peak:?} MiB",
         gz_bytes as f64 / 1e6,
         events as f64 / secs,
         objects as f64 / secs
     );
+    if std::env::var_os("AUDITLAKE_BENCH_NO_LATENCY").is_some() {
+        return;
+    }
     // Phase 2: latency from upload to a committed row, default flush policy.
     let s = setup(&moto, &queue, "", "");
     let mut daemon = Daemon::start_binary(&binary, &s.config, &s.dir.path().join("daemon.log"));
