@@ -48,7 +48,7 @@ pub enum SourceConfig {
     /// Watch a directory for CloudTrail / CloudAudit files.
     Files(InboxConfig),
     /// S3 event notifications on an SQS queue; the objects they name are read from S3.
-    SqsS3(SqsS3Config),
+    SqsS3(Box<SqsS3Config>),
 }
 
 /// Where the lake is written.

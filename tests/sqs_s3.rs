@@ -1182,6 +1182,8 @@ enum Fault {
     Cut { after: usize },
     /// Pass this many bytes per 100 ms (a slow download).
     Slow { per_100ms: usize },
+    /// Pass this many bytes, then nothing while the connection stays open (a stalled one).
+    Stall { after: usize },
 }
 
 /// A loopback TCP proxy to moto applying `fault` to the first `times` responses to GETs whose
@@ -1230,6 +1232,10 @@ fn faulty_proxy(upstream: &str, needle: &'static str, fault: Fault, times: usize
                     }
                     (true, Fault::Cut { after }) => {
                         let _ = std::io::copy(&mut (&mut server).take(after as u64), &mut client);
+                    }
+                    (true, Fault::Stall { after }) => {
+                        let _ = std::io::copy(&mut (&mut server).take(after as u64), &mut client);
+                        std::thread::sleep(Duration::from_secs(30));
                     }
                     (true, Fault::Slow { per_100ms }) => {
                         let mut buf = vec![0u8; per_100ms];
@@ -1329,4 +1335,47 @@ fn a_wrong_queue_or_setting_is_reported_clearly() {
         err.contains("max_messages must be between 1 and 10"),
         "{err}"
     );
+}
+
+#[test]
+fn a_stalled_download_is_given_up_and_retried() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let queue = aws.queue("stall", 2);
+    aws.bucket("trail");
+    aws.notify("trail", &queue);
+    let body = synthetic_file("stall", 2000);
+    let size = body.len();
+    aws.put(
+        "trail",
+        "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/stalled.json.gz",
+        body,
+    );
+    let proxy = faulty_proxy(
+        &moto.endpoint,
+        "stalled.json.gz",
+        Fault::Stall { after: size / 3 },
+        1,
+    );
+    let mut s = setup(
+        &moto,
+        &queue,
+        "visibility_timeout_secs = 2\nstall_timeout_secs = 2",
+        "max_age_secs = 1",
+    );
+    let text = std::fs::read_to_string(&s.config).expect("config").replace(
+        &format!("endpoint_url = \"{}\"", moto.endpoint),
+        &format!("endpoint_url = \"{proxy}\""),
+    );
+    s.config = s.dir.path().join("via-proxy.toml");
+    std::fs::write(&s.config, text).expect("config");
+    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
+    let log = daemon.terminate();
+    assert!(log.contains("no data for 2 s"), "{log}");
+    let events = dataset(&s.lake, "ciem_events");
+    let row = duckdb(&format!(
+        "select count(*), count(distinct metadata_uid) from {events}"
+    ));
+    assert_eq!(row[0], vec![json!(2000), json!(2000)], "{log}");
 }

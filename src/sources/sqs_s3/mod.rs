@@ -132,6 +132,10 @@ pub struct SqsS3Config {
     /// (their messages are then redelivered later; what was committed is not read again).
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// A download (or a receive) that makes no progress for this long is given up: the object
+    /// is retried through redelivery instead of its message being kept invisible forever.
+    #[serde(default = "default_stall")]
+    pub stall_timeout_secs: u64,
 }
 
 fn default_wait() -> i32 {
@@ -151,6 +155,9 @@ fn default_max_receive() -> u32 {
 }
 fn default_grace() -> u64 {
     30
+}
+fn default_stall() -> u64 {
+    60
 }
 
 impl SqsS3Config {
@@ -173,6 +180,9 @@ impl SqsS3Config {
         }
         if self.max_receive_count == 0 {
             return bad("max_receive_count must be at least 1");
+        }
+        if self.stall_timeout_secs == 0 {
+            return bad("stall_timeout_secs must be at least 1");
         }
         Ok(())
     }
@@ -420,9 +430,17 @@ async fn receive_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
+        let receive = tokio::time::timeout(
+            Duration::from_secs(cfg.stall_timeout_secs + cfg.wait_time_secs as u64),
+            receive,
+        );
         let out = tokio::select! {
             out = receive => out,
             _ = stopped => break,
+        };
+        let Ok(out) = out else {
+            tracing::warn!(queue = %cfg.queue_url, "a receive got no answer; retrying");
+            continue;
         };
         match out {
             Ok(out) => {
@@ -893,6 +911,7 @@ impl Coordinator<'_> {
             self.reading += 1;
             self.rt.spawn(read_object(
                 self.clients.clone(),
+                Duration::from_secs(self.cfg.stall_timeout_secs),
                 object,
                 Arc::from(unit),
                 self.ctx.clone(),
@@ -913,6 +932,7 @@ impl Coordinator<'_> {
 /// Downloads one object and decodes it on a blocking thread as the bytes arrive.
 async fn read_object(
     clients: Clients,
+    stall: Duration,
     object: ObjectRef,
     unit: Arc<str>,
     ctx: DecodeContext,
@@ -929,10 +949,15 @@ async fn read_object(
     if let Some(version) = &object.version_id {
         request = request.version_id(version);
     }
-    let mut body = match request.send().await {
-        Ok(out) => out.body,
-        Err(e) => {
+    let mut body = match tokio::time::timeout(stall, request.send()).await {
+        Ok(Ok(out)) => out.body,
+        Ok(Err(e)) => {
             let reason = format!("cannot get {url}: {}", error_chain(&e));
+            let _ = send_blocking(&ctl, Ctl::Failed { unit, reason });
+            return;
+        }
+        Err(_) => {
+            let reason = format!("cannot get {url}: no answer in {} s", stall.as_secs());
             let _ = send_blocking(&ctl, Ctl::Failed { unit, reason });
             return;
         }
@@ -955,11 +980,15 @@ async fn read_object(
         decode_object(reader, &transport_error, &ctx, &stamp, unit, &ctl, &shared)
     });
     loop {
-        let next = body.next().await;
+        let next: Option<Result<bytes::Bytes, String>> =
+            match tokio::time::timeout(stall, body.next()).await {
+                Ok(next) => next.map(|r| r.map_err(|e| error_chain(&e))),
+                Err(_) => Some(Err(format!("no data for {} s", stall.as_secs()))),
+            };
         let sent = match next {
             Some(Ok(chunk)) => tx.send(Ok(chunk)).await,
             Some(Err(e)) => {
-                let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+                let _ = tx.send(Err(io::Error::other(e))).await;
                 break;
             }
             None => break,
