@@ -8,7 +8,9 @@ use serde::Deserialize;
 use crate::normalize::NormalizeConfig;
 use crate::pipeline::FlushPolicy;
 use crate::sink::parquet::ParquetOptions;
+use crate::sink::s3::S3LakeConfig;
 use crate::sources::files::InboxConfig;
+use crate::sources::sqs_s3::SqsS3Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -51,6 +53,8 @@ pub enum SourceConfig {
     Files(InboxConfig),
     /// Consume a Kafka topic (Tencent Cloud CLS "consume over Kafka", or any cluster).
     Kafka(Box<crate::sources::kafka::KafkaConfig>),
+    /// S3 event notifications on an SQS queue; the objects they name are read from S3.
+    SqsS3(Box<SqsS3Config>),
 }
 
 /// Where the lake is written.
@@ -66,6 +70,9 @@ pub struct LakeConfig {
     /// Rows per Parquet row group.
     #[serde(default = "default_row_group")]
     pub row_group_rows: usize,
+    /// Publish the lake to S3 instead; `path` then holds the journal and staged files.
+    #[serde(default)]
+    pub s3: Option<S3LakeConfig>,
 }
 
 fn default_lake() -> PathBuf {
@@ -84,6 +91,7 @@ impl Default for LakeConfig {
             path: default_lake(),
             zstd_level: default_zstd(),
             row_group_rows: default_row_group(),
+            s3: None,
         }
     }
 }

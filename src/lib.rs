@@ -8,6 +8,7 @@
 //! - [`sink`]: Parquet files committed to the lake through a journal.
 
 pub mod assets;
+pub mod aws;
 pub mod config;
 pub mod decode;
 pub mod event;

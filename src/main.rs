@@ -19,6 +19,7 @@ use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
 use auditlake::sources::files::{self, FilesError};
 use auditlake::sources::kafka::{KafkaError, KafkaSource};
+use auditlake::sources::sqs_s3;
 use auditlake::sync;
 
 #[derive(Parser)]
@@ -130,6 +131,10 @@ fn main() -> ExitCode {
                     || matches!(
                         c.downcast_ref::<KafkaError>(),
                         Some(KafkaError::Config(_) | KafkaError::SecretFile { .. })
+                    )
+                    || matches!(
+                        c.downcast_ref::<sqs_s3::SqsS3Error>(),
+                        Some(sqs_s3::SqsS3Error::Config(_))
                     )
             });
             ExitCode::from(if usage { EXIT_USAGE } else { EXIT_RUNTIME })
@@ -338,7 +343,7 @@ impl Progress {
 
 fn run(cfg: PipelineConfig) -> Result<()> {
     let ctx = decode_context(&cfg.normalize, &cfg.name)?;
-    let lake = LocalLake::open(&cfg.sink.path, cfg.sink.parquet())
+    let lake = auditlake::sink::s3::open_lake(&cfg.sink)
         .with_context(|| format!("cannot open the lake at {}", cfg.sink.path.display()))?;
     let mut batcher = Batcher::new(lake, cfg.flush);
     let stop = Arc::new(AtomicBool::new(false));
@@ -378,6 +383,10 @@ fn run(cfg: PipelineConfig) -> Result<()> {
             batcher.stats
         }
         SourceConfig::Kafka(kafka) => KafkaSource::new(kafka, batcher)?.run(&ctx, &stop)?,
+        SourceConfig::SqsS3(source) => {
+            sqs_s3::run(source, &mut batcher, &ctx, &stop)?;
+            batcher.stats
+        }
     };
     if let Some(handle) = account_sync {
         let _ = handle.join();

@@ -416,6 +416,10 @@ impl Batcher {
                 to: unit.to,
                 complete: true,
             });
+            // The unit's end must be committed even when it brought no new row (an empty
+            // unit, or one whose every position was already in the lake): it ages like a row,
+            // so a daemon waiting on the unit's completion gets it within `max_age_secs`.
+            self.opened_at.get_or_insert_with(Instant::now);
         }
     }
 
@@ -704,5 +708,26 @@ mod tests {
         assert_eq!(b.stats.positions_already_in_lake, 1);
         assert_eq!(b.stats.events_written, 1);
         assert_eq!(b.committed_through(unit), Some(9));
+    }
+
+    #[test]
+    fn a_unit_without_new_rows_still_completes_by_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = LocalLake::open(dir.path(), ParquetOptions::default()).expect("lake");
+        let mut batcher = Batcher::new(
+            lake,
+            FlushPolicy {
+                max_age_secs: 0,
+                ..FlushPolicy::default()
+            },
+        );
+        assert!(!batcher.is_due(), "nothing pending");
+        assert_eq!(batcher.begin_unit("empty"), UnitStart::Read);
+        batcher.end_unit("empty");
+        assert!(batcher.is_due(), "the unit's end is pending and due");
+        let report = batcher.flush().expect("flush");
+        assert_eq!(report.completed_units, vec!["empty".to_string()]);
+        assert!(!batcher.is_due());
+        assert_eq!(batcher.begin_unit("empty"), UnitStart::AlreadyInLake);
     }
 }

@@ -96,6 +96,16 @@ const COMPACT_AFTER_LINES: usize = 20_000;
 impl Journal {
     /// Opens (or creates) the journal of the lake at `root`, recovering from a crash.
     pub fn open(root: &Path) -> Result<Self, SinkError> {
+        Self::open_with(root, &mut |_| Ok(()))
+    }
+
+    /// Like [`Journal::open`]; `remove_remote` is also called with the path (relative to the
+    /// lake) of every file of an unfinished batch, before the batch is marked aborted, so a copy
+    /// published elsewhere (an S3 output) is removed too.
+    pub fn open_with(
+        root: &Path,
+        remove_remote: &mut dyn FnMut(&str) -> Result<(), SinkError>,
+    ) -> Result<Self, SinkError> {
         let dir = root.join("_auditlake");
         std::fs::create_dir_all(&dir).map_err(|e| SinkError::io("create directory", &dir, e))?;
         let path = dir.join("journal.jsonl");
@@ -176,6 +186,7 @@ impl Journal {
         }
         for (batch, (files, _)) in prepared {
             for rel in files {
+                remove_remote(&rel)?;
                 let final_path = root.join(&rel);
                 let tmp = tmp_path(&final_path);
                 for p in [final_path, tmp] {

@@ -40,6 +40,18 @@ pub struct LocalLake {
     root: PathBuf,
     journal: Journal,
     options: ParquetOptions,
+    remote: Option<Box<dyn Remote>>,
+}
+
+/// Where committed files are published when the lake is not (only) the local directory, e.g.
+/// an S3 bucket. The local directory then keeps the journal and stages files until they are
+/// uploaded.
+pub trait Remote: Send {
+    /// Publishes the file at `local` as `rel` (a path relative to the lake root); the copy must
+    /// become visible only when complete.
+    fn put(&mut self, rel: &str, local: &Path) -> Result<(), SinkError>;
+    /// Removes `rel`; removing what does not exist succeeds.
+    fn delete(&mut self, rel: &str) -> Result<(), SinkError>;
 }
 
 /// Stable id of a batch, from the input segments it holds.
@@ -84,6 +96,24 @@ impl LocalLake {
             root: root.to_path_buf(),
             journal,
             options,
+            remote: None,
+        })
+    }
+
+    /// A lake published to `remote`, with its journal (and files being staged) under `root`.
+    /// Files of batches left unfinished by a crash are removed from the remote as well.
+    pub fn open_with_remote(
+        root: &Path,
+        options: ParquetOptions,
+        mut remote: Box<dyn Remote>,
+    ) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(root).map_err(|e| SinkError::io("create directory", root, e))?;
+        let journal = Journal::open_with(root, &mut |rel| remote.delete(rel))?;
+        Ok(LocalLake {
+            root: root.to_path_buf(),
+            journal,
+            options,
+            remote: Some(remote),
         })
     }
 
@@ -147,9 +177,16 @@ impl LocalLake {
                         .map_err(|e| SinkError::io("rename", &dest, e))?;
                     sync_dir(&dest)
                 });
+                let result = result.and_then(|()| self.upload(&w.files));
                 match result {
                     Ok(()) => {
                         self.journal.commit(&w.id)?;
+                        if self.remote.is_some() {
+                            // Published remotely and committed: the staged copies can go.
+                            for f in &w.files {
+                                let _ = std::fs::remove_file(self.root.join(&f.path));
+                            }
+                        }
                         for f in &w.files {
                             tracing::info!(file = %f.path, rows = f.rows, bytes = f.bytes, "committed file");
                         }
@@ -171,10 +208,33 @@ impl LocalLake {
                     let _ = std::fs::remove_file(tmp_path(&p));
                     let _ = std::fs::remove_file(&p);
                 }
-                let _ = self.journal.abort(&failed.id);
+                // A remote copy that cannot be removed now keeps the batch open in the
+                // journal: the next open removes it before anything is read again.
+                let mut removed = true;
+                if let Some(remote) = self.remote.as_mut() {
+                    for rel in &failed.paths {
+                        if let Err(e) = remote.delete(rel) {
+                            tracing::error!(file = %rel, error = %e, "cannot remove the remote copy of a failed batch; it is removed on the next start");
+                            removed = false;
+                        }
+                    }
+                }
+                if removed {
+                    let _ = self.journal.abort(&failed.id);
+                }
                 Err(failed.error)
             }
         }
+    }
+
+    /// Publishes a batch's files to the remote, if there is one.
+    fn upload(&mut self, files: &[CommittedFile]) -> Result<(), SinkError> {
+        if let Some(remote) = self.remote.as_mut() {
+            for f in files {
+                remote.put(&f.path, &self.root.join(&f.path))?;
+            }
+        }
+        Ok(())
     }
 }
 

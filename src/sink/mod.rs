@@ -12,6 +12,7 @@
 pub mod journal;
 pub mod lake;
 pub mod parquet;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 

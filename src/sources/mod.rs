@@ -2,3 +2,4 @@
 
 pub mod files;
 pub mod kafka;
+pub mod sqs_s3;
