@@ -1052,6 +1052,7 @@ fn s3_copies_of_an_unfinished_batch_are_removed_on_restart() {
                     to: 1,
                     complete: true,
                 }],
+                ..PendingBatch::default()
             })
             .expect("stage")
             .expect("a batch");
