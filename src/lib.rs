@@ -18,3 +18,4 @@ pub mod schema;
 pub mod sink;
 pub mod sources;
 pub mod sync;
+pub mod validate;

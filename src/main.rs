@@ -85,6 +85,12 @@ enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// Check config files (pipeline or accounts files; a directory means every *.toml in it)
+    /// without touching any cloud or broker. Exit status 2 when any file has a problem.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Run the daemon. Without --config: watch ./inbox and write ./lake.
     Run {
         #[arg(long)]
@@ -220,6 +226,42 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             &config,
             account.as_deref(),
         )?)),
+        Command::Validate { paths } => {
+            let files = auditlake::validate::expand(&paths)?;
+            if files.is_empty() {
+                return Err(UsageError("no .toml files found in the given paths".into()).into());
+            }
+            let env = |name: &str| std::env::var(name).ok();
+            let mut failed = 0;
+            for file in &files {
+                let report = auditlake::validate::validate_file(file, &env);
+                match (&report.summary, report.ok()) {
+                    (Some(summary), true) => println!("{}: ok ({summary})", file.display()),
+                    (summary, _) => {
+                        failed += 1;
+                        let what = summary
+                            .as_deref()
+                            .map(|s| format!(" ({s})"))
+                            .unwrap_or_default();
+                        println!(
+                            "{}: {} problem(s){what}",
+                            file.display(),
+                            report.problems.len()
+                        );
+                        for p in &report.problems {
+                            for (i, line) in p.lines().enumerate() {
+                                println!("{}{line}", if i == 0 { "  - " } else { "    " });
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_USAGE)
+            })
+        }
         Command::Run { config } => {
             let cfg = match &config {
                 Some(path) => PipelineConfig::load(path)?,
