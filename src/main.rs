@@ -66,6 +66,13 @@ enum Command {
         /// Print this table's schema: ciem_events, dead_letters, asset_changes, asset_inventory.
         #[arg(long, conflicts_with = "dead_letters")]
         table: Option<String>,
+        /// Print the DDL of every dataset instead: DuckDB views or Athena/Glue tables
+        /// (schemas/duckdb_views.sql, schemas/athena.sql).
+        #[arg(long, value_enum, conflicts_with_all = ["markdown", "dead_letters", "table"])]
+        ddl: Option<Ddl>,
+        /// With --ddl athena: the lake root on S3.
+        #[arg(long, requires = "ddl", default_value = "s3://<bucket>/<prefix>")]
+        location: String,
     },
     /// Sync the cloud accounts of an accounts file: AccessKey check, regions, hosts and cloud
     /// products into asset_inventory, and their changes into asset_changes.
@@ -96,6 +103,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Ddl {
+    Duckdb,
+    Athena,
 }
 
 #[derive(Subcommand)]
@@ -172,7 +185,20 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             markdown,
             dead_letters,
             table,
+            ddl,
+            location,
         } => {
+            match ddl {
+                Some(Ddl::Duckdb) => {
+                    print!("{}", schema::duckdb_views());
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(Ddl::Athena) => {
+                    print!("{}", schema::athena_ddl(&location));
+                    return Ok(ExitCode::SUCCESS);
+                }
+                None => {}
+            }
             let name = match (&table, dead_letters) {
                 (Some(t), _) => t.as_str(),
                 (None, true) => "dead_letters",

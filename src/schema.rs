@@ -205,6 +205,206 @@ pub fn table(name: &str) -> Option<(&'static TableSpec, &'static str)> {
     }
 }
 
+/// The lake's datasets, in the order the DDL files list them.
+pub fn tables() -> [&'static TableSpec; 4] {
+    [ciem(), dead_letters(), asset_changes(), asset_inventory()]
+}
+
+/// `schemas/duckdb_views.sql`: one DuckDB view per dataset over the lake root held in the
+/// `lake` variable (`auditlake schema --ddl duckdb`).
+pub fn duckdb_views() -> String {
+    let mut out = String::from(
+        "-- DuckDB views over an auditlake lake: ciem_events, dead_letters, asset_changes, asset_inventory.\n\
+         -- Generated from schemas/*.json by `auditlake schema --ddl duckdb`; do not edit by hand\n\
+         -- (a test fails when this file and the schema files disagree).\n\
+         --\n\
+         -- Set the lake root, then run this file (tested with DuckDB 2.0.1; older releases may lack\n\
+         -- read_parquet's allow_empty):\n\
+         --   SET VARIABLE lake = '/data/lake';   -- or 's3://bucket/prefix' with the httpfs extension\n\
+         --   .read schemas/duckdb_views.sql      -- the CLI; from Python, execute the file's text\n\
+         -- (without the variable DuckDB refuses the views: \"read_parquet\" cannot take NULL list).\n\
+         --\n\
+         -- The views read the files when queried: they see files committed later, and the lake that\n\
+         -- `lake` names at that moment. Columns have the schema's types; the partition columns\n\
+         -- (provider, account, date) are strings, so account ids keep their leading zeros. A dataset\n\
+         -- without files yet (asset_inventory before the first account sync) is an empty view, and a\n\
+         -- file from an older schema version reads NULL for the columns it lacks.\n",
+    );
+    for spec in tables() {
+        out.push('\n');
+        out.push_str(&spec.duckdb_view());
+    }
+    out
+}
+
+/// `schemas/athena.sql`: one Athena/Glue external table per dataset under `location` (the lake
+/// root on S3), with partition projection (`auditlake schema --ddl athena`).
+pub fn athena_ddl(location: &str) -> String {
+    let mut out = format!(
+        "-- Athena (engine v3) / Glue tables over an auditlake lake on S3 at {location}.\n\
+         -- Generated from schemas/*.json by `auditlake schema --ddl athena [--location s3://bucket/prefix]`;\n\
+         -- do not edit by hand (a test fails when this file and the schema files disagree).\n\
+         -- Athena runs one statement at a time: run each CREATE on its own.\n\
+         --\n\
+         -- Partitions are found by projection, not by crawlers or MSCK REPAIR: provider is an enum,\n\
+         -- date a daily date range, and account is injected, so every query must name the account\n\
+         -- (WHERE account = '123456789012', or account IN (...)). To query all accounts at once, make\n\
+         -- it an enum: 'projection.account.type' = 'enum', 'projection.account.values' = 'id1,id2,...'.\n\
+         -- Partition values are written escaped (%2F for /, a leading . as %2E, empty as unknown);\n\
+         -- ordinary AWS account ids and Tencent UINs need no escaping.\n"
+    );
+    for spec in tables() {
+        out.push('\n');
+        out.push_str(&spec.athena_table(location));
+    }
+    out
+}
+
+impl TableSpec {
+    /// This dataset's DuckDB view: a typed empty row set united by name with the files, so the
+    /// view has every schema column with its schema type whether or not files exist.
+    pub fn duckdb_view(&self) -> String {
+        let mut cols: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "NULL::{} AS {}",
+                    duckdb_type(&data_type(&c.ty)),
+                    duckdb_ident(&c.name)
+                )
+            })
+            .collect();
+        for p in &self.partitioning {
+            cols.push(format!("NULL::VARCHAR AS {}", duckdb_ident(p)));
+        }
+        // read_parquet(allow_empty) yields one column `empty` when nothing matches.
+        cols.push("NULL::BOOLEAN AS \"empty\"".to_string());
+        format!(
+            "CREATE OR REPLACE VIEW {name} AS\n\
+             SELECT * EXCLUDE (\"empty\") FROM (\n    \
+             SELECT\n        {cols}\n    \
+             WHERE false\n    \
+             UNION ALL BY NAME\n    \
+             SELECT * FROM read_parquet(\n        \
+             getvariable('lake') || '/{name}/{glob}*.parquet',\n        \
+             hive_partitioning = true, hive_types_autocast = false,\n        \
+             union_by_name = true, allow_empty = true)\n\
+             );\n",
+            name = self.name,
+            cols = cols.join(",\n        "),
+            glob = "*/".repeat(self.partitioning.len()),
+        )
+    }
+
+    /// This dataset's Athena/Glue `CREATE EXTERNAL TABLE` with partition projection.
+    pub fn athena_table(&self, location: &str) -> String {
+        let location = location.trim_end_matches('/');
+        let cols: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("`{}` {}", c.name, athena_type(&data_type(&c.ty))))
+            .collect();
+        let parts: Vec<String> = self
+            .partitioning
+            .iter()
+            .map(|p| format!("`{p}` string"))
+            .collect();
+        let mut props = vec![("projection.enabled".to_string(), "true".to_string())];
+        for p in &self.partitioning {
+            let kv: &[(&str, &str)] = match p.as_str() {
+                "provider" => &[("type", "enum"), ("values", "aws,tencent")],
+                "account" => &[("type", "injected")],
+                "date" => &[
+                    ("type", "date"),
+                    ("format", "yyyy-MM-dd"),
+                    ("range", "2013-01-01,NOW"),
+                    ("interval", "1"),
+                    ("interval.unit", "DAYS"),
+                ],
+                other => panic!(
+                    "schemas/{}.json: no projection for partition {other:?}",
+                    self.name
+                ),
+            };
+            props.extend(
+                kv.iter()
+                    .map(|(k, v)| (format!("projection.{p}.{k}"), v.to_string())),
+            );
+        }
+        let template: String = self
+            .partitioning
+            .iter()
+            .map(|p| format!("{p}=${{{p}}}/"))
+            .collect();
+        props.push((
+            "storage.location.template".to_string(),
+            format!("{location}/{}/{template}", self.name),
+        ));
+        let props: Vec<String> = props
+            .iter()
+            .map(|(k, v)| format!("  '{k}' = '{v}'"))
+            .collect();
+        format!(
+            "CREATE EXTERNAL TABLE IF NOT EXISTS {name} (\n  {cols}\n)\n\
+             PARTITIONED BY ({parts})\n\
+             STORED AS PARQUET\n\
+             LOCATION '{location}/{name}/'\n\
+             TBLPROPERTIES (\n{props}\n);\n",
+            name = self.name,
+            cols = cols.join(",\n  "),
+            parts = parts.join(", "),
+            props = props.join(",\n"),
+        )
+    }
+}
+
+fn duckdb_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// DuckDB's name for an Arrow type the schema files produce.
+fn duckdb_type(dt: &DataType) -> String {
+    match dt {
+        DataType::Utf8 => "VARCHAR".into(),
+        DataType::Int32 => "INTEGER".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        DataType::List(f) => format!("{}[]", duckdb_type(f.data_type())),
+        DataType::Struct(fields) => format!(
+            "STRUCT({})",
+            fields
+                .iter()
+                .map(|f| format!("{} {}", duckdb_ident(f.name()), duckdb_type(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => panic!("no DuckDB type for {other:?}"),
+    }
+}
+
+/// Athena's (Hive DDL) name for an Arrow type the schema files produce.
+fn athena_type(dt: &DataType) -> String {
+    match dt {
+        DataType::Utf8 => "string".into(),
+        DataType::Int32 => "int".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Timestamp(_, _) => "timestamp".into(),
+        DataType::List(f) => format!("array<{}>", athena_type(f.data_type())),
+        DataType::Struct(fields) => format!(
+            "struct<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{}:{}", f.name(), athena_type(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => panic!("no Athena type for {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
