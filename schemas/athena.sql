@@ -64,7 +64,7 @@ LOCATION 's3://<bucket>/<prefix>/ciem_events/'
 TBLPROPERTIES (
   'projection.enabled' = 'true',
   'projection.provider.type' = 'enum',
-  'projection.provider.values' = 'aws,tencent',
+  'projection.provider.values' = 'aws,tencent,huawei,baidu,ctyun',
   'projection.account.type' = 'injected',
   'projection.date.type' = 'date',
   'projection.date.format' = 'yyyy-MM-dd',
@@ -129,7 +129,7 @@ LOCATION 's3://<bucket>/<prefix>/asset_changes/'
 TBLPROPERTIES (
   'projection.enabled' = 'true',
   'projection.provider.type' = 'enum',
-  'projection.provider.values' = 'aws,tencent',
+  'projection.provider.values' = 'aws,tencent,huawei,baidu,ctyun',
   'projection.account.type' = 'injected',
   'projection.date.type' = 'date',
   'projection.date.format' = 'yyyy-MM-dd',
@@ -161,7 +161,7 @@ LOCATION 's3://<bucket>/<prefix>/asset_inventory/'
 TBLPROPERTIES (
   'projection.enabled' = 'true',
   'projection.provider.type' = 'enum',
-  'projection.provider.values' = 'aws,tencent',
+  'projection.provider.values' = 'aws,tencent,huawei,baidu,ctyun',
   'projection.account.type' = 'injected',
   'projection.date.type' = 'date',
   'projection.date.format' = 'yyyy-MM-dd',
