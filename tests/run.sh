@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${AUDITLAKE_VENV:-.venv}"
-if ! "$venv/bin/python" -c 'import duckdb, moto' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import duckdb, moto, yaml' 2>/dev/null; then
     echo "== installing test tools into $venv (duckdb, moto[server])"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb 'moto[server]'
+    "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb 'moto[server]' pyyaml
 fi
 export AUDITLAKE_PYTHON="$PWD/$venv/bin/python"
 export AUDITLAKE_MOTO_SERVER="$PWD/$venv/bin/moto_server"

@@ -92,3 +92,66 @@ fn validate_checks_secrets_are_readable_without_printing_them() {
         "{text}"
     );
 }
+
+/// docker-compose.yml cannot be run here (no Docker engine), so this keeps it honest: it is
+/// valid YAML, every pipeline file a service runs exists and validates, every host path it
+/// mounts from the repository exists, and the image puts the pipeline files where the
+/// services look for them.
+#[test]
+fn compose_file_runs_shipped_configs_that_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(common::python())
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(root.join("docker-compose.yml"))
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "docker-compose.yml is not valid YAML: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let compose: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let services = compose["services"].as_object().expect("services");
+    let mut configs = Vec::new();
+    for (name, service) in services {
+        if let Some(args) = service["command"].as_array() {
+            for arg in args.iter().filter_map(|a| a.as_str()) {
+                if let Some(file) = arg.strip_prefix("/etc/auditlake/pipelines/") {
+                    configs.push((name.clone(), file.to_string()));
+                }
+            }
+        }
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let host = volume
+                .as_str()
+                .and_then(|v| v.split(':').next())
+                .unwrap_or_default();
+            if host.starts_with("./tests") || host.starts_with("./pipelines") {
+                assert!(root.join(host).exists(), "{name} mounts missing {host}");
+            }
+        }
+    }
+    assert!(configs.len() >= 3, "{configs:?}");
+    for (service, file) in &configs {
+        let path = root.join("pipelines").join(file);
+        let out = Command::new(common::bin())
+            .arg("validate")
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "service {service} runs {file}, which does not validate:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    assert!(
+        dockerfile.contains("COPY pipelines /etc/auditlake/pipelines"),
+        "the image must ship the pipeline files"
+    );
+}
