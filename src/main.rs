@@ -600,7 +600,7 @@ fn run(config: Option<&Path>, metrics_listen: Option<&str>) -> Result<()> {
 /// Runs a pipeline until `stop`, restarting it with exponential backoff (1 s doubling to
 /// 60 s; back to 1 s after it ran for 5 minutes) whenever it fails.
 fn supervise(cfg: &PipelineConfig, m: &Arc<PipelineMetrics>, stop: &Arc<AtomicBool>) {
-    let _span = tracing::info_span!("pipeline", name = %cfg.name).entered();
+    let _span = tracing::info_span!("pipeline", pipeline = %cfg.name).entered();
     let mut backoff = Duration::from_secs(1);
     loop {
         m.started();

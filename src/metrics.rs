@@ -111,8 +111,17 @@ impl PipelineMetrics {
             return Some("starting: the source is not connected yet".to_string());
         }
         let idle_ms = now_ms() - last;
-        (idle_ms > READY_WITHIN_SECS * 1000)
-            .then(|| format!("no progress for {} s", idle_ms / 1000))
+        if idle_ms > READY_WITHIN_SECS * 1000 {
+            return Some(format!("no progress for {} s", idle_ms / 1000));
+        }
+        let kafka = lock(&self.kafka).clone();
+        if kafka.is_some_and(|k| k.assigned().is_empty()) {
+            return Some(
+                "no Kafka partition assigned: not connected to the broker yet (or the group has more consumers than partitions)"
+                    .to_string(),
+            );
+        }
+        None
     }
 
     /// Adds what a batcher counted since `published`, then remembers it as published.
@@ -204,7 +213,8 @@ impl Registry {
         m
     }
 
-    /// `Ok` when every pipeline is ready, else one line per pipeline that is not.
+    /// One line per pipeline (those not ready first, with the reason); `Err` when any is not
+    /// ready.
     pub fn readiness(&self) -> Result<String, String> {
         let mut bad = String::new();
         let mut good = String::new();
@@ -218,7 +228,11 @@ impl Registry {
                 }
             }
         }
-        if bad.is_empty() { Ok(good) } else { Err(bad) }
+        if bad.is_empty() {
+            Ok(good)
+        } else {
+            Err(bad + &good)
+        }
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -580,7 +594,7 @@ mod tests {
             not_ready.contains("pipeline b\"x: not running (restarts: 1): lake is a file"),
             "{not_ready}"
         );
-        assert!(!not_ready.contains("pipeline a"), "{not_ready}");
+        assert!(not_ready.ends_with("pipeline a: ready\n"), "{not_ready}");
         b.started();
         b.tick();
         assert!(registry.readiness().is_ok());
