@@ -562,7 +562,7 @@ fn run(config: Option<&Path>, metrics_listen: Option<&str>) -> Result<()> {
                 path,
                 &cfg.sink.path,
                 stop.clone(),
-                registry.account_sync(&cfg.name),
+                registry.account_sync(),
             )?);
         }
     }

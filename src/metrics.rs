@@ -40,6 +40,8 @@ pub struct PipelineMetrics {
     pub restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
     pub inputs: AtomicU64,
+    /// Bytes of input files read (files source).
+    pub input_bytes: AtomicU64,
     pub inputs_already_in_lake: AtomicU64,
     /// Events written, by provider.
     events_written: Mutex<BTreeMap<&'static str, u64>>,
@@ -196,7 +198,8 @@ impl PipelineMetrics {
 #[derive(Default)]
 pub struct Registry {
     pipelines: Mutex<Vec<Arc<PipelineMetrics>>>,
-    sync: Mutex<Vec<(String, SyncMetrics)>>,
+    /// Account-sync results, shared by every pipeline's accounts file (one exposition).
+    sync: Mutex<Option<SyncMetrics>>,
 }
 
 impl Registry {
@@ -206,11 +209,11 @@ impl Registry {
         m
     }
 
-    /// Account-sync results of a pipeline's accounts file.
-    pub fn account_sync(&self, pipeline: &str) -> SyncMetrics {
-        let m = SyncMetrics::default();
-        lock(&self.sync).push((pipeline.to_string(), m.clone()));
-        m
+    /// Where account syncs record their results (one set for the process, by account).
+    pub fn account_sync(&self) -> SyncMetrics {
+        lock(&self.sync)
+            .get_or_insert_with(SyncMetrics::default)
+            .clone()
     }
 
     /// One line per pipeline (those not ready first, with the reason); `Err` when any is not
@@ -368,6 +371,23 @@ impl Registry {
                 p.flush_sum_us.load(Ordering::Relaxed) as f64 / 1e6
             );
         }
+        let files: Vec<_> = pipelines.iter().filter(|p| p.source == "files").collect();
+        if !files.is_empty() {
+            header(
+                &mut out,
+                "auditlake_input_bytes_total",
+                "counter",
+                "Bytes of input files read (files source; as stored, before decompression).",
+            );
+            for p in &files {
+                counter_line(
+                    &mut out,
+                    "auditlake_input_bytes_total",
+                    p,
+                    p.input_bytes.load(Ordering::Relaxed),
+                );
+            }
+        }
         let sqs: Vec<_> = pipelines.iter().filter(|p| p.source == "sqs_s3").collect();
         if !sqs.is_empty() {
             let sqs_counters: [CounterSpec; 3] = [
@@ -431,7 +451,7 @@ impl Registry {
                 }
             }
         }
-        for (_, sync) in lock(&self.sync).iter() {
+        if let Some(sync) = lock(&self.sync).as_ref() {
             out.push_str(&sync.render_prometheus());
         }
         header(

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+const BETA_FIRST: &str = "aws-cloudtrail/aws.defense-evasion.cloudtrail-delete.json";
+const BETA_SECOND: &str = "aws-cloudtrail/aws.exfiltration.ec2-share-ebs-snapshot.json";
 const SECRET: &str = "s3cr3t-Pa55w0rd-never-printed";
 
 /// GET `path` from the metrics server: (status code, body).
@@ -137,14 +139,8 @@ fn many_pipelines_in_one_process_with_metrics_health_and_restarts() {
         "aws-cloudtrail/aws.credential-access.secretsmanager-retrieve-secrets.json",
     );
     drop_sample(&inbox_a, "tencent-cloudaudit/create-audit-track.json");
-    drop_sample(
-        &inbox_b,
-        "aws-cloudtrail/aws.defense-evasion.cloudtrail-delete.json",
-    );
-    drop_sample(
-        &inbox_b,
-        "aws-cloudtrail/aws.exfiltration.ec2-share-ebs-snapshot.json",
-    );
+    drop_sample(&inbox_b, BETA_FIRST);
+    drop_sample(&inbox_b, BETA_SECOND);
 
     let written = |m: &str, p: &str, provider: &str| {
         sample(
@@ -182,6 +178,19 @@ fn many_pipelines_in_one_process_with_metrics_health_and_restarts() {
             "auditlake_batch_flush_seconds_count{pipeline=\"beta\"}"
         )
         .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    let fixture_bytes: u64 = [BETA_FIRST, BETA_SECOND]
+        .iter()
+        .map(|f| {
+            std::fs::metadata(fixtures().join("samples").join(f))
+                .expect("fixture")
+                .len()
+        })
+        .sum();
+    assert_eq!(
+        sample(&metrics, "auditlake_input_bytes_total{pipeline=\"beta\"}"),
+        Some(fixture_bytes as f64),
         "{metrics}"
     );
     assert!(
