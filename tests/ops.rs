@@ -324,6 +324,86 @@ path = "{lake}"
 }
 
 #[test]
+fn a_kafka_pipeline_reports_lag_per_partition_and_is_ready_once_assigned() {
+    use rdkafka::ClientConfig;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("audit", 2, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    for (i, partition) in [0, 0, 0, 1, 1].into_iter().enumerate() {
+        let payload = format!(
+            r#"{{"eventID":"e{i}","eventTime":1714557600,"eventSource":"cvm.tencentcloudapi.com","eventName":"RunInstances","eventRegion":"ap-guangzhou","userIdentity":{{"accountId":"1"}}}}"#
+        );
+        producer
+            .send(
+                BaseRecord::<(), String>::to("audit")
+                    .partition(partition)
+                    .payload(&payload),
+            )
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let configs = root.join("pipelines");
+    std::fs::create_dir_all(&configs).expect("mkdir");
+    std::fs::write(
+        configs.join("cls.toml"),
+        format!(
+            r#"name = "cls"
+[source]
+type = "kafka"
+bootstrap_servers = "{bootstrap}"
+topic = "audit"
+start_position = "earliest"
+lag_report_secs = 1
+[source.librdkafka]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[sink]
+path = "{lake}"
+[flush]
+max_age_secs = 1
+"#,
+            lake = root.join("lake").display()
+        ),
+    )
+    .expect("write");
+    let port = free_port();
+    let mut daemon = Stopper(Some(start(&configs, port, root)), root.to_path_buf());
+    let lag = |m: &str, partition: i32| {
+        sample(
+            m,
+            &format!(
+                "auditlake_kafka_consumer_lag{{pipeline=\"cls\",topic=\"audit\",partition=\"{partition}\"}}"
+            ),
+        )
+    };
+    let metrics = wait_until("the Kafka pipeline to commit and report lag", port, |m| {
+        m.contains("auditlake_events_written_total{pipeline=\"cls\",provider=\"tencent\"} 5")
+            && lag(m, 0) == Some(0.0)
+            && lag(m, 1) == Some(0.0)
+    });
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "auditlake_pipeline_up{pipeline=\"cls\",source=\"kafka\"} 1"),
+        "{metrics}"
+    );
+    let (status, body) = get(port, "/readyz").expect("readyz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&root.join("lake"), "ciem_events"), 5);
+    daemon.stop();
+}
+
+#[test]
 fn two_pipelines_on_one_lake_is_a_config_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let configs = dir.path().join("pipelines");
