@@ -403,6 +403,123 @@ max_age_secs = 1
     daemon.stop();
 }
 
+/// Sets up a bucket and a queue on moto (the `.venv` of the test suite) and announces one
+/// CloudTrail file on the queue; returns the queue URL.
+fn moto_queue_with_one_object(endpoint: &str, file: &Path) -> String {
+    let script = r#"
+import boto3, gzip, json, sys
+endpoint, path = sys.argv[1], sys.argv[2]
+kw = dict(endpoint_url=endpoint, region_name="us-east-1",
+          aws_access_key_id="testing", aws_secret_access_key="testing")
+s3, sqs = boto3.client("s3", **kw), boto3.client("sqs", **kw)
+s3.create_bucket(Bucket="trail")
+key = "AWSLogs/123456789012/CloudTrail/us-east-1/2024/05/01/123456789012_CloudTrail_us-east-1_20240501T0000Z_a.json.gz"
+body = gzip.compress(open(path, "rb").read())
+s3.put_object(Bucket="trail", Key=key, Body=body)
+url = sqs.create_queue(QueueName="trail-events")["QueueUrl"]
+record = {"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+          "eventName": "ObjectCreated:Put",
+          "s3": {"bucket": {"name": "trail"}, "object": {"key": key, "size": len(body)}}}
+sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"Records": [record]}))
+print(url)
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, endpoint, file.to_str().expect("path")])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn an_sqs_pipeline_reports_its_messages() {
+    let moto_port = free_port();
+    let moto = Command::new(
+        std::env::var_os("AUDITLAKE_MOTO_SERVER")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server")),
+    )
+    .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("start moto_server");
+    // Killed when the test ends (Stopper::drop).
+    let _moto = Stopper(Some(moto), std::path::PathBuf::new());
+    let endpoint = format!("http://127.0.0.1:{moto_port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", moto_port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fixture = fixtures().join("samples").join(BETA_FIRST);
+    let queue_url = moto_queue_with_one_object(&endpoint, &fixture);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let configs = root.join("pipelines");
+    std::fs::create_dir_all(&configs).expect("mkdir");
+    std::fs::write(
+        configs.join("trail.toml"),
+        format!(
+            r#"name = "trail"
+[source]
+type = "sqs_s3"
+queue_url = "{queue_url}"
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+wait_time_secs = 1
+[sink]
+path = "{lake}"
+[flush]
+max_age_secs = 1
+"#,
+            lake = root.join("lake").display()
+        ),
+    )
+    .expect("write");
+    let port = free_port();
+    let log = |name: &str| std::fs::File::create(root.join(name)).expect("log file");
+    let daemon = Command::new(bin())
+        .args([
+            "run",
+            "--config",
+            configs.to_str().expect("path"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(log("stdout.log"))
+        .stderr(log("stderr.log"))
+        .spawn()
+        .expect("start daemon");
+    let mut daemon = Stopper(Some(daemon), root.to_path_buf());
+    let metrics = wait_until("the SQS message to be processed and deleted", port, |m| {
+        sample(
+            m,
+            "auditlake_sqs_messages_deleted_total{pipeline=\"trail\"}",
+        ) == Some(1.0)
+    });
+    for line in [
+        "auditlake_sqs_messages_received_total{pipeline=\"trail\"} 1",
+        "auditlake_sqs_messages_in_flight{pipeline=\"trail\"} 0",
+        "auditlake_events_written_total{pipeline=\"trail\",provider=\"aws\"} 1",
+        "auditlake_pipeline_up{pipeline=\"trail\",source=\"sqs_s3\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
+    assert!(metrics.contains("# TYPE auditlake_sqs_visibility_extensions_total counter"));
+    assert_eq!(get(port, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(count(&root.join("lake"), "ciem_events"), 1);
+    daemon.stop();
+}
+
 #[test]
 fn two_pipelines_on_one_lake_is_a_config_error() {
     let dir = tempfile::tempdir().expect("tempdir");
