@@ -1,17 +1,18 @@
 //! The `auditlake` command line.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use auditlake::config::{PipelineConfig, SourceConfig};
+use auditlake::config::{ConfigError, PipelineConfig, SourceConfig};
 use auditlake::decode::DecodeLimits;
+use auditlake::metrics::{self, PipelineMetrics, Registry};
 use auditlake::normalize::{NormalizeConfig, Normalizer};
 use auditlake::pipeline::{Batcher, DecodeContext, FlushPolicy, Stats};
 use auditlake::schema;
@@ -98,10 +99,15 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Run the daemon. Without --config: watch ./inbox and write ./lake.
+    /// Run the daemon. Without --config: watch ./inbox and write ./lake. With a directory: run
+    /// every pipeline file in it (accounts files are skipped), each restarted with backoff when
+    /// it fails.
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
+        #[arg(long, env = "AUDITLAKE_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
     },
 }
 
@@ -288,12 +294,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 ExitCode::from(EXIT_USAGE)
             })
         }
-        Command::Run { config } => {
-            let cfg = match &config {
-                Some(path) => PipelineConfig::load(path)?,
-                None => PipelineConfig::default_inbox(),
-            };
-            run(cfg)?;
+        Command::Run {
+            config,
+            metrics_listen,
+        } => {
+            run(config.as_deref(), metrics_listen.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -409,16 +414,109 @@ impl Progress {
     }
 }
 
-fn run(cfg: PipelineConfig) -> Result<()> {
-    let ctx = decode_context(&cfg.normalize, &cfg.name)?;
-    let lake = auditlake::sink::s3::open_lake(&cfg.sink)
-        .with_context(|| format!("cannot open the lake at {}", cfg.sink.path.display()))?;
-    let mut batcher = Batcher::new(lake, cfg.flush);
-    let stop = Arc::new(AtomicBool::new(false));
+/// The pipelines `--config` names: one file (run as before: a failure stops the process), or a
+/// directory of pipeline files (each supervised and restarted with backoff).
+fn load_pipelines(config: Option<&Path>) -> Result<(Vec<(PathBuf, PipelineConfig)>, bool)> {
+    let Some(path) = config else {
+        return Ok((
+            vec![(PathBuf::from("(default)"), PipelineConfig::default_inbox())],
+            false,
+        ));
+    };
+    if !path.is_dir() {
+        return Ok((
+            vec![(path.to_path_buf(), PipelineConfig::load(path)?)],
+            false,
+        ));
+    }
+    let invalid = |file: &Path, message: String| ConfigError::Invalid {
+        path: file.to_path_buf(),
+        message,
+    };
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(read_err)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(read_err)?;
+    files.retain(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file());
+    files.sort();
+    let mut pipelines: Vec<(PathBuf, PipelineConfig)> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        if auditlake::validate::is_accounts_file(&text) {
+            continue;
+        }
+        let cfg = PipelineConfig::parse(&text, &file)?;
+        let lake = lake_key(&cfg.sink.path);
+        for (other_file, other) in &pipelines {
+            if other.name == cfg.name {
+                return Err(invalid(
+                    &file,
+                    format!(
+                        "pipeline name {:?} is also used by {}; give each pipeline its own `name` (metrics, logs and dead letters use it)",
+                        cfg.name,
+                        other_file.display()
+                    ),
+                )
+                .into());
+            }
+            if lake_key(&other.sink.path) == lake {
+                return Err(invalid(
+                    &file,
+                    format!(
+                        "sink.path {} is also the lake of pipeline {:?} ({}); two pipelines of one process cannot share a lake: give each its own sink.path",
+                        cfg.sink.path.display(),
+                        other.name,
+                        other_file.display()
+                    ),
+                )
+                .into());
+            }
+        }
+        pipelines.push((file, cfg));
+    }
+    if pipelines.is_empty() {
+        return Err(invalid(path, "no pipeline *.toml file in this directory".into()).into());
+    }
+    Ok((pipelines, true))
+}
+
+/// A lake path made absolute and free of `.`/`..`, to compare two pipelines' lakes.
+fn lake_key(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn source_kind(source: &SourceConfig) -> &'static str {
+    match source {
+        SourceConfig::Files(_) => "files",
+        SourceConfig::Kafka(_) => "kafka",
+        SourceConfig::SqsS3(_) => "sqs_s3",
+    }
+}
+
+/// Sets `stop` on SIGTERM or Ctrl-C.
+fn on_shutdown(stop: Arc<AtomicBool>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let signal_stop = stop.clone();
     std::thread::spawn(move || {
         runtime.block_on(async {
             let mut term =
@@ -434,33 +532,130 @@ fn run(cfg: PipelineConfig) -> Result<()> {
                 _ = term.recv() => {},
             }
             tracing::info!("shutdown requested: finishing the current file and committing");
-            signal_stop.store(true, Ordering::SeqCst);
+            stop.store(true, Ordering::SeqCst);
         });
     });
-    let account_sync = match &cfg.accounts {
-        Some(path) => Some(sync::cli::spawn_account_sync(
-            path,
-            &cfg.sink.path,
-            stop.clone(),
-        )?),
-        None => None,
-    };
-    let stats = match &cfg.source {
-        SourceConfig::Files(inbox) => {
-            files::watch(inbox, &mut batcher, &ctx, &stop)?;
-            batcher.stats
+    Ok(())
+}
+
+fn run(config: Option<&Path>, metrics_listen: Option<&str>) -> Result<()> {
+    let (pipelines, supervised) = load_pipelines(config)?;
+    let registry = Arc::new(Registry::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    on_shutdown(stop.clone())?;
+    let pipelines: Vec<_> = pipelines
+        .into_iter()
+        .map(|(_, cfg)| {
+            let m = registry.pipeline(&cfg.name, source_kind(&cfg.source));
+            (cfg, m)
+        })
+        .collect();
+    if let Some(addr) = metrics_listen {
+        let local = metrics::serve(addr, registry.clone())
+            .map_err(|e| UsageError(format!("cannot serve metrics on {addr}: {e}")))?;
+        tracing::info!(address = %local, "serving /metrics, /healthz and /readyz");
+    }
+    let mut account_syncs = Vec::new();
+    for (cfg, _) in &pipelines {
+        if let Some(path) = &cfg.accounts {
+            account_syncs.push(sync::cli::spawn_account_sync(
+                path,
+                &cfg.sink.path,
+                stop.clone(),
+                registry.account_sync(),
+            )?);
         }
-        SourceConfig::Kafka(kafka) => KafkaSource::new(kafka, batcher)?.run(&ctx, &stop)?,
-        SourceConfig::SqsS3(source) => {
-            sqs_s3::run(source, &mut batcher, &ctx, &stop)?;
-            batcher.stats
+    }
+    let result = if supervised {
+        let threads: Vec<_> = pipelines
+            .into_iter()
+            .map(|(cfg, m)| {
+                let stop = stop.clone();
+                std::thread::Builder::new()
+                    .name(format!("pipeline-{}", cfg.name))
+                    .spawn(move || supervise(&cfg, &m, &stop))
+            })
+            .collect::<std::io::Result<_>>()?;
+        for t in threads {
+            let _ = t.join();
         }
+        Ok(())
+    } else {
+        let mut result = Ok(());
+        for (cfg, m) in &pipelines {
+            m.started();
+            result = run_pipeline(cfg, m, &stop);
+            m.stopped();
+        }
+        result
     };
-    if let Some(handle) = account_sync {
+    // A failed pipeline ends the process: let the account sync stop too.
+    stop.store(true, Ordering::SeqCst);
+    for handle in account_syncs {
         let _ = handle.join();
     }
+    result
+}
+
+/// Runs a pipeline until `stop`, restarting it with exponential backoff (1 s doubling to
+/// 60 s; back to 1 s after it ran for 5 minutes) whenever it fails.
+fn supervise(cfg: &PipelineConfig, m: &Arc<PipelineMetrics>, stop: &Arc<AtomicBool>) {
+    let _span = tracing::info_span!("pipeline", pipeline = %cfg.name).entered();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        m.started();
+        let began = Instant::now();
+        let error = match run_pipeline(cfg, m, stop) {
+            Ok(()) if stop.load(Ordering::SeqCst) => break,
+            Ok(()) => "the source stopped on its own".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        m.failed(&error);
+        if began.elapsed() >= Duration::from_secs(300) {
+            backoff = Duration::from_secs(1);
+        }
+        tracing::error!(error = %error, retry_in_secs = backoff.as_secs(), "pipeline failed; it will be restarted");
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+        m.restarts.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("restarting pipeline");
+    }
+    m.stopped();
+}
+
+fn run_pipeline(
+    cfg: &PipelineConfig,
+    m: &Arc<PipelineMetrics>,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    let ctx = decode_context(&cfg.normalize, &cfg.name)?;
+    let lake = auditlake::sink::s3::open_lake(&cfg.sink)
+        .with_context(|| format!("cannot open the lake at {}", cfg.sink.path.display()))?;
+    let mut batcher = Batcher::new(lake, cfg.flush).with_metrics(m.clone());
+    let stats = match &cfg.source {
+        SourceConfig::Files(inbox) => {
+            files::watch(inbox, &mut batcher, &ctx, stop)?;
+            batcher.stats
+        }
+        SourceConfig::Kafka(kafka) => {
+            let source = KafkaSource::new(kafka, batcher)?;
+            m.set_kafka(source.handle());
+            source.run(&ctx, stop)?
+        }
+        SourceConfig::SqsS3(source) => {
+            sqs_s3::run(source, &mut batcher, &ctx, stop)?;
+            batcher.stats
+        }
+    };
     let s = &stats;
     tracing::info!(
+        pipeline = %cfg.name,
         files = s.units,
         events = s.events_written,
         dead_letters = s.dead_letters,

@@ -294,6 +294,9 @@ pub struct Batcher {
         std::thread::JoinHandle<Result<WrittenBatch, FailedBatch>>,
     )>,
     pub stats: Stats,
+    metrics: Option<Arc<crate::metrics::PipelineMetrics>>,
+    /// What `metrics` has been given of `stats`.
+    published: Stats,
 }
 
 /// Whether a unit needs reading.
@@ -317,7 +320,20 @@ impl Batcher {
             pipelined: false,
             in_flight: None,
             stats: Stats::default(),
+            metrics: None,
+            published: Stats::default(),
         }
+    }
+
+    /// Reports every committed batch to `metrics` (the daemon's `/metrics`); the source loop's
+    /// regular [`Batcher::is_due`] calls double as its liveness tick.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::PipelineMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::PipelineMetrics>> {
+        self.metrics.as_ref()
     }
 
     pub fn lake(&self) -> &LocalLake {
@@ -448,6 +464,9 @@ impl Batcher {
 
     /// True when the oldest pending row has waited longer than the policy allows.
     pub fn is_due(&self) -> bool {
+        if let Some(m) = &self.metrics {
+            m.tick();
+        }
         self.opened_at
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(self.policy.max_age_secs))
     }
@@ -547,6 +566,10 @@ impl Batcher {
         for unit in &summary.completed_units {
             self.committed_through.remove(unit);
         }
+        if let Some(m) = &self.metrics {
+            m.publish(&self.stats, &mut self.published);
+            m.batch_committed(&summary.events_by_provider, summary.started.elapsed());
+        }
         Ok(CommitReport {
             files,
             completed_units: summary.completed_units,
@@ -562,11 +585,23 @@ struct BatchSummary {
     completed_units: Vec<String>,
     /// (unit, end) of the segments of units still open.
     open_through: Vec<(String, i64)>,
+    events_by_provider: Vec<(&'static str, u64)>,
+    started: Instant,
 }
 
 impl BatchSummary {
     fn of(batch: &PendingBatch) -> Self {
+        let mut events_by_provider: Vec<(&'static str, u64)> = Vec::new();
+        for e in &batch.events {
+            let provider = e.cloud_provider.as_str();
+            match events_by_provider.iter_mut().find(|(p, _)| *p == provider) {
+                Some((_, n)) => *n += 1,
+                None => events_by_provider.push((provider, 1)),
+            }
+        }
         BatchSummary {
+            events_by_provider,
+            started: Instant::now(),
             events: batch.events.len() as u64,
             asset_changes: batch.asset_changes.len() as u64,
             dead_letters: batch.dead_letters.len() as u64,

@@ -134,7 +134,8 @@ fn resolve(config: &Path, path: &Path) -> PathBuf {
     }
 }
 
-fn is_accounts_file(text: &str) -> bool {
+/// True for an accounts file (top-level `[[account]]`, no `[source]`), not a pipeline file.
+pub fn is_accounts_file(text: &str) -> bool {
     match text.parse::<toml::Table>() {
         Ok(table) => table.contains_key("account") && !table.contains_key("source"),
         Err(_) => false,

@@ -329,6 +329,9 @@ pub fn watch(
                 continue;
             }
             replay(std::slice::from_ref(&input), batcher, ctx, 1, &mut |_| {})?;
+            if let Some(m) = batcher.metrics() {
+                m.input_bytes.fetch_add(sig.0, Ordering::Relaxed);
+            }
             seen.insert(input.path.clone(), (sig, true));
             if batcher.is_due() {
                 batcher.flush()?;

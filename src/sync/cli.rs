@@ -20,6 +20,7 @@ pub fn spawn_account_sync(
     path: &Path,
     lake: &Path,
     stop: Arc<AtomicBool>,
+    metrics: SyncMetrics,
 ) -> Result<std::thread::JoinHandle<()>> {
     let mut cfg = accounts_config(path, None)?;
     cfg.lake = lake.to_path_buf();
@@ -33,7 +34,7 @@ pub fn spawn_account_sync(
                 }
                 let _ = tx.send(true);
             });
-            super::run::run_periodic(&cfg, &SyncMetrics::default(), rx).await;
+            super::run::run_periodic(&cfg, &metrics, rx).await;
         });
     }))
 }

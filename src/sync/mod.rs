@@ -175,6 +175,8 @@ pub struct KeyCheck {
 #[derive(Debug, Clone, Default)]
 pub struct SyncMetrics {
     checks: Arc<Mutex<BTreeMap<String, KeyCheck>>>,
+    /// Periodic sync runs by (account, outcome).
+    runs: Arc<Mutex<BTreeMap<(String, &'static str), u64>>>,
 }
 
 impl SyncMetrics {
@@ -183,6 +185,13 @@ impl SyncMetrics {
         let mut map = self.checks.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(check.account.clone(), check)
             .map(|previous| previous.status)
+    }
+
+    /// Counts a periodic sync run of `account` (`auditlake_account_sync_runs_total`).
+    pub fn record_run(&self, account: &str, ok: bool) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = if ok { "ok" } else { "failed" };
+        *runs.entry((account.to_string(), outcome)).or_insert(0) += 1;
     }
 
     pub fn get(&self, account: &str) -> Option<KeyCheck> {
@@ -225,6 +234,18 @@ impl SyncMetrics {
                 esc(&c.account),
                 c.provider.as_str(),
                 c.checked_at_ms / 1000
+            ));
+        }
+        drop(map);
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        out.push_str(
+            "# HELP auditlake_account_sync_runs_total Periodic account sync runs, by outcome.\n\
+             # TYPE auditlake_account_sync_runs_total counter\n",
+        );
+        for ((account, outcome), n) in runs.iter() {
+            out.push_str(&format!(
+                "auditlake_account_sync_runs_total{{account=\"{}\",outcome=\"{outcome}\"}} {n}\n",
+                esc(account)
             ));
         }
         out
@@ -864,6 +885,19 @@ mod tests {
         assert!(text.contains(
             "auditlake_access_key_checked_seconds{account=\"prod\",provider=\"tencent\"} 1700000000"
         ));
+        m.record_run("prod", true);
+        m.record_run("prod", false);
+        m.record_run("prod", true);
+        let text = m.render_prometheus();
+        assert!(
+            text.contains("auditlake_account_sync_runs_total{account=\"prod\",outcome=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "auditlake_account_sync_runs_total{account=\"prod\",outcome=\"failed\"} 1"
+            )
+        );
     }
 
     #[test]

@@ -217,7 +217,9 @@ pub async fn run_periodic(
                     }
                 }
                 Some(features) => {
-                    match sync_account(task.account, features, &cfg.lake, metrics).await {
+                    let result = sync_account(task.account, features, &cfg.lake, metrics).await;
+                    metrics.record_run(name, result.is_ok());
+                    match result {
                         Ok(r) => tracing::info!(
                             account = %name, run = %r.run_id, assets = r.assets, created = r.created,
                             modified = r.modified, deleted = r.deleted, errors = r.errors.len(),

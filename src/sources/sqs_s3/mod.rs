@@ -350,7 +350,12 @@ pub fn run(
         stop.clone(),
         ctl_tx.clone(),
     ));
-    let heartbeat = rt.spawn(heartbeat_loop(clients.clone(), cfg.clone(), shared.clone()));
+    let heartbeat = rt.spawn(heartbeat_loop(
+        clients.clone(),
+        cfg.clone(),
+        shared.clone(),
+        batcher.metrics().cloned(),
+    ));
     let acker = rt.spawn(ack_loop(clients.clone(), cfg.queue_url.clone(), ack_rx));
 
     let mut coordinator = Coordinator {
@@ -480,7 +485,12 @@ async fn receive_loop(
 }
 
 /// Extends the visibility of every message in progress, every third of the timeout.
-async fn heartbeat_loop(clients: Clients, cfg: SqsS3Config, shared: Arc<Shared>) {
+async fn heartbeat_loop(
+    clients: Clients,
+    cfg: SqsS3Config,
+    shared: Arc<Shared>,
+    metrics: Option<Arc<crate::metrics::PipelineMetrics>>,
+) {
     use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry as Entry;
     let period = Duration::from_millis((cfg.visibility_timeout_secs as u64 * 1000 / 3).max(500));
     loop {
@@ -513,12 +523,21 @@ async fn heartbeat_loop(clients: Clients, cfg: SqsS3Config, shared: Arc<Shared>)
                 // A failed entry is usually a message deleted meanwhile; otherwise it may be
                 // redelivered, which is harmless (the journal skips what is in the lake).
                 Ok(out) if !out.failed().is_empty() => {
+                    if let Some(m) = &metrics {
+                        m.sqs_visibility_extensions
+                            .fetch_add((out.successful().len()) as u64, Ordering::Relaxed);
+                    }
                     tracing::debug!(
                         failed = out.failed().len(),
                         "some visibility extensions failed"
                     );
                 }
-                Ok(_) => {}
+                Ok(out) => {
+                    if let Some(m) = &metrics {
+                        m.sqs_visibility_extensions
+                            .fetch_add(out.successful().len() as u64, Ordering::Relaxed);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %error_chain(&e), "cannot extend the visibility of messages in progress");
                 }
@@ -732,6 +751,9 @@ impl Coordinator<'_> {
 
     fn on_message(&mut self, m: Received) -> Result<(), SqsS3Error> {
         self.stats.messages += 1;
+        if let Some(m) = self.batcher.metrics() {
+            m.sqs_messages_received.fetch_add(1, Ordering::Relaxed);
+        }
         let key = self.next_key;
         self.next_key += 1;
         tracing::debug!(message_id = %m.message_id, receive_count = m.receive_count, "message received");
@@ -876,6 +898,9 @@ impl Coordinator<'_> {
         if m.pending.is_empty() {
             if let Some(m) = self.messages.remove(&key) {
                 self.stats.messages_deleted += 1;
+                if let Some(m) = self.batcher.metrics() {
+                    m.sqs_messages_deleted.fetch_add(1, Ordering::Relaxed);
+                }
                 let _ = self.ack.send(Ack::Delete { receipt: m.receipt });
             }
             if let Ok(mut p) = self.shared.in_progress.lock() {
@@ -923,6 +948,10 @@ impl Coordinator<'_> {
     }
 
     fn update_load(&self) {
+        if let Some(m) = self.batcher.metrics() {
+            m.sqs_messages_in_flight
+                .store(self.messages.len() as i64, Ordering::Relaxed);
+        }
         self.shared
             .load
             .store(self.reading + self.queue.len(), Ordering::SeqCst);
