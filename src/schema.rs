@@ -313,7 +313,10 @@ impl TableSpec {
         let mut props = vec![("projection.enabled".to_string(), "true".to_string())];
         for p in &self.partitioning {
             let kv: &[(&str, &str)] = match p.as_str() {
-                "provider" => &[("type", "enum"), ("values", "aws,tencent,huawei,baidu,ctyun")],
+                "provider" => &[
+                    ("type", "enum"),
+                    ("values", "aws,tencent,huawei,baidu,ctyun"),
+                ],
                 "account" => &[("type", "injected")],
                 "date" => &[
                     ("type", "date"),
