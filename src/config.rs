@@ -73,6 +73,11 @@ pub struct LakeConfig {
     /// Publish the lake to S3 instead; `path` then holds the journal and staged files.
     #[serde(default)]
     pub s3: Option<S3LakeConfig>,
+    /// This process's name when several processes share the lake (one Kafka consumer group,
+    /// one SQS queue): unique per process and stable across its restarts, e.g.
+    /// `"${HOSTNAME}"`. Unset: the only process writing the lake.
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 fn default_lake() -> PathBuf {
@@ -92,6 +97,7 @@ impl Default for LakeConfig {
             zstd_level: default_zstd(),
             row_group_rows: default_row_group(),
             s3: None,
+            instance: None,
         }
     }
 }

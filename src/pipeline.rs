@@ -344,7 +344,7 @@ impl Batcher {
     /// complete is not read again; positions already committed are skipped when pushed.
     pub fn begin_unit(&mut self, id: &str) -> UnitStart {
         self.stats.units += 1;
-        let known = self.lake.unit(id).cloned();
+        let known = self.lake.unit_shared(id);
         if known.as_ref().is_some_and(|k| k.complete) {
             self.stats.units_already_in_lake += 1;
             return UnitStart::AlreadyInLake;

@@ -107,6 +107,11 @@ pub fn validate_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> FileR
                 None => format!("lake {}", cfg.sink.path.display()),
             };
             report.summary = Some(format!("pipeline {:?}: {source}, {sink}", cfg.name));
+            if let Some(instance) = &cfg.sink.instance
+                && let Err(e) = crate::sink::journal::check_instance(instance)
+            {
+                report.problems.push(e.to_string());
+            }
             if let Some(accounts) = &cfg.accounts {
                 let accounts = resolve(path, accounts);
                 let inner = validate_file(&accounts, env);

@@ -9,6 +9,15 @@
 //!
 //! On open, a `prepare` without its `commit` means the process died mid-batch: its files are
 //! deleted (their input was not recorded, so it will be read again) and an `abort` is appended.
+//!
+//! Several processes can share one lake when each has its own instance name (`[sink]
+//! instance`): each then keeps `_auditlake/journal-<instance>.jsonl`, held by an exclusive lock
+//! (`journal-<instance>.lock`) so no two processes use one name, and recovers only its own
+//! batches. What the other instances committed is honoured too: when a unit is begun that this
+//! journal does not record as complete, the other journals (append-only, read incrementally)
+//! are consulted, so an SQS object redelivered to another process or a Kafka partition that
+//! moved is not written twice. The single-process journal (`journal.jsonl`) is read as one of
+//! them.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -88,6 +97,75 @@ pub struct Journal {
     file: File,
     units: HashMap<String, UnitState>,
     pending: HashMap<String, Vec<Segment>>,
+    /// Set when the lake is shared: this process's instance name.
+    instance: Option<String>,
+    /// Held while the journal is open (shared lakes only); released by the OS on exit.
+    _lock: Option<File>,
+    /// What other instances' journals record, read incrementally.
+    others: HashMap<PathBuf, OtherJournal>,
+}
+
+/// The part of another instance's journal read so far.
+#[derive(Default)]
+struct OtherJournal {
+    /// Inode the offset belongs to (compaction replaces the file).
+    inode: u64,
+    offset: u64,
+    prepared: HashMap<String, (Vec<String>, Vec<Segment>)>,
+    units: HashMap<String, UnitState>,
+}
+
+/// Checks an instance name: it becomes part of file names.
+pub fn check_instance(name: &str) -> Result<(), SinkError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SinkError::Config(format!(
+            "[sink] instance {name:?} must be 1 to 64 letters, digits, `_` or `-` (not starting with `-`)"
+        )))
+    }
+}
+
+/// Applies one journal entry to a unit table and the batches prepared but not finished.
+fn replay(
+    entry: Entry,
+    units: &mut HashMap<String, UnitState>,
+    prepared: &mut HashMap<String, (Vec<String>, Vec<Segment>)>,
+) {
+    match entry {
+        Entry::Prepare {
+            batch,
+            files,
+            segments,
+        } => {
+            prepared.insert(batch, (files, segments));
+        }
+        Entry::Commit { batch } => {
+            if let Some((_, segments)) = prepared.remove(&batch) {
+                apply(units, &segments);
+            }
+        }
+        Entry::Abort { batch } => {
+            prepared.remove(&batch);
+        }
+        Entry::Unit {
+            unit,
+            ranges,
+            complete,
+        } => {
+            let state = units.entry(unit).or_default();
+            for (f, t) in ranges {
+                state.add(f, t);
+            }
+            state.complete |= complete;
+        }
+    }
 }
 
 /// Journals longer than this are rewritten as one line per unit when opened.
@@ -106,9 +184,45 @@ impl Journal {
         root: &Path,
         remove_remote: &mut dyn FnMut(&str) -> Result<(), SinkError>,
     ) -> Result<Self, SinkError> {
+        Self::open_instance(root, None, remove_remote)
+    }
+
+    /// Like [`Journal::open_with`], for the instance `instance` of a lake shared by several
+    /// processes (`None`: the single-process journal). Fails if another process holds the
+    /// instance.
+    pub fn open_instance(
+        root: &Path,
+        instance: Option<&str>,
+        remove_remote: &mut dyn FnMut(&str) -> Result<(), SinkError>,
+    ) -> Result<Self, SinkError> {
         let dir = root.join("_auditlake");
         std::fs::create_dir_all(&dir).map_err(|e| SinkError::io("create directory", &dir, e))?;
-        let path = dir.join("journal.jsonl");
+        let (path, lock) = match instance {
+            None => (dir.join("journal.jsonl"), None),
+            Some(name) => {
+                check_instance(name)?;
+                let lock_path = dir.join(format!("journal-{name}.lock"));
+                let lock = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+                    .map_err(|e| SinkError::io("open", &lock_path, e))?;
+                match lock.try_lock() {
+                    Ok(()) => {}
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(SinkError::InstanceBusy {
+                            instance: name.to_string(),
+                            lock: lock_path,
+                        });
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(SinkError::io("lock", &lock_path, e));
+                    }
+                }
+                (dir.join(format!("journal-{name}.jsonl")), Some(lock))
+            }
+        };
         let mut units: HashMap<String, UnitState> = HashMap::new();
         let mut prepared: HashMap<String, (Vec<String>, Vec<Segment>)> = HashMap::new();
         let mut lines = 0usize;
@@ -140,34 +254,7 @@ impl Journal {
                         });
                     }
                 };
-                match entry {
-                    Entry::Prepare {
-                        batch,
-                        files,
-                        segments,
-                    } => {
-                        prepared.insert(batch, (files, segments));
-                    }
-                    Entry::Commit { batch } => {
-                        if let Some((_, segments)) = prepared.remove(&batch) {
-                            apply(&mut units, &segments);
-                        }
-                    }
-                    Entry::Abort { batch } => {
-                        prepared.remove(&batch);
-                    }
-                    Entry::Unit {
-                        unit,
-                        ranges,
-                        complete,
-                    } => {
-                        let state = units.entry(unit).or_default();
-                        for (f, t) in ranges {
-                            state.add(f, t);
-                        }
-                        state.complete |= complete;
-                    }
-                }
+                replay(entry, &mut units, &mut prepared);
             }
         }
         let file = OpenOptions::new()
@@ -180,6 +267,9 @@ impl Journal {
             file,
             units,
             pending: HashMap::new(),
+            instance: instance.map(str::to_string),
+            _lock: lock,
+            others: HashMap::new(),
         };
         if torn_tail {
             journal.append_raw(b"\n")?;
@@ -207,8 +297,89 @@ impl Journal {
         Ok(journal)
     }
 
+    /// What this journal records of `unit`.
     pub fn unit(&self, unit: &str) -> Option<&UnitState> {
         self.units.get(unit)
+    }
+
+    /// What the lake holds of `unit` according to this journal and, in a shared lake when this
+    /// journal does not record the unit as complete, every other instance's journal too.
+    pub fn unit_shared(&mut self, unit: &str) -> Option<UnitState> {
+        let own = self.units.get(unit).cloned();
+        if self.instance.is_none() || own.as_ref().is_some_and(|u| u.complete) {
+            return own;
+        }
+        if let Err(e) = self.refresh_others() {
+            // Reading them again later is enough: at worst input is written twice, which the
+            // event-id dedup of the lake's readers removes.
+            tracing::warn!(error = %e, "cannot read the journals of the other instances");
+        }
+        let mut merged = own;
+        for other in self.others.values() {
+            if let Some(state) = other.units.get(unit) {
+                let m = merged.get_or_insert_with(UnitState::default);
+                for &(f, t) in &state.ranges {
+                    m.add(f, t);
+                }
+                m.complete |= state.complete;
+            }
+        }
+        merged
+    }
+
+    /// Reads what was appended to the other instances' journals since the last call.
+    fn refresh_others(&mut self) -> Result<(), SinkError> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let Some(dir) = self.path.parent() else {
+            return Ok(());
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| SinkError::io("list", dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| SinkError::io("list", dir, e))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if path == self.path || !name.starts_with("journal") || !name.ends_with(".jsonl") {
+                continue;
+            }
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SinkError::io("stat", &path, e)),
+            };
+            let other = self.others.entry(path.clone()).or_default();
+            if other.inode != meta.ino() || meta.len() < other.offset {
+                *other = OtherJournal {
+                    inode: meta.ino(),
+                    ..OtherJournal::default()
+                };
+            }
+            if meta.len() == other.offset {
+                continue;
+            }
+            let mut f = File::open(&path).map_err(|e| SinkError::io("open", &path, e))?;
+            f.seek(SeekFrom::Start(other.offset))
+                .map_err(|e| SinkError::io("read", &path, e))?;
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)
+                .map_err(|e| SinkError::io("read", &path, e))?;
+            // Only whole lines: the last one may still be being written.
+            let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else {
+                continue;
+            };
+            for line in bytes[..end].split(|&b| b == b'\n') {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                // A torn line left by a crash is followed by a newline when its owner reopens.
+                if let Ok(entry) = serde_json::from_slice::<Entry>(line) {
+                    replay(entry, &mut other.units, &mut other.prepared);
+                }
+            }
+            other.offset += end as u64 + 1;
+        }
+        Ok(())
     }
 
     pub fn prepare(
@@ -384,5 +555,67 @@ mod tests {
         j.compact().expect("compact");
         let j = Journal::open(root).expect("reopen after compaction");
         assert!(j.unit("u1").is_some_and(|u| u.complete && u.contains(2)));
+    }
+
+    #[test]
+    fn instances_share_a_lake_each_with_its_own_locked_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let noop = &mut |_: &str| Ok(());
+        let mut a = Journal::open_instance(root, Some("a"), noop).expect("open a");
+        let busy = Journal::open_instance(root, Some("a"), noop)
+            .err()
+            .expect("a second process cannot use instance a");
+        assert!(matches!(busy, SinkError::InstanceBusy { .. }), "{busy}");
+        assert!(Journal::open_instance(root, Some("../x"), noop).is_err());
+        let mut b = Journal::open_instance(root, Some("b"), noop).expect("open b");
+
+        // a commits an object and part of a partition; b sees both when it begins them.
+        a.prepare("a1", vec![], seg("s3:obj", 0, 4, true))
+            .expect("prepare");
+        a.commit("a1").expect("commit");
+        a.prepare("a2", vec![], seg("kafka:t/0", 0, 10, false))
+            .expect("prepare");
+        a.commit("a2").expect("commit");
+        assert!(b.unit_shared("s3:obj").is_some_and(|u| u.complete));
+        // b's own commits and a's later ones are merged.
+        b.prepare("b1", vec![], seg("kafka:t/0", 20, 30, false))
+            .expect("prepare");
+        b.commit("b1").expect("commit");
+        a.prepare("a3", vec![], seg("kafka:t/0", 10, 15, false))
+            .expect("prepare");
+        a.commit("a3").expect("commit");
+        // A prepared batch that is not committed counts for nobody.
+        a.prepare("a4", vec![], seg("kafka:t/0", 15, 20, false))
+            .expect("prepare");
+        let p = b.unit_shared("kafka:t/0").expect("partition");
+        assert!(p.contains(0) && p.contains(14) && p.contains(25));
+        assert!(!p.contains(15) && !p.contains(30));
+
+        // b dies with a batch open: reopening b removes only b's file, never a's.
+        std::fs::create_dir_all(root.join("x")).expect("mkdir");
+        std::fs::write(root.join("x/part-a-1.parquet"), b"a").expect("write");
+        std::fs::write(root.join("x/part-b-1.parquet"), b"b").expect("write");
+        b.prepare(
+            "b2",
+            vec!["x/part-b-1.parquet".into()],
+            seg("u", 0, 1, true),
+        )
+        .expect("prepare");
+        drop(b);
+        let b = Journal::open_instance(root, Some("b"), noop).expect("reopen b");
+        assert!(!root.join("x/part-b-1.parquet").exists());
+        assert!(root.join("x/part-a-1.parquet").exists());
+        assert!(b.unit("kafka:t/0").is_some_and(|u| u.contains(25)));
+
+        // The single-process journal of a lake that becomes shared is honoured.
+        drop(a);
+        let mut legacy = Journal::open(root).expect("legacy");
+        legacy
+            .prepare("l1", vec![], seg("old", 0, 1, true))
+            .expect("prepare");
+        legacy.commit("l1").expect("commit");
+        let mut a = Journal::open_instance(root, Some("a"), noop).expect("reopen a");
+        assert!(a.unit_shared("old").is_some_and(|u| u.complete));
     }
 }

@@ -41,6 +41,8 @@ pub struct LocalLake {
     journal: Journal,
     options: ParquetOptions,
     remote: Option<Box<dyn Remote>>,
+    /// Set when several processes share the lake: part of this process's file names.
+    instance: Option<String>,
 }
 
 /// Where committed files are published when the lake is not (only) the local directory, e.g.
@@ -90,13 +92,29 @@ fn partition_dir((provider, account, day): PartitionKey<'_>) -> String {
 
 impl LocalLake {
     pub fn open(root: &Path, options: ParquetOptions) -> Result<Self, SinkError> {
+        Self::open_instance(root, options, None, None)
+    }
+
+    /// Opens the lake as `instance` of several processes sharing it (`None`: the only
+    /// process), publishing to `remote` if given. A shared lake's files are named
+    /// `part-<instance>-<batch>.parquet` and its journal is `_auditlake/journal-<instance>.jsonl`.
+    pub fn open_instance(
+        root: &Path,
+        options: ParquetOptions,
+        instance: Option<&str>,
+        mut remote: Option<Box<dyn Remote>>,
+    ) -> Result<Self, SinkError> {
         std::fs::create_dir_all(root).map_err(|e| SinkError::io("create directory", root, e))?;
-        let journal = Journal::open(root)?;
+        let journal = Journal::open_instance(root, instance, &mut |rel| match remote.as_mut() {
+            Some(r) => r.delete(rel),
+            None => Ok(()),
+        })?;
         Ok(LocalLake {
             root: root.to_path_buf(),
             journal,
             options,
-            remote: None,
+            remote,
+            instance: instance.map(str::to_string),
         })
     }
 
@@ -105,16 +123,9 @@ impl LocalLake {
     pub fn open_with_remote(
         root: &Path,
         options: ParquetOptions,
-        mut remote: Box<dyn Remote>,
+        remote: Box<dyn Remote>,
     ) -> Result<Self, SinkError> {
-        std::fs::create_dir_all(root).map_err(|e| SinkError::io("create directory", root, e))?;
-        let journal = Journal::open_with(root, &mut |rel| remote.delete(rel))?;
-        Ok(LocalLake {
-            root: root.to_path_buf(),
-            journal,
-            options,
-            remote: Some(remote),
-        })
+        Self::open_instance(root, options, None, Some(remote))
     }
 
     pub fn root(&self) -> &Path {
@@ -123,6 +134,12 @@ impl LocalLake {
 
     pub fn unit(&self, unit: &str) -> Option<&UnitState> {
         self.journal.unit(unit)
+    }
+
+    /// What the lake holds of `unit`, including what other instances sharing the lake
+    /// committed.
+    pub fn unit_shared(&mut self, unit: &str) -> Option<UnitState> {
+        self.journal.unit_shared(unit)
     }
 
     /// Writes and publishes a batch. On error nothing of the batch is visible and its input is
@@ -146,7 +163,10 @@ impl LocalLake {
             return Ok(None);
         }
         let id = batch_id(&batch.segments);
-        let name = format!("part-{}.parquet", &id[..24]);
+        let name = match &self.instance {
+            None => format!("part-{}.parquet", &id[..24]),
+            Some(instance) => format!("part-{instance}-{}.parquet", &id[..24]),
+        };
         let keys: HashSet<PartitionKey> = batch.events.iter().map(partition_key).collect();
         let mut dirs: BTreeSet<String> = keys.into_iter().map(partition_dir).collect();
         dirs.extend(batch.dead_letters.iter().map(dead_letter_dir));

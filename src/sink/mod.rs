@@ -7,6 +7,7 @@
 //! asset_changes/provider=<p>/account=<a>/date=<YYYY-MM-DD>/part-<batch>.parquet
 //! asset_inventory/provider=<p>/account=<a>/date=<YYYY-MM-DD>/part-<batch>.parquet
 //! _auditlake/journal.jsonl          commit journal (what input is already in the lake)
+//! _auditlake/journal-<instance>.jsonl   the journal of one instance of a shared lake
 //! ```
 
 pub mod journal;
@@ -33,6 +34,10 @@ pub enum SinkError {
     Schema(String),
     #[error("invalid sink configuration: {0}")]
     Config(String),
+    #[error(
+        "instance {instance:?} of this lake is used by another process ({lock} is locked): give every process sharing a lake its own `[sink] instance`"
+    )]
+    InstanceBusy { instance: String, lock: PathBuf },
     #[error("commit journal {path} is damaged at line {line}: {reason}")]
     Journal {
         path: PathBuf,

@@ -45,11 +45,16 @@ fn default_part_mib() -> usize {
 /// Opens the lake a pipeline's `[sink]` describes: local, or published to S3.
 pub fn open_lake(cfg: &LakeConfig) -> Result<LocalLake, SinkError> {
     match &cfg.s3 {
-        None => LocalLake::open(&cfg.path, cfg.parquet()),
+        None => LocalLake::open_instance(&cfg.path, cfg.parquet(), cfg.instance.as_deref(), None),
         Some(s3) => {
             let remote = S3Remote::connect(s3)?;
             tracing::info!(bucket = %s3.bucket, prefix = %s3.prefix, state = %cfg.path.display(), "lake output to S3");
-            LocalLake::open_with_remote(&cfg.path, cfg.parquet(), Box::new(remote))
+            LocalLake::open_instance(
+                &cfg.path,
+                cfg.parquet(),
+                cfg.instance.as_deref(),
+                Some(Box::new(remote)),
+            )
         }
     }
 }

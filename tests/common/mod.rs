@@ -2,6 +2,9 @@
 //! read the lake).
 #![allow(dead_code)]
 
+pub mod moto;
+pub mod tansu;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
