@@ -433,17 +433,7 @@ fn load_pipelines(config: Option<&Path>) -> Result<(Vec<(PathBuf, PipelineConfig
         path: file.to_path_buf(),
         message,
     };
-    let read_err = |source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(read_err)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(read_err)?;
-    files.retain(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file());
-    files.sort();
+    let files = auditlake::validate::expand(&[path.to_path_buf()])?;
     let mut pipelines: Vec<(PathBuf, PipelineConfig)> = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {

@@ -32,14 +32,16 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let entries = std::fs::read_dir(path).map_err(|source| ConfigError::Read {
+            let read_err = |source| ConfigError::Read {
                 path: path.clone(),
                 source,
-            })?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
-                .collect();
+            };
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(read_err)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()
+                .map_err(read_err)?;
+            found.retain(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"));
             found.sort();
             files.extend(found);
         } else {
