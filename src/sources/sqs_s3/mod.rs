@@ -898,8 +898,13 @@ impl Coordinator<'_> {
         if m.pending.is_empty() {
             if let Some(m) = self.messages.remove(&key) {
                 self.stats.messages_deleted += 1;
-                if let Some(m) = self.batcher.metrics() {
-                    m.sqs_messages_deleted.fetch_add(1, Ordering::Relaxed);
+                if let Some(metrics) = self.batcher.metrics() {
+                    // In flight first: a scrape that sees the deletion also sees it no longer
+                    // in flight.
+                    metrics
+                        .sqs_messages_in_flight
+                        .store(self.messages.len() as i64, Ordering::SeqCst);
+                    metrics.sqs_messages_deleted.fetch_add(1, Ordering::SeqCst);
                 }
                 let _ = self.ack.send(Ack::Delete { receipt: m.receipt });
             }
