@@ -64,10 +64,18 @@ path = "{lake}"
 /// Waits until the queue holds no message at all (every one deleted).
 fn wait_until_drained(aws: &Aws, queue_url: &str, daemon: &mut Daemon, limit: Duration) {
     let deadline = Instant::now() + limit;
+    // moto's approximate counts can read (0, 0) for a moment while a message's visibility
+    // timeout runs out; drained means empty for longer than the tests' visibility timeouts.
+    let mut empty_since: Option<Instant> = None;
     loop {
         daemon.assert_running();
         if aws.counts(queue_url) == (0, 0) {
-            return;
+            let since = *empty_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(4) {
+                return;
+            }
+        } else {
+            empty_since = None;
         }
         assert!(
             Instant::now() < deadline,
