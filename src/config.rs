@@ -64,7 +64,7 @@ pub struct LakeConfig {
     /// Lake root directory.
     #[serde(default = "default_lake")]
     pub path: PathBuf,
-    /// ZSTD level (1 fastest … 22 smallest).
+    /// ZSTD level (1 fastest, the default … 22 smallest).
     #[serde(default = "default_zstd")]
     pub zstd_level: i32,
     /// Rows per Parquet row group.

@@ -33,7 +33,8 @@ pub struct ParquetOptions {
 impl Default for ParquetOptions {
     fn default() -> Self {
         ParquetOptions {
-            zstd_level: 3,
+            // Level 1: on the bench corpus 3 gave a 0.9 % smaller lake for 9 % more CPU.
+            zstd_level: 1,
             row_group_rows: 128 * 1024,
         }
     }
