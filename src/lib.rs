@@ -12,6 +12,7 @@ pub mod aws;
 pub mod config;
 pub mod decode;
 pub mod event;
+pub mod memory;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use auditlake::config::{ConfigError, PipelineConfig, SourceConfig};
 use auditlake::decode::DecodeLimits;
+use auditlake::memory::{self, MemoryBudget};
 use auditlake::metrics::{self, PipelineMetrics, Registry};
 use auditlake::normalize::{NormalizeConfig, Normalizer};
 use auditlake::pipeline::{Batcher, DecodeContext, FlushPolicy, Stats};
@@ -98,6 +99,9 @@ enum Command {
     Validate {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// The memory bound `run` would get: checked against the number of pipeline files.
+        #[arg(long, env = "AUDITLAKE_MEMORY_LIMIT_MIB", default_value_t = memory::DEFAULT_LIMIT_MIB)]
+        memory_limit_mib: u64,
     },
     /// Run the daemon. Without --config: watch ./inbox and write ./lake. With a directory: run
     /// every pipeline file in it (accounts files are skipped), each restarted with backoff when
@@ -108,6 +112,10 @@ enum Command {
         /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
         #[arg(long, env = "AUDITLAKE_METRICS_LISTEN")]
         metrics_listen: Option<String>,
+        /// Memory bound of the process, in MiB, shared by all its pipelines: batch sizes,
+        /// deduplication windows and queue depths are derived from it (see the README).
+        #[arg(long, env = "AUDITLAKE_MEMORY_LIMIT_MIB", default_value_t = memory::DEFAULT_LIMIT_MIB)]
+        memory_limit_mib: u64,
     },
 }
 
@@ -258,15 +266,20 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             &config,
             account.as_deref(),
         )?)),
-        Command::Validate { paths } => {
+        Command::Validate {
+            paths,
+            memory_limit_mib,
+        } => {
             let files = auditlake::validate::expand(&paths)?;
             if files.is_empty() {
                 return Err(UsageError("no .toml files found in the given paths".into()).into());
             }
             let env = |name: &str| std::env::var(name).ok();
             let mut failed = 0;
+            let mut pipelines = 0;
             for file in &files {
                 let report = auditlake::validate::validate_file(file, &env);
+                pipelines += usize::from(report.is_pipeline());
                 match (&report.summary, report.ok()) {
                     (Some(summary), true) => println!("{}: ok ({summary})", file.display()),
                     (summary, _) => {
@@ -288,6 +301,19 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                     }
                 }
             }
+            if pipelines > 0 {
+                match memory::plan(memory_limit_mib, pipelines) {
+                    Ok(plan) => println!(
+                        "memory limit: ok ({memory_limit_mib} MiB for {pipelines} pipeline(s): {} MiB each, a batch budget of {} MiB each)",
+                        plan.share_bytes >> 20,
+                        plan.batch_bytes >> 20
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        println!("memory limit: 1 problem(s)\n  - {e}");
+                    }
+                }
+            }
             Ok(if failed == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -297,8 +323,13 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run {
             config,
             metrics_listen,
+            memory_limit_mib,
         } => {
-            run(config.as_deref(), metrics_listen.as_deref())?;
+            run(
+                config.as_deref(),
+                metrics_listen.as_deref(),
+                memory_limit_mib,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -528,9 +559,21 @@ fn on_shutdown(stop: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
-fn run(config: Option<&Path>, metrics_listen: Option<&str>) -> Result<()> {
+fn run(config: Option<&Path>, metrics_listen: Option<&str>, memory_limit_mib: u64) -> Result<()> {
     let (pipelines, supervised) = load_pipelines(config)?;
+    let plan = memory::plan(memory_limit_mib, pipelines.len()).map_err(UsageError)?;
+    tracing::info!(
+        limit_mib = memory_limit_mib,
+        pipelines = plan.pipelines,
+        share_mib = plan.share_bytes >> 20,
+        batch_mib = plan.batch_bytes >> 20,
+        dedup_keys = plan.dedup_keys,
+        queue_mib = plan.queue_bytes >> 20,
+        "memory budget"
+    );
+    let budget = MemoryBudget::new(plan);
     let registry = Arc::new(Registry::default());
+    registry.set_memory(budget.clone());
     let stop = Arc::new(AtomicBool::new(false));
     on_shutdown(stop.clone())?;
     let pipelines: Vec<_> = pipelines
@@ -561,9 +604,10 @@ fn run(config: Option<&Path>, metrics_listen: Option<&str>) -> Result<()> {
             .into_iter()
             .map(|(cfg, m)| {
                 let stop = stop.clone();
+                let budget = budget.clone();
                 std::thread::Builder::new()
                     .name(format!("pipeline-{}", cfg.name))
-                    .spawn(move || supervise(&cfg, &m, &stop))
+                    .spawn(move || supervise(&cfg, &m, &stop, &budget))
             })
             .collect::<std::io::Result<_>>()?;
         for t in threads {
@@ -574,7 +618,7 @@ fn run(config: Option<&Path>, metrics_listen: Option<&str>) -> Result<()> {
         let mut result = Ok(());
         for (cfg, m) in &pipelines {
             m.started();
-            result = run_pipeline(cfg, m, &stop);
+            result = run_pipeline(cfg, m, &stop, &budget);
             m.stopped();
         }
         result
@@ -589,13 +633,18 @@ fn run(config: Option<&Path>, metrics_listen: Option<&str>) -> Result<()> {
 
 /// Runs a pipeline until `stop`, restarting it with exponential backoff (1 s doubling to
 /// 60 s; back to 1 s after it ran for 5 minutes) whenever it fails.
-fn supervise(cfg: &PipelineConfig, m: &Arc<PipelineMetrics>, stop: &Arc<AtomicBool>) {
+fn supervise(
+    cfg: &PipelineConfig,
+    m: &Arc<PipelineMetrics>,
+    stop: &Arc<AtomicBool>,
+    budget: &Arc<MemoryBudget>,
+) {
     let _span = tracing::info_span!("pipeline", pipeline = %cfg.name).entered();
     let mut backoff = Duration::from_secs(1);
     loop {
         m.started();
         let began = Instant::now();
-        let error = match run_pipeline(cfg, m, stop) {
+        let error = match run_pipeline(cfg, m, stop, budget) {
             Ok(()) if stop.load(Ordering::SeqCst) => break,
             Ok(()) => "the source stopped on its own".to_string(),
             Err(e) => format!("{e:#}"),
@@ -623,11 +672,14 @@ fn run_pipeline(
     cfg: &PipelineConfig,
     m: &Arc<PipelineMetrics>,
     stop: &Arc<AtomicBool>,
+    budget: &Arc<MemoryBudget>,
 ) -> Result<()> {
     let ctx = decode_context(&cfg.normalize, &cfg.name)?;
     let lake = auditlake::sink::s3::open_lake(&cfg.sink)
         .with_context(|| format!("cannot open the lake at {}", cfg.sink.path.display()))?;
-    let mut batcher = Batcher::new(lake, cfg.flush).with_metrics(m.clone());
+    let mut batcher = Batcher::new(lake, cfg.flush)
+        .with_metrics(m.clone())
+        .with_budget(budget.share());
     let stats = match &cfg.source {
         SourceConfig::Files(inbox) => {
             files::watch(inbox, &mut batcher, &ctx, stop)?;

@@ -40,8 +40,10 @@ pub struct PipelineMetrics {
     pub restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
     pub inputs: AtomicU64,
-    /// Bytes of input files read (files source).
+    /// Bytes of input read: files and S3 objects as stored, Kafka message payloads.
     pub input_bytes: AtomicU64,
+    /// Flushes forced by the shared memory budget.
+    pub memory_pressure_flushes: AtomicU64,
     pub inputs_already_in_lake: AtomicU64,
     /// Events written, by provider.
     events_written: Mutex<BTreeMap<&'static str, u64>>,
@@ -200,6 +202,8 @@ pub struct Registry {
     pipelines: Mutex<Vec<Arc<PipelineMetrics>>>,
     /// Account-sync results, shared by every pipeline's accounts file (one exposition).
     sync: Mutex<Option<SyncMetrics>>,
+    /// The process's memory budget (daemon mode).
+    memory: Mutex<Option<Arc<crate::memory::MemoryBudget>>>,
 }
 
 impl Registry {
@@ -207,6 +211,11 @@ impl Registry {
         let m = Arc::new(PipelineMetrics::new(name, source));
         lock(&self.pipelines).push(m.clone());
         m
+    }
+
+    /// Exports the memory budget and what the batchers hold of it.
+    pub fn set_memory(&self, budget: Arc<crate::memory::MemoryBudget>) {
+        *lock(&self.memory) = Some(budget);
     }
 
     /// Where account syncs record their results (one set for the process, by account).
@@ -371,20 +380,66 @@ impl Registry {
                 p.flush_sum_us.load(Ordering::Relaxed) as f64 / 1e6
             );
         }
-        let files: Vec<_> = pipelines.iter().filter(|p| p.source == "files").collect();
-        if !files.is_empty() {
-            header(
+        header(
+            &mut out,
+            "auditlake_input_bytes_total",
+            "counter",
+            "Bytes of input read: files and S3 objects as stored (before decompression), Kafka message payloads.",
+        );
+        for p in &pipelines {
+            counter_line(
                 &mut out,
                 "auditlake_input_bytes_total",
-                "counter",
-                "Bytes of input files read (files source; as stored, before decompression).",
+                p,
+                p.input_bytes.load(Ordering::Relaxed),
             );
-            for p in &files {
+        }
+        if let Some(budget) = lock(&self.memory).clone() {
+            header(
+                &mut out,
+                "auditlake_memory_limit_bytes",
+                "gauge",
+                "The configured memory bound of the process (--memory-limit-mib).",
+            );
+            let _ = writeln!(
+                out,
+                "auditlake_memory_limit_bytes {}",
+                budget.plan.limit_bytes
+            );
+            header(
+                &mut out,
+                "auditlake_memory_batch_budget_bytes",
+                "gauge",
+                "Bytes all pipelines' pending batches may hold together before they are flushed early.",
+            );
+            let _ = writeln!(
+                out,
+                "auditlake_memory_batch_budget_bytes {}",
+                budget.batch_total
+            );
+            header(
+                &mut out,
+                "auditlake_memory_batch_in_use_bytes",
+                "gauge",
+                "Estimated bytes of rows pending in all pipelines' batches.",
+            );
+            let _ = writeln!(
+                out,
+                "auditlake_memory_batch_in_use_bytes {}",
+                budget.pending()
+            );
+            header(
+                &mut out,
+                "auditlake_memory_pressure_flushes_total",
+                "counter",
+                "Batches flushed early because the shared batch budget was used up.",
+            );
+            for p in &pipelines {
                 counter_line(
                     &mut out,
-                    "auditlake_input_bytes_total",
+                    "auditlake_memory_pressure_flushes_total",
                     p,
-                    p.input_bytes.load(Ordering::Relaxed),
+                    p.memory_pressure_flushes.load(Ordering::Relaxed),
                 );
             }
         }

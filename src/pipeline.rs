@@ -297,6 +297,8 @@ pub struct Batcher {
     metrics: Option<Arc<crate::metrics::PipelineMetrics>>,
     /// What `metrics` has been given of `stats`.
     published: Stats,
+    /// This pipeline's hold on the process's memory budget (daemon mode).
+    budget: Option<crate::memory::BudgetShare>,
 }
 
 /// Whether a unit needs reading.
@@ -322,7 +324,43 @@ impl Batcher {
             stats: Stats::default(),
             metrics: None,
             published: Stats::default(),
+            budget: None,
         }
+    }
+
+    /// Puts the batcher under the process's memory budget: its batches are at most the shared
+    /// batch budget (`flush.max_mib` lowered if needed), its deduplicator window fits its share,
+    /// and [`Batcher::is_due`] also says yes when the shared budget is used up and this
+    /// pipeline holds at least its part of it.
+    pub fn with_budget(mut self, share: crate::memory::BudgetShare) -> Self {
+        let plan = *share.plan();
+        let total_mib = (plan.batch_bytes * plan.pipelines as u64 >> 20).max(1);
+        self.policy.max_mib = self
+            .policy
+            .max_mib
+            .min(usize::try_from(total_mib).unwrap_or(usize::MAX));
+        self.dedup = Dedup::new(plan.dedup_keys.max(1));
+        self.budget = Some(share);
+        self
+    }
+
+    /// Bytes the queues feeding this batcher may hold, when it is under a memory budget.
+    pub fn queue_budget(&self) -> Option<u64> {
+        self.budget.as_ref().map(|b| b.plan().queue_bytes)
+    }
+
+    /// Reports the pending bytes to the shared budget; true when this pipeline must flush to
+    /// relieve it.
+    fn memory_pressure(&self) -> bool {
+        let Some(share) = &self.budget else {
+            return false;
+        };
+        let flush = share.update(self.pending_bytes);
+        if flush && let Some(m) = &self.metrics {
+            m.memory_pressure_flushes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        flush
     }
 
     /// Reports every committed batch to `metrics` (the daemon's `/metrics`); the source loop's
@@ -462,10 +500,14 @@ impl Batcher {
         self.committed_through.get(unit).copied()
     }
 
-    /// True when the oldest pending row has waited longer than the policy allows.
+    /// True when the oldest pending row has waited longer than the policy allows, or when the
+    /// memory budget needs this batch written now (see [`Batcher::with_budget`]).
     pub fn is_due(&self) -> bool {
         if let Some(m) = &self.metrics {
             m.tick();
+        }
+        if self.memory_pressure() {
+            return true;
         }
         self.opened_at
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(self.policy.max_age_secs))

@@ -25,6 +25,13 @@ impl FileReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// A pipeline file (that parsed), which `run` would run.
+    pub fn is_pipeline(&self) -> bool {
+        self.summary
+            .as_deref()
+            .is_some_and(|s| s.starts_with("pipeline "))
+    }
 }
 
 /// Expands directories into the `*.toml` files directly inside them (sorted), keeps files.

@@ -697,6 +697,9 @@ impl KafkaHandle {
     }
 }
 
+/// librdkafka's bound on prefetched messages, in KiB.
+const QUEUE_KBYTES: &str = "queued.max.messages.kbytes";
+
 /// A running consumer. Create it with [`KafkaSource::new`], then call [`KafkaSource::run`].
 pub struct KafkaSource {
     consumer: BaseConsumer<Ctx>,
@@ -709,7 +712,17 @@ impl KafkaSource {
     /// Connects (lazily: librdkafka connects in the background) and subscribes.
     pub fn new(cfg: &KafkaConfig, batcher: Batcher) -> Result<Self, KafkaError> {
         let password = cfg.password(&|var| std::env::var(var).ok())?;
-        let settings = client_config(cfg, password.as_ref())?;
+        let mut settings = client_config(cfg, password.as_ref())?;
+        // librdkafka prefetches up to 64 MiB by default; under a memory budget its queue gets
+        // the pipeline's queue share instead (unless [source.librdkafka] sets it).
+        if let Some(bytes) = batcher.queue_budget()
+            && settings.get(QUEUE_KBYTES).is_none()
+        {
+            let kbytes = (bytes / 1024).clamp(1024, 65_536);
+            settings
+                .0
+                .push((QUEUE_KBYTES.to_string(), kbytes.to_string()));
+        }
         Self::with_settings(&settings, &cfg.topic, batcher)
     }
 
@@ -801,6 +814,12 @@ impl KafkaSource {
                         ingest_time_ms: now_ms(),
                     };
                     let unit = part.unit.clone();
+                    if let Some(m) = s.batcher.metrics() {
+                        m.input_bytes.fetch_add(
+                            msg.payload().map_or(0, <[u8]>::len) as u64,
+                            Ordering::Relaxed,
+                        );
+                    }
                     let mut items = Vec::with_capacity(1);
                     decode_message(
                         msg.payload().unwrap_or(&[]),

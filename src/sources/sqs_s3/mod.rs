@@ -287,6 +287,7 @@ struct Shared {
     in_progress: Mutex<HashMap<u64, String>>,
     /// Set at the end of the shutdown grace: readers stop where they are.
     abandon: AtomicBool,
+    metrics: Option<Arc<crate::metrics::PipelineMetrics>>,
 }
 
 /// Counters the source reports when it stops.
@@ -339,9 +340,13 @@ pub fn run(
         load: AtomicUsize::new(0),
         in_progress: Mutex::new(HashMap::new()),
         abandon: AtomicBool::new(false),
+        metrics: batcher.metrics().cloned(),
     });
-    let (ctl_tx, ctl_rx) = sync_channel::<Ctl>(64);
-    let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel::<Ack>();
+    let (ctl_tx, ctl_rx) = sync_channel::<Ctl>(ctl_depth(batcher.queue_budget()));
+    // Every message sends at most one acknowledgement, so this queue never holds more than
+    // the messages in progress; it is bounded anyway, and the coordinator waits when it is
+    // full (SQS slower than the lake).
+    let (ack_tx, ack_rx) = tokio::sync::mpsc::channel::<Ack>(ACK_QUEUE);
 
     rt.spawn(receive_loop(
         clients.clone(),
@@ -401,6 +406,17 @@ pub fn run(
         "sqs_s3 source stopped"
     );
     Ok(stats)
+}
+
+/// Acknowledgements waiting for the acker.
+const ACK_QUEUE: usize = 1024;
+
+/// Chunks of decoded items the readers may queue for the coordinator: what the memory budget
+/// gives the pipeline's queues (each chunk holds up to [`ITEMS_PER_CHUNK`] items), between 2
+/// and 64 (the depth before the budget existed).
+fn ctl_depth(queue_budget: Option<u64>) -> usize {
+    let chunk = (ITEMS_PER_CHUNK * crate::memory::QUEUED_ITEM_BYTES) as u64;
+    queue_budget.map_or(64, |bytes| (bytes / chunk).clamp(2, 64) as usize)
 }
 
 /// Sends to the coordinator from async code (the channel is bounded, so this may block).
@@ -546,11 +562,7 @@ async fn heartbeat_loop(
     }
 }
 
-async fn ack_loop(
-    clients: Clients,
-    queue_url: String,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Ack>,
-) {
+async fn ack_loop(clients: Clients, queue_url: String, mut rx: tokio::sync::mpsc::Receiver<Ack>) {
     use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry as Entry;
     while let Some(first) = rx.recv().await {
         // Deletions go out in batches of up to 10 (whatever is waiting).
@@ -634,7 +646,7 @@ struct Coordinator<'a> {
     clients: Clients,
     ctl_tx: SyncSender<Ctl>,
     shared: Arc<Shared>,
-    ack: tokio::sync::mpsc::UnboundedSender<Ack>,
+    ack: tokio::sync::mpsc::Sender<Ack>,
     next_key: u64,
     messages: HashMap<u64, MessageState>,
     units: HashMap<String, UnitTrack>,
@@ -700,7 +712,7 @@ impl Coordinator<'_> {
         self.settle();
         for (_, m) in std::mem::take(&mut self.messages) {
             self.stats.messages_left += 1;
-            let _ = self.ack.send(Ack::Release { receipt: m.receipt });
+            let _ = self.ack.blocking_send(Ack::Release { receipt: m.receipt });
         }
         if let Ok(mut p) = self.shared.in_progress.lock() {
             p.clear();
@@ -906,7 +918,7 @@ impl Coordinator<'_> {
                         .store(self.messages.len() as i64, Ordering::SeqCst);
                     metrics.sqs_messages_deleted.fetch_add(1, Ordering::SeqCst);
                 }
-                let _ = self.ack.send(Ack::Delete { receipt: m.receipt });
+                let _ = self.ack.blocking_send(Ack::Delete { receipt: m.receipt });
             }
             if let Ok(mut p) = self.shared.in_progress.lock() {
                 p.remove(&key);
@@ -1010,6 +1022,7 @@ async fn read_object(
     };
     let ctl_for_panic = ctl.clone();
     let unit_for_panic = unit.clone();
+    let metrics = shared.metrics.clone();
     let decoder = tokio::task::spawn_blocking(move || {
         decode_object(reader, &transport_error, &ctx, &stamp, unit, &ctl, &shared)
     });
@@ -1020,7 +1033,13 @@ async fn read_object(
                 Err(_) => Some(Err(format!("no data for {} s", stall.as_secs()))),
             };
         let sent = match next {
-            Some(Ok(chunk)) => tx.send(Ok(chunk)).await,
+            Some(Ok(chunk)) => {
+                if let Some(m) = &metrics {
+                    m.input_bytes
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                tx.send(Ok(chunk)).await
+            }
             Some(Err(e)) => {
                 let _ = tx.send(Err(io::Error::other(e))).await;
                 break;

@@ -1,0 +1,190 @@
+//! The process-wide memory bound of `auditlake run` (`--memory-limit-mib`,
+//! `AUDITLAKE_MEMORY_LIMIT_MIB`, default 512 MiB).
+//!
+//! The limit is split once at startup ([`plan`]): a fixed reserve for the process itself
+//! (code, async runtimes, allocator slack), then an equal share per pipeline. Each share is
+//! split again between what grows with the load:
+//! - pending rows of the batch (`batch`): the batcher flushes at this size;
+//! - encoding the batch into Parquet, which needs about as much again while it runs;
+//! - the deduplicator's window of event ids (`dedup_keys`);
+//! - queues between the source and the batcher (`queue`): decoded chunks waiting for the
+//!   batcher (SQS), librdkafka's prefetch queue (Kafka);
+//! - the rest is allocator slack.
+//!
+//! The batch parts of all pipelines form one shared budget ([`MemoryBudget`]): a busy pipeline
+//! may draw more than its share while the others are idle (up to its `flush.max_mib`), but when
+//! the pending bytes of all pipelines reach the total, every pipeline holding at least its
+//! share flushes at its next loop turn, and its source pulls nothing while it flushes (flushes
+//! run on the source's own thread).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+pub const DEFAULT_LIMIT_MIB: u64 = 512;
+/// Kept for the process itself: binary, runtimes, metrics, allocator.
+pub const RESERVED_MIB: u64 = 64;
+/// The smallest share a pipeline can run in.
+pub const MIN_PIPELINE_MIB: u64 = 32;
+/// Bytes a deduplicator key costs in the worst case (a 16-byte key in a hash table that may be
+/// under half full right after it grew), per generation; there are two generations.
+const DEDUP_BYTES_PER_KEY: u64 = 2 * 40;
+/// The deduplicator window when memory allows it (the default before the limit existed).
+pub const MAX_DEDUP_KEYS: usize = 8_000_000;
+/// Estimated in-memory bytes of one decoded item waiting in a queue (a CloudTrail event with
+/// its raw strings; measured at ~1.2 KB on the benchmark corpus, rounded up).
+pub const QUEUED_ITEM_BYTES: usize = 2048;
+
+const MIB: u64 = 1 << 20;
+
+/// How the limit is divided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub limit_bytes: u64,
+    pub pipelines: usize,
+    /// Per pipeline: its whole share.
+    pub share_bytes: u64,
+    /// Per pipeline: its fair part of the shared batch budget.
+    pub batch_bytes: u64,
+    /// Per pipeline: the deduplicator window (keys per generation).
+    pub dedup_keys: usize,
+    /// Per pipeline: bytes queues between its source and its batcher may hold.
+    pub queue_bytes: u64,
+}
+
+/// The smallest limit that runs `pipelines` pipelines, in MiB.
+pub fn minimum_mib(pipelines: usize) -> u64 {
+    RESERVED_MIB + MIN_PIPELINE_MIB * pipelines.max(1) as u64
+}
+
+/// Divides `limit_mib` between `pipelines` pipelines; an error (saying the smallest limit
+/// that works) when it is too small.
+pub fn plan(limit_mib: u64, pipelines: usize) -> Result<Plan, String> {
+    let pipelines = pipelines.max(1);
+    let minimum = minimum_mib(pipelines);
+    if limit_mib < minimum {
+        return Err(format!(
+            "memory limit of {limit_mib} MiB is too small for {pipelines} pipeline(s): it needs at least {minimum} MiB ({RESERVED_MIB} MiB for the process and {MIN_PIPELINE_MIB} MiB per pipeline); raise --memory-limit-mib / AUDITLAKE_MEMORY_LIMIT_MIB or run fewer pipelines in this process"
+        ));
+    }
+    let share = (limit_mib - RESERVED_MIB) * MIB / pipelines as u64;
+    // batch 1/4, its encoding ~1/4, dedup 1/4, queues 1/8, slack 1/8.
+    let dedup_keys = ((share / 4) / DEDUP_BYTES_PER_KEY).min(MAX_DEDUP_KEYS as u64) as usize;
+    Ok(Plan {
+        limit_bytes: limit_mib * MIB,
+        pipelines,
+        share_bytes: share,
+        batch_bytes: share / 4,
+        dedup_keys,
+        queue_bytes: share / 8,
+    })
+}
+
+/// The batch budget shared by the pipelines of one process, and what they hold now.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    pub plan: Plan,
+    /// Sum of the batch budgets.
+    pub batch_total: u64,
+    /// Estimated bytes of rows pending in all batchers.
+    pending: AtomicU64,
+}
+
+impl MemoryBudget {
+    pub fn new(plan: Plan) -> Arc<Self> {
+        Arc::new(MemoryBudget {
+            plan,
+            batch_total: plan.batch_bytes * plan.pipelines as u64,
+            pending: AtomicU64::new(0),
+        })
+    }
+
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// A pipeline's share of this budget.
+    pub fn share(self: &Arc<Self>) -> BudgetShare {
+        BudgetShare {
+            budget: self.clone(),
+            published: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// One pipeline's hold on the shared budget. Dropping it (the pipeline stopped or is being
+/// restarted) returns what it held.
+#[derive(Debug)]
+pub struct BudgetShare {
+    budget: Arc<MemoryBudget>,
+    /// This pipeline's pending bytes as last reported.
+    published: AtomicUsize,
+}
+
+impl BudgetShare {
+    pub fn plan(&self) -> &Plan {
+        &self.budget.plan
+    }
+
+    /// Reports this pipeline's pending bytes; true when it should flush now to relieve the
+    /// shared budget (all pipelines together hold the total, and this one at least its share).
+    pub fn update(&self, pending: usize) -> bool {
+        let before = self.published.swap(pending, Ordering::Relaxed);
+        let total = if pending >= before {
+            let add = (pending - before) as u64;
+            self.budget.pending.fetch_add(add, Ordering::Relaxed) + add
+        } else {
+            let sub = (before - pending) as u64;
+            self.budget.pending.fetch_sub(sub, Ordering::Relaxed) - sub
+        };
+        pending > 0
+            && pending as u64 >= self.budget.plan.batch_bytes
+            && total >= self.budget.batch_total
+    }
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        self.update(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_split_between_pipelines_or_refused() {
+        let p = plan(512, 3).expect("512 MiB fits 3 pipelines");
+        assert_eq!(p.share_bytes, (512 - 64) * MIB / 3);
+        assert!(p.batch_bytes >= 32 * MIB, "the default batch fits: {p:?}");
+        assert!(p.dedup_keys > 400_000, "{p:?}");
+        let total = 64 * MIB
+            + 3 * (2 * p.batch_bytes + p.dedup_keys as u64 * DEDUP_BYTES_PER_KEY + p.queue_bytes);
+        assert!(total <= p.limit_bytes, "{total} > {}", p.limit_bytes);
+        assert_eq!(plan(4096, 1).expect("big").dedup_keys, MAX_DEDUP_KEYS);
+        let err = plan(100, 3).expect_err("too small");
+        assert!(
+            err.contains("100 MiB") && err.contains("at least 160 MiB"),
+            "{err}"
+        );
+        assert_eq!(minimum_mib(3), 160);
+    }
+
+    #[test]
+    fn the_pipelines_holding_most_flush_when_the_shared_budget_is_used_up() {
+        let budget = MemoryBudget::new(plan(192, 2).expect("plan"));
+        let share = budget.plan.batch_bytes as usize;
+        let (a, b) = (budget.share(), budget.share());
+        assert!(!a.update(share + share / 2), "alone, a may draw more");
+        assert!(!b.update(share / 4), "b is under its share");
+        assert!(!b.update(share / 2), "b holds less than its share");
+        assert!(
+            a.update(share + share / 2),
+            "the total is reached: a flushes"
+        );
+        assert!(!a.update(0), "a flushed");
+        assert_eq!(budget.pending(), share as u64 / 2);
+        drop(b);
+        assert_eq!(budget.pending(), 0, "a dropped share gives its bytes back");
+    }
+}
