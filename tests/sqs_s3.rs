@@ -394,7 +394,14 @@ fn a_slow_object_stays_invisible_to_others_while_it_is_processed() {
     s.config = s.dir.path().join("via-proxy.toml");
     std::fs::write(&s.config, text).expect("config");
     let started = Instant::now();
-    let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = Daemon::start_with(
+        &bin(),
+        &s.config,
+        &s.dir.path().join("daemon.log"),
+        &[("AUDITLAKE_METRICS_LISTEN", &listen)],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_in_flight = false;
     loop {
@@ -411,7 +418,18 @@ fn a_slow_object_stays_invisible_to_others_while_it_is_processed() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let took = started.elapsed();
+    let (_, metrics) = http_get(port, "/metrics").expect("metrics");
     let log = daemon.terminate();
+    let series = |name: &str| metric(&metrics, &format!("{name}{{pipeline=\"sqs-test\"}}"));
+    assert!(
+        series("auditlake_sqs_visibility_extensions_total").is_some_and(|n| n >= 1.0),
+        "the heartbeat extended the message's visibility:\n{metrics}"
+    );
+    assert_eq!(
+        series("auditlake_input_bytes_total"),
+        Some(size as f64),
+        "the object's bytes were read once:\n{metrics}"
+    );
     assert!(
         took > Duration::from_secs(6),
         "the object must be slow: {took:?}"

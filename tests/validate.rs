@@ -155,3 +155,56 @@ fn compose_file_runs_shipped_configs_that_validate() {
         "the image must ship the pipeline files"
     );
 }
+
+#[test]
+fn a_memory_limit_too_small_for_the_pipelines_is_refused_by_validate_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["a", "b", "c"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.toml")),
+            format!(
+                "name = \"{name}\"\n[source]\ntype = \"files\"\npath = \"{inbox}\"\n[sink]\npath = \"{lake}\"\n",
+                inbox = dir.path().join(format!("inbox-{name}")).display(),
+                lake = dir.path().join(format!("lake-{name}")).display(),
+            ),
+        )
+        .expect("write");
+    }
+    let validate = |limit: &str| {
+        Command::new(common::bin())
+            .arg("validate")
+            .arg(dir.path())
+            .env("AUDITLAKE_MEMORY_LIMIT_MIB", limit)
+            .output()
+            .expect("run")
+    };
+    let out = validate("100");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("memory limit of 100 MiB is too small for 3 pipeline(s)")
+            && stdout.contains("at least 160 MiB"),
+        "{stdout}"
+    );
+    let out = validate("160");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("memory limit: ok (160 MiB for 3 pipeline(s)"),
+        "{stdout}"
+    );
+
+    // `run` refuses to start with the same message, before reading anything.
+    let out = Command::new(common::bin())
+        .args(["run", "--memory-limit-mib", "100", "--config"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("memory limit of 100 MiB is too small for 3 pipeline(s)"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("lake-a").exists(), "nothing was started");
+}

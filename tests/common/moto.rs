@@ -216,6 +216,11 @@ impl Daemon {
     }
 
     pub fn start_binary(binary: &Path, config: &Path, log: &Path) -> Daemon {
+        Self::start_with(binary, config, log, &[])
+    }
+
+    /// As [`Daemon::start_binary`], with extra environment variables.
+    pub fn start_with(binary: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -229,6 +234,7 @@ impl Daemon {
             .env("AWS_CONFIG_FILE", "/nonexistent")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
