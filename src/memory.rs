@@ -1,15 +1,21 @@
 //! The process-wide memory bound of `auditlake run` (`--memory-limit-mib`,
 //! `AUDITLAKE_MEMORY_LIMIT_MIB`, default 512 MiB).
 //!
-//! The limit is split once at startup ([`plan`]): a fixed reserve for the process itself
-//! (code, async runtimes, allocator slack), then an equal share per pipeline. Each share is
-//! split again between what grows with the load:
-//! - pending rows of the batch (`batch`): the batcher flushes at this size;
-//! - encoding the batch into Parquet, which needs about as much again while it runs;
-//! - the deduplicator's window of event ids (`dedup_keys`);
-//! - queues between the source and the batcher (`queue`): decoded chunks waiting for the
-//!   batcher (SQS), librdkafka's prefetch queue (Kafka);
-//! - the rest is allocator slack.
+//! The limit is split once at startup ([`plan`]): a reserve for the process itself, then an
+//! equal share per pipeline. Each share holds the pipeline's fixed working set (decoder and
+//! Parquet/ZSTD writer buffers, runtime threads), and the rest is split between what grows with
+//! the load:
+//! - pending rows of the batch (`batch`, 1/4 of the rest): the batcher flushes at this size.
+//!   A batch costs about [`BATCH_RSS_FACTOR`] times its estimated size in resident memory at its
+//!   peak (the rows, their Arrow copy and the encoded pages while it is written);
+//! - the deduplicator's window of event ids (`dedup_keys`, 1/5);
+//! - queues between the source and the batcher (`queue`, 1/10): decoded chunks waiting for
+//!   the batcher (SQS), librdkafka's prefetch queue (Kafka);
+//! - the remainder is allocator slack.
+//!
+//! The constants are measured (`bench/mixed.sh`, and one inbox pipeline replaying 200,000
+//! CloudTrail events at `flush.max_mib` 2, 8, 32 and 64: peak RSS 89, 117, 179 and 260 MiB, i.e.
+//! ~2.5 MiB resident per MiB of batch on top of ~65 MiB; an idle daemon holds ~20 MiB).
 //!
 //! The batch parts of all pipelines form one shared budget ([`MemoryBudget`]): a busy pipeline
 //! may draw more than its share while the others are idle (up to its `flush.max_mib`), but when
@@ -21,10 +27,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 pub const DEFAULT_LIMIT_MIB: u64 = 512;
-/// Kept for the process itself: binary, runtimes, metrics, allocator.
-pub const RESERVED_MIB: u64 = 64;
-/// The smallest share a pipeline can run in.
-pub const MIN_PIPELINE_MIB: u64 = 32;
+/// Kept for the process itself: binary, signal and metrics threads, allocator (idle: ~20 MiB).
+pub const RESERVED_MIB: u64 = 24;
+/// A pipeline's fixed working set, whatever its batch size (measured ~60 MiB).
+pub const PIPELINE_BASE_MIB: u64 = 64;
+/// The smallest share a pipeline can run in: its base and 16 MiB to grow in (a 4 MiB batch).
+pub const MIN_PIPELINE_MIB: u64 = PIPELINE_BASE_MIB + 16;
+/// Resident bytes per estimated byte of a batch at its peak (measured ~2.5).
+pub const BATCH_RSS_FACTOR: f64 = 2.5;
 /// Bytes a deduplicator key costs in the worst case (a 16-byte key in a hash table that may be
 /// under half full right after it grew), per generation; there are two generations.
 const DEDUP_BYTES_PER_KEY: u64 = 2 * 40;
@@ -67,15 +77,16 @@ pub fn plan(limit_mib: u64, pipelines: usize) -> Result<Plan, String> {
         ));
     }
     let share = (limit_mib - RESERVED_MIB) * MIB / pipelines as u64;
-    // batch 1/4, its encoding ~1/4, dedup 1/4, queues 1/8, slack 1/8.
-    let dedup_keys = ((share / 4) / DEDUP_BYTES_PER_KEY).min(MAX_DEDUP_KEYS as u64) as usize;
+    let rest = share - PIPELINE_BASE_MIB * MIB;
+    // batch 1/4 (×2.5 resident at its peak: 5/8), dedup 1/5, queues 1/10, slack 3/40.
+    let dedup_keys = ((rest / 5) / DEDUP_BYTES_PER_KEY).min(MAX_DEDUP_KEYS as u64) as usize;
     Ok(Plan {
         limit_bytes: limit_mib * MIB,
         pipelines,
         share_bytes: share,
-        batch_bytes: share / 4,
+        batch_bytes: rest / 4,
         dedup_keys,
-        queue_bytes: share / 8,
+        queue_bytes: rest / 10,
     })
 }
 
@@ -154,25 +165,31 @@ mod tests {
 
     #[test]
     fn a_limit_is_split_between_pipelines_or_refused() {
+        for (limit, n) in [(512, 3), (264, 3), (512, 1), (4096, 5)] {
+            let p = plan(limit, n).expect("fits");
+            assert_eq!(p.share_bytes, (limit - RESERVED_MIB) * MIB / n as u64);
+            let per_pipeline = PIPELINE_BASE_MIB * MIB
+                + (p.batch_bytes as f64 * BATCH_RSS_FACTOR) as u64
+                + p.dedup_keys as u64 * DEDUP_BYTES_PER_KEY
+                + p.queue_bytes;
+            let total = RESERVED_MIB * MIB + n as u64 * per_pipeline;
+            assert!(total <= p.limit_bytes, "{limit}/{n}: {total} > {p:?}");
+        }
         let p = plan(512, 3).expect("512 MiB fits 3 pipelines");
-        assert_eq!(p.share_bytes, (512 - 64) * MIB / 3);
-        assert!(p.batch_bytes >= 32 * MIB, "the default batch fits: {p:?}");
-        assert!(p.dedup_keys > 400_000, "{p:?}");
-        let total = 64 * MIB
-            + 3 * (2 * p.batch_bytes + p.dedup_keys as u64 * DEDUP_BYTES_PER_KEY + p.queue_bytes);
-        assert!(total <= p.limit_bytes, "{total} > {}", p.limit_bytes);
-        assert_eq!(plan(4096, 1).expect("big").dedup_keys, MAX_DEDUP_KEYS);
-        let err = plan(100, 3).expect_err("too small");
+        assert!(p.batch_bytes >= 24 * MIB, "{p:?}");
+        assert!(p.dedup_keys > 250_000, "{p:?}");
+        assert_eq!(plan(8192, 1).expect("big").dedup_keys, MAX_DEDUP_KEYS);
+        let err = plan(200, 3).expect_err("too small");
         assert!(
-            err.contains("100 MiB") && err.contains("at least 160 MiB"),
+            err.contains("200 MiB") && err.contains("at least 264 MiB"),
             "{err}"
         );
-        assert_eq!(minimum_mib(3), 160);
+        assert_eq!(minimum_mib(3), 264);
     }
 
     #[test]
     fn the_pipelines_holding_most_flush_when_the_shared_budget_is_used_up() {
-        let budget = MemoryBudget::new(plan(192, 2).expect("plan"));
+        let budget = MemoryBudget::new(plan(400, 2).expect("plan"));
         let share = budget.plan.batch_bytes as usize;
         let (a, b) = (budget.share(), budget.share());
         assert!(!a.update(share + share / 2), "alone, a may draw more");

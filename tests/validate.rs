@@ -178,32 +178,32 @@ fn a_memory_limit_too_small_for_the_pipelines_is_refused_by_validate_and_run() {
             .output()
             .expect("run")
     };
-    let out = validate("100");
+    let out = validate("200");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(
-        stdout.contains("memory limit of 100 MiB is too small for 3 pipeline(s)")
-            && stdout.contains("at least 160 MiB"),
+        stdout.contains("memory limit of 200 MiB is too small for 3 pipeline(s)")
+            && stdout.contains("at least 264 MiB"),
         "{stdout}"
     );
-    let out = validate("160");
+    let out = validate("264");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("memory limit: ok (160 MiB for 3 pipeline(s)"),
+        stdout.contains("memory limit: ok (264 MiB for 3 pipeline(s)"),
         "{stdout}"
     );
 
     // `run` refuses to start with the same message, before reading anything.
     let out = Command::new(common::bin())
-        .args(["run", "--memory-limit-mib", "100", "--config"])
+        .args(["run", "--memory-limit-mib", "200", "--config"])
         .arg(dir.path())
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("memory limit of 100 MiB is too small for 3 pipeline(s)"),
+        stderr.contains("memory limit of 200 MiB is too small for 3 pipeline(s)"),
         "{stderr}"
     );
     assert!(!dir.path().join("lake-a").exists(), "nothing was started");
