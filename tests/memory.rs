@@ -21,7 +21,7 @@ const EVENTS_PER_OBJECT: usize = 1500;
 const MESSAGES: usize = 15_000;
 const FILES: usize = 10;
 const EVENTS_PER_FILE: usize = 1500;
-const LIMIT_MIB: u64 = 264; // the smallest limit for three pipelines
+const LIMIT_MIB: u64 = 360; // the smallest limit for three pipelines
 
 /// A CloudTrail file of `n` events with ids `<tag>-<i>`.
 fn cloudtrail_file(tag: &str, n: usize) -> Vec<u8> {

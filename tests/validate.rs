@@ -183,14 +183,14 @@ fn a_memory_limit_too_small_for_the_pipelines_is_refused_by_validate_and_run() {
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(
         stdout.contains("memory limit of 200 MiB is too small for 3 pipeline(s)")
-            && stdout.contains("at least 264 MiB"),
+            && stdout.contains("at least 360 MiB"),
         "{stdout}"
     );
-    let out = validate("264");
+    let out = validate("360");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("memory limit: ok (264 MiB for 3 pipeline(s)"),
+        stdout.contains("memory limit: ok (360 MiB for 3 pipeline(s)"),
         "{stdout}"
     );
 
