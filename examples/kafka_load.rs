@@ -32,7 +32,7 @@ fn message(i: usize) -> String {
         "__SOURCE__": format!("10.0.{}.{}", (i / 250) % 250, i % 250),
         "__TIMESTAMP__": time * 1000,
         "userIdentity": {
-            "type": if i % 4 == 0 { "CAMRole" } else { "CAMUser" },
+            "type": if i.is_multiple_of(4) { "CAMRole" } else { "CAMUser" },
             "principalId": user.to_string(),
             "accountId": account.to_string(),
             "userName": format!("ops-{}", i % 37),
@@ -54,8 +54,8 @@ fn message(i: usize) -> String {
         "resourceName": format!("ins-{:08x}", i % 4096),
         "requestParameters": format!("{{\"Limit\":100,\"Offset\":{},\"Filters\":[{{\"Name\":\"zone\",\"Values\":[\"{region}-3\"]}}],\"InstanceIds\":[\"ins-{:08x}\",\"ins-{:08x}\"]}}", i % 1000, i % 4096, (i + 1) % 4096),
         "responseElements": format!("{{\"TotalCount\":{},\"RequestId\":\"req-{i}\"}}", i % 97),
-        "errorCode": if i % 13 == 0 { 1 } else { 0 },
-        "errorMessage": if i % 13 == 0 { "UnauthorizedOperation: the CAM user has no permission for this action" } else { "" }
+        "errorCode": if i.is_multiple_of(13) { 1 } else { 0 },
+        "errorMessage": if i.is_multiple_of(13) { "UnauthorizedOperation: the CAM user has no permission for this action" } else { "" }
     })
     .to_string()
 }

@@ -334,7 +334,7 @@ impl Batcher {
     /// pipeline holds at least its part of it.
     pub fn with_budget(mut self, share: crate::memory::BudgetShare) -> Self {
         let plan = *share.plan();
-        let total_mib = (plan.batch_bytes * plan.pipelines as u64 >> 20).max(1);
+        let total_mib = ((plan.batch_bytes * plan.pipelines as u64) >> 20).max(1);
         self.policy.max_mib = self
             .policy
             .max_mib
