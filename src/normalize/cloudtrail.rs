@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::loose::{LooseBool, LooseStr, text};
-use super::{Outcome, Stamp, action, activity_id, ip_or_domain, parse_time_ms, service_of};
+use super::{Outcome, Stamp, action, activity_id, ip_or_domain, parse, parse_time_ms, service_of};
 use crate::event::{CLASS_API_ACTIVITY, CLASS_AUTHENTICATION, CiemEvent, Provider, Resource};
 
 #[derive(Deserialize)]
@@ -146,7 +146,7 @@ fn raw_text(v: Option<&RawValue>) -> Option<String> {
 }
 
 pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64) -> Outcome {
-    let r: Record = match serde_json::from_slice(bytes) {
+    let r: Record = match parse(bytes) {
         Ok(r) => r,
         Err(e) if e.is_data() && bytes.trim_ascii_start().first() != Some(&b'{') => {
             return Outcome::Rejected("record is not a JSON object".to_string());
