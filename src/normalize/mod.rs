@@ -267,8 +267,13 @@ pub fn strip_version_suffix(name: &str) -> &str {
 
 /// `service:Operation`, the way IAM policies name actions.
 pub fn action(service: Option<&str>, operation: Option<&str>) -> Option<String> {
-    let op = strip_version_suffix(operation?);
-    Some(format!("{}:{}", service?, op))
+    let (service, op) = (service?, strip_version_suffix(operation?));
+    // Not format!: its machinery was 2.4 % of decode+normalise CPU for this one string.
+    let mut out = String::with_capacity(service.len() + 1 + op.len());
+    out.push_str(service);
+    out.push(':');
+    out.push_str(op);
+    Some(out)
 }
 
 /// OCSF API Activity activity_id from the operation's verb (1 Create, 2 Read, 3 Update,
@@ -453,10 +458,13 @@ pub fn parse_time_ms(s: &str, zoneless_offset_secs: i64) -> Option<i64> {
     let b = s.trim().as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+        if part.is_empty() {
             return None;
         }
-        std::str::from_utf8(part).ok()?.parse().ok()
+        // At most 4 digits: no overflow.
+        part.iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
     };
     let (y, mo, d, h, mi, sec, mut rest) = if b.len() >= 19
         && b[4] == b'-'
