@@ -327,7 +327,8 @@ impl Nesting {
                     i += BLOCK;
                 }
             }
-            let stop = buf.len().min(i + BLOCK);
+            // Before the opening bracket has been seen, one byte: blocks start right after it.
+            let stop = buf.len().min(i + if self.depth == 0 { 1 } else { BLOCK });
             while i < stop {
                 let b = buf[i];
                 i += 1;
