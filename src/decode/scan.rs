@@ -579,14 +579,14 @@ mod tests {
             b" ",
         ];
         let mut seed = 0x2545_F491_4F6C_DD1D;
-        for round in 0..4_000 {
-            let mut input = vec![if round % 2 == 0 { b'{' } else { b'[' }];
+        for round in 0..4_000u32 {
+            let mut input = vec![if round.is_multiple_of(2) { b'{' } else { b'[' }];
             let len = (rng(&mut seed) % 400) as usize;
             while input.len() < len {
                 let piece = alphabet[(rng(&mut seed) % alphabet.len() as u64) as usize];
                 input.extend_from_slice(piece);
             }
-            if rng(&mut seed) % 2 == 0 {
+            if rng(&mut seed).is_multiple_of(2) {
                 input.extend_from_slice(b"}]}]}]}]}]");
             }
             let want = reference_end(&input);

@@ -388,7 +388,7 @@ mod tests {
                 .map(|k| {
                     let r = seed.rotate_left(k as u32 * 7) ^ (k as u64).wrapping_mul(0x9E37);
                     // Mostly plain bytes, so that specials are sparse.
-                    if r % 5 == 0 {
+                    if r.is_multiple_of(5) {
                         alphabet[(r / 5 % alphabet.len() as u64) as usize]
                     } else {
                         b'a'
