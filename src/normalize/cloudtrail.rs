@@ -1,6 +1,8 @@
 //! AWS CloudTrail record → CIEM row. Field mapping follows AWS Security Lake's OCSF mapping
 //! (see `schemas/ciem_events.md`, column "AWS CloudTrail").
 
+mod fast;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -8,7 +10,7 @@ use super::loose::{LooseBool, LooseStr, text};
 use super::{Outcome, Stamp, action, activity_id, ip_or_domain, parse_time_ms, service_of};
 use crate::event::{CLASS_API_ACTIVITY, CLASS_AUTHENTICATION, CiemEvent, Provider, Resource};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Record<'a> {
     #[serde(borrow)]
@@ -115,7 +117,7 @@ struct Issuer<'a> {
     arn: Option<LooseStr<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct ResourceRef<'a> {
     #[serde(rename = "ARN", alias = "arn", borrow)]
     arn: Option<LooseStr<'a>>,
@@ -146,7 +148,19 @@ fn raw_text(v: Option<&RawValue>) -> Option<String> {
 }
 
 pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64) -> Outcome {
-    let r: Record = match serde_json::from_slice(bytes) {
+    normalize_with(bytes, stamp, position, true)
+}
+
+/// `fast`: try [`fast::record`] before serde_json (false only to compare the two in tests).
+fn normalize_with(bytes: &[u8], stamp: &Stamp, position: i64, fast: bool) -> Outcome {
+    let parsed = match std::str::from_utf8(bytes) {
+        Ok(text) => match fast.then(|| fast::record(text)).flatten() {
+            Some(r) => Ok(r),
+            None => serde_json::from_str(text),
+        },
+        Err(_) => serde_json::from_slice(bytes),
+    };
+    let r: Record = match parsed {
         Ok(r) => r,
         Err(e) if e.is_data() && bytes.trim_ascii_start().first() != Some(&b'{') => {
             return Outcome::Rejected("record is not a JSON object".to_string());
