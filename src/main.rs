@@ -137,7 +137,6 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_DEAD_LETTERS: u8 = 3;
 
 fn main() -> ExitCode {
-    keep_freed_memory();
     let cli = Cli::parse();
     init_logging(matches!(
         cli.command,
@@ -659,25 +658,3 @@ fn run_pipeline(
 // glibc's allocator handles poorly (measured in the README's performance section).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-unsafe extern "C" {
-    /// mimalloc's `mi_option_set` (part of the library `mimalloc` links; its Rust binding is
-    /// behind a feature that would add a crate for two integer types).
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
-/// `mi_option_purge_delay` in mimalloc's `mi_option_t` (the same in its v2 and v3).
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-/// Tells mimalloc never to hand freed memory back to the OS (unless `MIMALLOC_PURGE_DELAY`
-/// says otherwise). Every batch frees and allocates tens of MB; handed back, that memory came
-/// back as fresh pages the kernel had to zero: on the 500k-event replay bench sys time went
-/// from 0.72 to 0.35 CPU-s (-5 % CPU) for +16 MB peak RSS. Peak RSS stays bounded by the
-/// batch size, as before: the memory kept is reused by the next batch.
-fn keep_freed_memory() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets an integer option of the allocator this binary links; safe at any
-        // time (mimalloc reads options atomically).
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    }
-}
