@@ -519,9 +519,6 @@ impl Batcher {
             }
         }
         let batch = std::mem::take(&mut self.pending);
-        // The next batch is likely as large as this one: growing the (large) rows' vector by
-        // doubling moved each row ~2 times more and touched fresh pages.
-        self.pending.events.reserve(batch.events.len());
         self.pending_bytes = 0;
         self.opened_at = None;
         if !self.pipelined {
