@@ -269,6 +269,15 @@ impl CiemBuffers {
     }
 }
 
+/// Frees the kept buffers (at the end of a batch): between batches the memory serves the
+/// rows of the next one instead (with two decoding threads, keeping them raised peak RSS by
+/// ~20 MB).
+pub fn release_buffers() {
+    if let Ok(mut pool) = CIEM_BUFFERS.lock() {
+        pool.clear();
+    }
+}
+
 fn text_slot(name: &str) -> Option<usize> {
     CIEM_TEXT.iter().position(|(n, _)| *n == name)
 }
