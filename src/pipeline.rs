@@ -228,28 +228,61 @@ pub struct Stats {
 
 /// Remembers (provider, event id) pairs to drop duplicates. Two generations bound memory in a
 /// long-running process: when the current one is full, the older is forgotten.
+///
+/// A pair is kept as its 128-bit xxh3 hash (seeded per provider and per process), not as text:
+/// two distinct ids collide with probability ~n²/2¹²⁹, about 10⁻²⁵ for the 16 M ids the two
+/// generations hold at most, so no event is dropped for a collision in practice. The key being
+/// a hash already, the sets use its low 64 bits as their hash instead of hashing it again.
 struct Dedup {
-    current: HashSet<u128>,
-    previous: HashSet<u128>,
+    current: HashSet<u128, KeyHash>,
+    previous: HashSet<u128, KeyHash>,
     capacity: usize,
+    /// Per-process seed: ids come from the input, so their hashes must not be predictable
+    /// (a crafted set of ids colliding in the low bits would slow the sets down).
+    seed: u64,
+}
+
+/// Hashes a key that is already a uniform hash: keeps its low 64 bits.
+#[derive(Default, Clone, Copy)]
+struct KeyHash;
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used for `u128` keys; any other input still hashes.
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
 }
 
 impl Dedup {
     fn new(capacity: usize) -> Self {
+        use std::hash::BuildHasher;
         Dedup {
-            current: HashSet::new(),
-            previous: HashSet::new(),
+            current: HashSet::default(),
+            previous: HashSet::default(),
             capacity,
+            seed: std::collections::hash_map::RandomState::new().hash_one(0u8),
         }
     }
 
     /// True the first time a key is seen.
     fn first_sighting(&mut self, e: &CiemEvent) -> bool {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(e.cloud_provider.as_str().as_bytes());
-        h.update(&[0]);
-        h.update(e.metadata_uid.as_bytes());
-        let key = h.digest128();
+        let seed = self.seed ^ (e.cloud_provider as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let key = xxhash_rust::xxh3::xxh3_128_with_seed(e.metadata_uid.as_bytes(), seed);
         if self.previous.contains(&key) || !self.current.insert(key) {
             return false;
         }

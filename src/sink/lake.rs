@@ -391,6 +391,7 @@ impl StagedBatch {
             }
             Ok(())
         })();
+        super::parquet::release_buffers();
         match result {
             Ok(()) => Ok(WrittenBatch { id, files }),
             Err(error) => {

@@ -3,13 +3,15 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
-    ArrayRef, BooleanArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
-    StringBuilder, StructBuilder, TimestampMillisecondArray,
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, ListArray, RecordBatch, StringArray,
+    StructArray, TimestampMillisecondArray,
 };
-use arrow::datatypes::Schema;
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::{DataType, FieldRef, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -20,7 +22,7 @@ use crate::assets::{AssetChange, InventoryItem};
 use crate::event::{CiemEvent, DeadLetter};
 use crate::schema::{
     TableSpec, asset_changes_arrow_schema, asset_inventory_arrow_schema, ciem_arrow_schema,
-    dead_letter_arrow_schema, resource_fields,
+    dead_letter_arrow_schema,
 };
 
 /// Parquet encoding settings.
@@ -40,51 +42,12 @@ impl Default for ParquetOptions {
     }
 }
 
-/// A string column, sized up front (growing the value buffer by doubling costs a lot of
-/// copying for the large JSON columns).
-fn strings<'a>(rows: &'a [&CiemEvent], f: impl Fn(&'a CiemEvent) -> Option<&'a str>) -> ArrayRef {
-    let bytes = rows.iter().map(|e| f(e).map_or(0, str::len)).sum();
-    let mut b = StringBuilder::with_capacity(rows.len(), bytes);
-    for e in rows {
-        b.append_option(f(e));
-    }
-    Arc::new(b.finish())
-}
-
 fn ts(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
     Arc::new(
         values
             .collect::<TimestampMillisecondArray>()
             .with_timezone("UTC"),
     )
-}
-
-fn resources(rows: &[&CiemEvent]) -> ArrayRef {
-    let fields = resource_fields();
-    let builders: Vec<Box<dyn arrow::array::ArrayBuilder>> = (0..fields.len())
-        .map(|_| Box::new(StringBuilder::new()) as Box<dyn arrow::array::ArrayBuilder>)
-        .collect();
-    let mut list = ListBuilder::new(StructBuilder::new(fields, builders));
-    for e in rows {
-        if e.resources.is_empty() {
-            list.append(false);
-            continue;
-        }
-        let item = list.values();
-        for r in &e.resources {
-            for (i, v) in [&r.uid, &r.kind, &r.name, &r.account_uid]
-                .into_iter()
-                .enumerate()
-            {
-                if let Some(b) = item.field_builder::<StringBuilder>(i) {
-                    b.append_option(v.as_deref());
-                }
-            }
-            item.append(true);
-        }
-        list.append(true);
-    }
-    Arc::new(list.finish())
 }
 
 fn ciem_column(name: &str, rows: &[&CiemEvent]) -> Result<ArrayRef, SinkError> {
@@ -96,54 +59,21 @@ fn ciem_column(name: &str, rows: &[&CiemEvent]) -> Result<ArrayRef, SinkError> {
         "class_uid" => i32s(|e| e.class_uid),
         "category_uid" => i32s(|e| e.category_uid),
         "activity_id" => i32s(|e| e.activity_id),
-        "activity_name" => strings(rows, |e| Some(e.activity_name())),
         "type_uid" => Arc::new(rows.iter().map(|e| e.type_uid()).collect::<Int64Array>()),
         "status_id" => i32s(|e| e.status_id),
-        "status" => strings(rows, |e| Some(e.status())),
         "severity_id" => i32s(|_| 1),
-        "cloud_provider" => strings(rows, |e| Some(e.cloud_provider.as_str())),
-        "cloud_account_uid" => strings(rows, |e| e.cloud_account_uid.as_deref()),
-        "cloud_region" => strings(rows, |e| e.cloud_region.as_deref()),
-        "api_service_name" => strings(rows, |e| e.api_service_name.as_deref()),
-        "service" => strings(rows, |e| e.service.as_deref()),
-        "api_operation" => strings(rows, |e| e.api_operation.as_deref()),
-        "action" => strings(rows, |e| e.action.as_deref()),
-        "api_version" => strings(rows, |e| e.api_version.as_deref()),
         "is_read_only" => Arc::new(
             rows.iter()
                 .map(|e| e.is_read_only)
                 .collect::<BooleanArray>(),
         ),
-        "api_response_error" => strings(rows, |e| e.api_response_error.as_deref()),
-        "api_response_message" => strings(rows, |e| e.api_response_message.as_deref()),
-        "actor_user_type" => strings(rows, |e| e.actor_user_type.as_deref()),
-        "actor_user_uid" => strings(rows, |e| e.actor_user_uid.as_deref()),
-        "actor_user_uid_alt" => strings(rows, |e| e.actor_user_uid_alt.as_deref()),
-        "actor_user_name" => strings(rows, |e| e.actor_user_name.as_deref()),
-        "actor_user_account_uid" => strings(rows, |e| e.actor_user_account_uid.as_deref()),
-        "actor_credential_uid" => strings(rows, |e| e.actor_credential_uid.as_deref()),
-        "actor_credential_kind" => strings(rows, |e| e.actor_credential_kind),
-        "actor_session_issuer" => strings(rows, |e| e.actor_session_issuer.as_deref()),
         "actor_session_is_mfa" => Arc::new(
             rows.iter()
                 .map(|e| e.actor_session_is_mfa)
                 .collect::<BooleanArray>(),
         ),
         "actor_session_created_time" => ts(rows.iter().map(|e| e.actor_session_created_time_ms)),
-        "actor_invoked_by" => strings(rows, |e| e.actor_invoked_by.as_deref()),
-        "src_endpoint_ip" => strings(rows, |e| e.src_endpoint_ip.as_deref()),
-        "src_endpoint_domain" => strings(rows, |e| e.src_endpoint_domain.as_deref()),
-        "http_user_agent" => strings(rows, |e| e.http_user_agent.as_deref()),
-        "api_request_uid" => strings(rows, |e| e.api_request_uid.as_deref()),
-        "metadata_uid" => strings(rows, |e| Some(e.metadata_uid.as_str())),
-        "metadata_event_type" => strings(rows, |e| e.metadata_event_type.as_deref()),
-        "metadata_product_version" => strings(rows, |e| e.metadata_product_version.as_deref()),
-        "resources" => resources(rows),
-        "request_data" => strings(rows, |e| e.request_data.as_deref()),
-        "response_data" => strings(rows, |e| e.response_data.as_deref()),
-        "additional_data" => strings(rows, |e| e.additional_data.as_deref()),
         "ingest_time" => ts(rows.iter().map(|e| Some(e.ingest_time_ms))),
-        "origin_source" => strings(rows, |e| Some(&*e.origin.source)),
         "origin_partition" => Arc::new(
             rows.iter()
                 .map(|e| e.origin.partition)
@@ -160,6 +90,279 @@ fn ciem_column(name: &str, rows: &[&CiemEvent]) -> Result<ArrayRef, SinkError> {
             )));
         }
     })
+}
+
+/// Reads one text column's value from an event.
+type TextOf = for<'a> fn(&'a CiemEvent) -> Option<&'a str>;
+
+/// The CIEM text columns (except `resources`), built together in one pass over the rows.
+const CIEM_TEXT: [(&str, TextOf); 32] = [
+    ("activity_name", |e| Some(e.activity_name())),
+    ("status", |e| Some(e.status())),
+    ("cloud_provider", |e| Some(e.cloud_provider.as_str())),
+    ("cloud_account_uid", |e| e.cloud_account_uid.as_deref()),
+    ("cloud_region", |e| e.cloud_region.as_deref()),
+    ("api_service_name", |e| e.api_service_name.as_deref()),
+    ("service", |e| e.service.as_deref()),
+    ("api_operation", |e| e.api_operation.as_deref()),
+    ("action", |e| e.action.as_deref()),
+    ("api_version", |e| e.api_version.as_deref()),
+    ("api_response_error", |e| e.api_response_error.as_deref()),
+    ("api_response_message", |e| {
+        e.api_response_message.as_deref()
+    }),
+    ("actor_user_type", |e| e.actor_user_type.as_deref()),
+    ("actor_user_uid", |e| e.actor_user_uid.as_deref()),
+    ("actor_user_uid_alt", |e| e.actor_user_uid_alt.as_deref()),
+    ("actor_user_name", |e| e.actor_user_name.as_deref()),
+    ("actor_user_account_uid", |e| {
+        e.actor_user_account_uid.as_deref()
+    }),
+    ("actor_credential_uid", |e| {
+        e.actor_credential_uid.as_deref()
+    }),
+    ("actor_credential_kind", |e| e.actor_credential_kind),
+    ("actor_session_issuer", |e| {
+        e.actor_session_issuer.as_deref()
+    }),
+    ("actor_invoked_by", |e| e.actor_invoked_by.as_deref()),
+    ("src_endpoint_ip", |e| e.src_endpoint_ip.as_deref()),
+    ("src_endpoint_domain", |e| e.src_endpoint_domain.as_deref()),
+    ("http_user_agent", |e| e.http_user_agent.as_deref()),
+    ("api_request_uid", |e| e.api_request_uid.as_deref()),
+    ("metadata_uid", |e| Some(e.metadata_uid.as_str())),
+    ("metadata_event_type", |e| e.metadata_event_type.as_deref()),
+    ("metadata_product_version", |e| {
+        e.metadata_product_version.as_deref()
+    }),
+    ("request_data", |e| e.request_data.as_deref()),
+    ("response_data", |e| e.response_data.as_deref()),
+    ("additional_data", |e| e.additional_data.as_deref()),
+    ("origin_source", |e| Some(&*e.origin.source)),
+];
+
+/// A string column whose buffers are kept from one chunk to the next: allocating (and having
+/// the kernel zero) the large JSON columns afresh for every file cost ~5 % of a replay.
+struct TextColumn {
+    values: Vec<u8>,
+    offsets: Vec<i32>,
+    nulls: NullBufferBuilder,
+    /// More than `i32::MAX` bytes were appended: the chunk cannot be encoded.
+    overflow: bool,
+}
+
+impl TextColumn {
+    fn new() -> Self {
+        TextColumn {
+            values: Vec::new(),
+            offsets: Vec::new(),
+            nulls: NullBufferBuilder::new(0),
+            overflow: false,
+        }
+    }
+
+    fn start(&mut self, rows: usize) {
+        self.values.clear();
+        self.offsets.clear();
+        self.offsets.reserve(rows + 1);
+        self.offsets.push(0);
+        self.nulls = NullBufferBuilder::new(rows);
+        self.overflow = false;
+    }
+
+    #[inline]
+    fn push(&mut self, value: Option<&str>) {
+        match value {
+            Some(v) => {
+                self.values.extend_from_slice(v.as_bytes());
+                self.nulls.append_non_null();
+            }
+            None => self.nulls.append_null(),
+        }
+        match i32::try_from(self.values.len()) {
+            Ok(end) => self.offsets.push(end),
+            Err(_) => {
+                self.overflow = true;
+                self.offsets.push(i32::MAX);
+            }
+        }
+    }
+
+    fn finish(&mut self, name: &str) -> Result<StringArray, SinkError> {
+        if self.overflow {
+            return Err(SinkError::Schema(format!(
+                "column {name}: more than 2 GiB of text in one chunk"
+            )));
+        }
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(std::mem::take(&mut self.offsets)));
+        let values = Buffer::from_vec(std::mem::take(&mut self.values));
+        StringArray::try_new(offsets, values, self.nulls.finish())
+            .map_err(|e| SinkError::Schema(format!("column {name}: {e}")))
+    }
+
+    /// Takes back the buffers of an array built by [`TextColumn::finish`] once the writer is
+    /// done with it (if nothing else still holds them).
+    fn reclaim(&mut self, array: ArrayRef) {
+        if array.data_type() != &DataType::Utf8 {
+            return;
+        }
+        let data = array.to_data();
+        drop(array);
+        let (offsets, values, _) = StringArray::from(data).into_parts();
+        if let Ok(mut v) = values.into_vec::<u8>() {
+            v.clear();
+            self.values = v;
+        }
+        if let Ok(mut o) = offsets.into_inner().into_inner().into_vec::<i32>() {
+            o.clear();
+            self.offsets = o;
+        }
+    }
+}
+
+/// The reusable buffers of the CIEM text columns, one set per writing thread.
+struct CiemBuffers {
+    text: Vec<TextColumn>,
+    /// The fields of `resources` items: uid, type, name, account_uid.
+    resource: [TextColumn; 4],
+}
+
+/// Buffers of finished writers, for the next one. Bounded: a set is kept only if small enough.
+static CIEM_BUFFERS: Mutex<Vec<CiemBuffers>> = Mutex::new(Vec::new());
+const KEEP_BUFFERS_UP_TO: usize = 128 << 20;
+
+impl CiemBuffers {
+    fn take() -> Self {
+        CIEM_BUFFERS
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_else(|| CiemBuffers {
+                text: CIEM_TEXT.iter().map(|_| TextColumn::new()).collect(),
+                resource: std::array::from_fn(|_| TextColumn::new()),
+            })
+    }
+
+    fn give_back(self) {
+        let bytes: usize = self
+            .text
+            .iter()
+            .chain(&self.resource)
+            .map(|c| c.values.capacity() + 4 * c.offsets.capacity())
+            .sum();
+        if bytes <= KEEP_BUFFERS_UP_TO
+            && let Ok(mut pool) = CIEM_BUFFERS.lock()
+            && pool.len() < 2
+        {
+            pool.push(self);
+        }
+    }
+
+    /// Takes back the text columns of a written batch.
+    fn reclaim(&mut self, batch: RecordBatch) {
+        let (schema, columns, _) = batch.into_parts();
+        for (field, column) in schema.fields().iter().zip(columns) {
+            if let Some(i) = text_slot(field.name()) {
+                self.text[i].reclaim(column);
+            }
+        }
+    }
+}
+
+/// Frees the kept buffers (at the end of a batch): between batches the memory serves the
+/// rows of the next one instead (with two decoding threads, keeping them raised peak RSS by
+/// ~20 MB).
+pub fn release_buffers() {
+    if let Ok(mut pool) = CIEM_BUFFERS.lock() {
+        pool.clear();
+    }
+}
+
+fn text_slot(name: &str) -> Option<usize> {
+    CIEM_TEXT.iter().position(|(n, _)| *n == name)
+}
+
+/// `resources`: a list of (uid, type, name, account_uid) structs, null when empty.
+fn resources(
+    rows: &[&CiemEvent],
+    item: &FieldRef,
+    bufs: &mut CiemBuffers,
+) -> Result<ArrayRef, SinkError> {
+    let DataType::Struct(fields) = item.data_type() else {
+        return Err(SinkError::Schema("resources items must be structs".into()));
+    };
+    let [uid, kind, name, account] = &mut bufs.resource;
+    let items: usize = rows.iter().map(|e| e.resources.len()).sum();
+    for c in [&mut *uid, &mut *kind, &mut *name, &mut *account] {
+        c.start(items);
+    }
+    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    offsets.push(0i32);
+    let mut nulls = NullBufferBuilder::new(rows.len());
+    let mut n = 0i32;
+    for e in rows {
+        for r in &e.resources {
+            uid.push(r.uid.as_deref());
+            kind.push(r.kind.as_deref());
+            name.push(r.name.as_deref());
+            account.push(r.account_uid.as_deref());
+        }
+        n = i32::try_from(e.resources.len())
+            .ok()
+            .and_then(|k| n.checked_add(k))
+            .ok_or_else(|| SinkError::Schema("too many resources in one chunk".into()))?;
+        offsets.push(n);
+        nulls.append(!e.resources.is_empty());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(uid.finish("resources.uid")?),
+        Arc::new(kind.finish("resources.type")?),
+        Arc::new(name.finish("resources.name")?),
+        Arc::new(account.finish("resources.account_uid")?),
+    ];
+    let items = StructArray::try_new(fields.clone(), columns, None)
+        .map_err(|e| SinkError::Schema(format!("resources: {e}")))?;
+    let list = ListArray::try_new(
+        item.clone(),
+        OffsetBuffer::new(ScalarBuffer::from(offsets)),
+        Arc::new(items),
+        nulls.finish(),
+    )
+    .map_err(|e| SinkError::Schema(format!("resources: {e}")))?;
+    Ok(Arc::new(list))
+}
+
+/// Builds a chunk's record batch, with the text columns in `bufs`' buffers.
+fn ciem_batch_in(rows: &[&CiemEvent], bufs: &mut CiemBuffers) -> Result<RecordBatch, SinkError> {
+    let schema = ciem_arrow_schema();
+    let text = &mut bufs.text;
+    for c in text.iter_mut() {
+        c.start(rows.len());
+    }
+    // One pass over the rows for all text columns: each (large, scattered) row is read once.
+    for e in rows {
+        for (c, (_, get)) in text.iter_mut().zip(CIEM_TEXT.iter()) {
+            c.push(get(e));
+        }
+    }
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        let name = f.name().as_str();
+        let column: ArrayRef = match text_slot(name) {
+            Some(i) => Arc::new(bufs.text[i].finish(name)?),
+            None if name == "resources" => match f.data_type() {
+                DataType::List(item) => resources(rows, item, bufs)?,
+                other => {
+                    return Err(SinkError::Schema(format!(
+                        "resources must be a list, not {other}"
+                    )));
+                }
+            },
+            None => ciem_column(name, rows)?,
+        };
+        columns.push(column);
+    }
+    batch(schema, columns)
 }
 
 fn dead_letter_column(name: &str, rows: &[&DeadLetter]) -> Result<ArrayRef, SinkError> {
@@ -296,13 +499,10 @@ fn batch(schema: Arc<Schema>, columns: Vec<ArrayRef>) -> Result<RecordBatch, Sin
 }
 
 pub fn ciem_batch(rows: &[&CiemEvent]) -> Result<RecordBatch, SinkError> {
-    let schema = ciem_arrow_schema();
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| ciem_column(f.name(), rows))
-        .collect::<Result<_, _>>()?;
-    batch(schema, columns)
+    let mut bufs = CiemBuffers::take();
+    let batch = ciem_batch_in(rows, &mut bufs);
+    bufs.give_back();
+    batch
 }
 
 pub fn dead_letter_batch(rows: &[&DeadLetter]) -> Result<RecordBatch, SinkError> {
@@ -368,11 +568,15 @@ pub fn write_ciem_file(
         Some(properties(options, crate::schema::ciem(), true)?),
     )
     .map_err(|e| SinkError::parquet(path, e))?;
+    let mut bufs = CiemBuffers::take();
     for chunk in rows.chunks(options.row_group_rows.clamp(1, 32 * 1024)) {
+        let batch = ciem_batch_in(chunk, &mut bufs)?;
         writer
-            .write(&ciem_batch(chunk)?)
+            .write(&batch)
             .map_err(|e| SinkError::parquet(path, e))?;
+        bufs.reclaim(batch);
     }
+    bufs.give_back();
     finish(writer, path)
 }
 
