@@ -14,10 +14,11 @@ use crate::sources::sqs_s3::SqsS3Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    /// The OS error is part of the message, not a `source()`: a chain printer would say it twice.
+    #[error("cannot read config {path}: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("invalid config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -130,7 +131,7 @@ impl PipelineConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            reason: source,
         })?;
         Self::parse(&text, path)
     }

@@ -478,7 +478,7 @@ fn load_pipelines(config: Option<&Path>) -> Result<(Vec<(PathBuf, PipelineConfig
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
             path: file.clone(),
-            source,
+            reason: source,
         })?;
         if auditlake::validate::is_accounts_file(&text) {
             continue;

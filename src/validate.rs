@@ -41,7 +41,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
         if path.is_dir() {
             let read_err = |source| ConfigError::Read {
                 path: path.clone(),
-                source,
+                reason: source,
             };
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(read_err)?

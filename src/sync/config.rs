@@ -273,7 +273,7 @@ impl AccountsConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            reason: source,
         })?;
         Self::parse(&text, path)
     }
