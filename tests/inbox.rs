@@ -83,6 +83,19 @@ fn inbox_daemon_reads_each_file_once_across_restarts() {
     )
     .expect("copy");
     wait_for_rows(&lake, 6);
+    // While the daemon runs, its lake has one writer: a replay into it is refused, not raced.
+    let replay = Command::new(bin())
+        .args(["replay", "--out", lake.to_str().expect("path")])
+        .arg(variants.join("cls-kafka.jsonl"))
+        .output()
+        .expect("run replay");
+    let stderr = String::from_utf8_lossy(&replay.stderr);
+    assert_eq!(replay.status.code(), Some(1), "replay must fail: {stderr}");
+    assert!(
+        stderr.contains("is in use by another auditlake process"),
+        "the error says why: {stderr}"
+    );
+    assert_eq!(count(&lake), 6, "the refused replay wrote nothing");
     let log = stop(daemon);
     assert!(
         log.contains("committed file"),

@@ -197,32 +197,44 @@ impl Journal {
     ) -> Result<Self, SinkError> {
         let dir = root.join("_auditlake");
         std::fs::create_dir_all(&dir).map_err(|e| SinkError::io("create directory", &dir, e))?;
-        let (path, lock) = match instance {
-            None => (dir.join("journal.jsonl"), None),
+        // Every writer holds an exclusive lock for as long as it runs: a named instance its
+        // own, the single unnamed writer the lake's (so a `replay` into a running daemon's lake,
+        // or a second unnamed daemon, is refused instead of racing on one journal).
+        let (path, lock_path) = match instance {
+            None => (dir.join("journal.jsonl"), dir.join("journal.lock")),
             Some(name) => {
                 check_instance(name)?;
-                let lock_path = dir.join(format!("journal-{name}.lock"));
-                let lock = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&lock_path)
-                    .map_err(|e| SinkError::io("open", &lock_path, e))?;
-                match lock.try_lock() {
-                    Ok(()) => {}
-                    Err(std::fs::TryLockError::WouldBlock) => {
-                        return Err(SinkError::InstanceBusy {
-                            instance: name.to_string(),
-                            lock: lock_path,
-                        });
-                    }
-                    Err(std::fs::TryLockError::Error(e)) => {
-                        return Err(SinkError::io("lock", &lock_path, e));
-                    }
-                }
-                (dir.join(format!("journal-{name}.jsonl")), Some(lock))
+                (
+                    dir.join(format!("journal-{name}.jsonl")),
+                    dir.join(format!("journal-{name}.lock")),
+                )
             }
         };
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| SinkError::io("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(match instance {
+                    Some(name) => SinkError::InstanceBusy {
+                        instance: name.to_string(),
+                        lock: lock_path,
+                    },
+                    None => SinkError::LakeBusy {
+                        root: root.to_path_buf(),
+                        lock: lock_path,
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(SinkError::io("lock", &lock_path, e));
+            }
+        }
+        let lock = Some(lock);
         let mut units: HashMap<String, UnitState> = HashMap::new();
         let mut prepared: HashMap<String, (Vec<String>, Vec<Segment>)> = HashMap::new();
         let mut lines = 0usize;
@@ -537,6 +549,20 @@ mod tests {
     }
 
     #[test]
+    fn a_lake_without_instances_has_one_writer_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Journal::open(dir.path()).expect("open");
+        let busy = Journal::open(dir.path()).err().map(|e| e.to_string());
+        assert!(
+            busy.as_deref()
+                .is_some_and(|m| m.contains("is in use by another auditlake process")),
+            "{busy:?}"
+        );
+        drop(first);
+        Journal::open(dir.path()).expect("free again once the writer is gone");
+    }
+
+    #[test]
     fn torn_last_line_is_tolerated_and_compaction_keeps_state() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
@@ -553,6 +579,7 @@ mod tests {
         let mut j = Journal::open(root).expect("reopen");
         assert!(j.unit("u1").is_some_and(|u| u.complete));
         j.compact().expect("compact");
+        drop(j); // the lake has one writer at a time
         let j = Journal::open(root).expect("reopen after compaction");
         assert!(j.unit("u1").is_some_and(|u| u.complete && u.contains(2)));
     }

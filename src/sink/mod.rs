@@ -38,6 +38,10 @@ pub enum SinkError {
         "instance {instance:?} of this lake is used by another process ({lock} is locked): give every process sharing a lake its own `[sink] instance`"
     )]
     InstanceBusy { instance: String, lock: PathBuf },
+    #[error(
+        "the lake {root} is in use by another auditlake process ({lock} is locked): wait for it to finish, write to another lake, or give every process sharing this lake its own `[sink] instance`"
+    )]
+    LakeBusy { root: PathBuf, lock: PathBuf },
     #[error("commit journal {path} is damaged at line {line}: {reason}")]
     Journal {
         path: PathBuf,
