@@ -23,12 +23,12 @@ use auditlake::pipeline::{Batcher, DecodeContext, FlushPolicy};
 use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
 use auditlake::sources::kafka::{KafkaConfig, KafkaHandle, KafkaSource, client_config};
-use common::tansu::Tansu;
+use common::tansu::{Tansu, produce};
 use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
@@ -148,32 +148,6 @@ fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
                 .1
         })
         .collect()
-}
-
-/// Sends `(partition, payload)` messages and waits for all to be acknowledged.
-fn produce(bootstrap: &str, topic: &str, compression: &str, messages: &[(i32, String)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("compression.type", compression)
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
-    for (partition, payload) in messages {
-        let mut record = BaseRecord::<(), String>::to(topic)
-            .partition(*partition)
-            .payload(payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(50));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
 fn decode_context() -> DecodeContext {

@@ -10,10 +10,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::moto::{Aws, Moto};
-use common::tansu::Tansu;
+use common::tansu::{self, Tansu};
 use common::*;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{Value, json};
 
 const OBJECTS: usize = 12;
@@ -61,30 +59,6 @@ fn cloudaudit(i: usize) -> String {
         "errorCode": 0
     })
     .to_string()
-}
-
-fn produce(bootstrap: &str, topic: &str, payloads: &[String]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
-    for (i, payload) in payloads.iter().enumerate() {
-        let mut record = BaseRecord::<(), String>::to(topic)
-            .partition((i % 3) as i32)
-            .payload(payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(50));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(60)).expect("flush");
 }
 
 /// The daemon, killed when dropped (a failing assertion must not leave it running).
@@ -138,7 +112,12 @@ fn a_small_memory_limit_keeps_every_event_exactly_once_with_all_pipelines_busy()
     tansu.create_topic("audit", 3);
     let payloads: Vec<String> = (0..MESSAGES).map(cloudaudit).collect();
     let kafka_bytes: usize = payloads.iter().map(String::len).sum();
-    produce(&tansu.bootstrap(), "audit", &payloads);
+    let messages: Vec<(i32, String)> = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| ((i % 3) as i32, p))
+        .collect();
+    tansu::produce(&tansu.bootstrap(), "audit", "none", &messages);
 
     // Inbox: CloudTrail files already there.
     let inbox = root.join("inbox");

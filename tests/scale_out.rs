@@ -13,10 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::moto::{Aws, Daemon, Moto};
-use common::tansu::Tansu;
+use common::tansu::{self, Tansu};
 use common::*;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
 
 /// (count(*), count(distinct metadata_uid)) of the lake's events, as DuckDB reads them.
@@ -194,30 +192,6 @@ fn cloudaudit(id: &str, n: usize) -> String {
     .to_string()
 }
 
-fn produce(bootstrap: &str, topic: &str, messages: &[(i32, String)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
-    for (partition, payload) in messages {
-        let mut record = BaseRecord::<(), String>::to(topic)
-            .partition(*partition)
-            .payload(payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(50));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).expect("flush");
-}
-
 #[test]
 fn two_processes_in_one_consumer_group_write_every_event_once() {
     const PARTITIONS: i32 = 4;
@@ -266,7 +240,7 @@ max_age_secs = 1
                     )
                 })
                 .collect();
-            produce(&bootstrap, topic, &msgs);
+            tansu::produce(&bootstrap, topic, "none", &msgs);
             thread::sleep(Duration::from_millis(100));
         }
     });

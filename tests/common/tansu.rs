@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 pub struct Tansu {
     child: Child,
@@ -76,4 +77,31 @@ impl Drop for Tansu {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `(partition, payload)` messages with `compression` (`none`, `snappy`, `lz4`, ...) and
+/// waits until every one is acknowledged.
+pub fn produce(bootstrap: &str, topic: &str, compression: &str, messages: &[(i32, String)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("compression.type", compression)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for (partition, payload) in messages {
+        let mut record = BaseRecord::<(), String>::to(topic)
+            .partition(*partition)
+            .payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
 }
