@@ -21,29 +21,6 @@ const FILES: usize = 10;
 const EVENTS_PER_FILE: usize = 1500;
 const LIMIT_MIB: u64 = 360; // the smallest limit for three pipelines
 
-/// A CloudTrail file of `n` events with ids `<tag>-<i>`.
-fn cloudtrail_file(tag: &str, n: usize) -> Vec<u8> {
-    let records: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({
-                "eventVersion": "1.08",
-                "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/u{}", i % 7),
-                                 "accountId": "111122223333", "accessKeyId": "AKIAEXAMPLE"},
-                "eventTime": format!("2024-06-01T12:{:02}:{:02}Z", (i / 60) % 60, i % 60),
-                "eventSource": "s3.amazonaws.com",
-                "eventName": "GetObject",
-                "awsRegion": "us-west-2",
-                "sourceIPAddress": "198.51.100.7",
-                "eventID": format!("{tag}-{i}"),
-                "readOnly": true,
-                "recipientAccountId": "111122223333",
-                "requestParameters": {"bucketName": "data", "key": format!("k{i}"), "padding": "x".repeat(600)}
-            })
-        })
-        .collect();
-    gzip(json!({ "Records": records }).to_string().as_bytes())
-}
-
 fn cloudaudit(i: usize) -> String {
     json!({
         "userIdentity": {"type": "CAMUser", "principalId": "100000000011", "accountId": "100000000001", "userName": "ops"},
@@ -98,7 +75,7 @@ fn a_small_memory_limit_keeps_every_event_exactly_once_with_all_pipelines_busy()
     aws.notify("trail", &queue);
     let mut s3_bytes = 0;
     for o in 0..OBJECTS {
-        let body = cloudtrail_file(&format!("s3-{o}"), EVENTS_PER_OBJECT);
+        let body = cloudtrail_file(&format!("s3-{o}"), EVENTS_PER_OBJECT, 600);
         s3_bytes += body.len();
         aws.put(
             "trail",
@@ -124,7 +101,7 @@ fn a_small_memory_limit_keeps_every_event_exactly_once_with_all_pipelines_busy()
     std::fs::create_dir_all(&inbox).expect("mkdir");
     let mut file_bytes = 0;
     for f in 0..FILES {
-        let body = cloudtrail_file(&format!("file-{f}"), EVENTS_PER_FILE);
+        let body = cloudtrail_file(&format!("file-{f}"), EVENTS_PER_FILE, 600);
         file_bytes += body.len();
         std::fs::write(inbox.join(format!("f{f}.json.gz")), body).expect("write");
     }

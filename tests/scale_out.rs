@@ -74,27 +74,6 @@ fn configs(dir: &Path, body: &str) -> (PathBuf, PathBuf, PathBuf) {
 // ---------------------------------------------------------------------------------------------
 // SQS: one queue
 
-/// A CloudTrail file of `n` events with ids `<tag>-<i>`.
-fn trail_file(tag: &str, n: usize) -> Vec<u8> {
-    let records: Vec<serde_json::Value> = (0..n)
-        .map(|i| {
-            json!({
-                "eventVersion": "1.08",
-                "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/u",
-                                 "accountId": "111122223333"},
-                "eventTime": format!("2024-06-01T12:{:02}:{:02}Z", (i / 60) % 60, i % 60),
-                "eventSource": "s3.amazonaws.com",
-                "eventName": "GetObject",
-                "awsRegion": "us-west-2",
-                "sourceIPAddress": "198.51.100.7",
-                "eventID": format!("{tag}-{i}"),
-                "recipientAccountId": "111122223333"
-            })
-        })
-        .collect();
-    gzip(json!({ "Records": records }).to_string().as_bytes())
-}
-
 #[test]
 fn two_processes_on_one_queue_one_killed_mid_stream_write_every_event_once() {
     const OBJECTS: usize = 30;
@@ -110,7 +89,7 @@ fn two_processes_on_one_queue_one_killed_mid_stream_write_every_event_once() {
             &format!(
                 "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/111122223333_CloudTrail_us-west-2_20240601T1200Z_{o}.json.gz"
             ),
-            trail_file(&format!("obj{o}"), PER_OBJECT),
+            cloudtrail_file(&format!("obj{o}"), PER_OBJECT, 0),
         );
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -23,6 +23,20 @@ struct Setup {
     config: PathBuf,
 }
 
+impl Setup {
+    /// Points the pipeline at `proxy` instead of moto (a copy of the config, `via-proxy.toml`).
+    fn route_through(&mut self, moto: &Moto, proxy: &str) {
+        let text = std::fs::read_to_string(&self.config)
+            .expect("config")
+            .replace(
+                &format!("endpoint_url = \"{}\"", moto.endpoint),
+                &format!("endpoint_url = \"{proxy}\""),
+            );
+        self.config = self.dir.path().join("via-proxy.toml");
+        std::fs::write(&self.config, text).expect("config");
+    }
+}
+
 fn setup(moto: &Moto, queue_url: &str, extra_source: &str, flush: &str) -> Setup {
     setup_with_sink(moto, queue_url, extra_source, flush, "")
 }
@@ -373,7 +387,7 @@ fn a_slow_object_stays_invisible_to_others_while_it_is_processed() {
     aws.bucket("trail");
     aws.notify("trail", &queue);
     let key = "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/slow.json.gz";
-    let body = synthetic_file("slow", 3000);
+    let body = cloudtrail_file("slow", 3000, 0);
     let size = body.len();
     aws.put("trail", key, body);
     // The download trickles for several seconds, and then the rows wait up to 3 s for their
@@ -387,12 +401,7 @@ fn a_slow_object_stays_invisible_to_others_while_it_is_processed() {
         "visibility_timeout_secs = 2",
         "max_age_secs = 3",
     );
-    let text = std::fs::read_to_string(&s.config).expect("config").replace(
-        &format!("endpoint_url = \"{}\"", moto.endpoint),
-        &format!("endpoint_url = \"{proxy}\""),
-    );
-    s.config = s.dir.path().join("via-proxy.toml");
-    std::fs::write(&s.config, text).expect("config");
+    s.route_through(&moto, &proxy);
     let started = Instant::now();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -444,29 +453,6 @@ fn a_slow_object_stays_invisible_to_others_while_it_is_processed() {
     assert_eq!(count(&s.lake, "ciem_events"), 3000);
 }
 
-/// A CloudTrail file of `n` events with ids `<tag>-<i>`.
-fn synthetic_file(tag: &str, n: usize) -> Vec<u8> {
-    let records: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({
-                "eventVersion": "1.08",
-                "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/u{}", i % 7),
-                                 "accountId": "111122223333", "accessKeyId": "AKIAEXAMPLE"},
-                "eventTime": format!("2024-06-01T12:{:02}:{:02}Z", (i / 60) % 60, i % 60),
-                "eventSource": "s3.amazonaws.com",
-                "eventName": "GetObject",
-                "awsRegion": "us-west-2",
-                "sourceIPAddress": "198.51.100.7",
-                "eventID": format!("{tag}-{i}"),
-                "readOnly": true,
-                "recipientAccountId": "111122223333",
-                "requestParameters": {"bucketName": "data", "key": format!("k{i}")}
-            })
-        })
-        .collect();
-    gzip(json!({ "Records": records }).to_string().as_bytes())
-}
-
 #[test]
 fn sigkill_mid_stream_and_restart_leaves_every_event_exactly_once() {
     const OBJECTS: usize = 40;
@@ -483,7 +469,7 @@ fn sigkill_mid_stream_and_restart_leaves_every_event_exactly_once() {
                 "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/111122223333_CloudTrail_us-west-2_20240601T12{:02}Z_{o}.json.gz",
                 o % 60
             ),
-            synthetic_file(&format!("obj{o}"), PER_OBJECT),
+            cloudtrail_file(&format!("obj{o}"), PER_OBJECT, 0),
         );
     }
     // Batches of 700 rows: commits land in the middle of objects, so a kill finds objects
@@ -619,7 +605,7 @@ fn throughput() {
         }
         None => {
             for o in 0..objects {
-                let body = synthetic_file(&format!("bench{o}"), per_object);
+                let body = cloudtrail_file(&format!("bench{o}"), per_object, 0);
                 gz_bytes += body.len();
                 aws.put("bench-trail", &format!("{prefix}/f{o}.json.gz"), body);
             }
@@ -652,7 +638,7 @@ fn throughput() {
     aws.put(
         "bench-trail",
         &format!("{prefix}/latency.json.gz"),
-        synthetic_file("latency", 100),
+        cloudtrail_file("latency", 100, 0),
     );
     while parquet_files(&s.lake.join("ciem_events")).is_empty() {
         daemon.assert_running();
@@ -1010,7 +996,7 @@ fn a_download_cut_half_way_is_resumed_on_redelivery_without_duplicates() {
     let queue = aws.queue("cut", 2);
     aws.bucket("trail");
     aws.notify("trail", &queue);
-    let body = synthetic_file("cut", EVENTS);
+    let body = cloudtrail_file("cut", EVENTS, 0);
     let size = body.len();
     aws.put(
         "trail",
@@ -1025,12 +1011,7 @@ fn a_download_cut_half_way_is_resumed_on_redelivery_without_duplicates() {
         "visibility_timeout_secs = 2",
         "max_rows = 500\nmax_age_secs = 1",
     );
-    let text = std::fs::read_to_string(&s.config).expect("config").replace(
-        &format!("endpoint_url = \"{}\"", moto.endpoint),
-        &format!("endpoint_url = \"{proxy}\""),
-    );
-    s.config = s.dir.path().join("via-proxy.toml");
-    std::fs::write(&s.config, text).expect("config");
+    s.route_through(&moto, &proxy);
     let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
     wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
     let log = daemon.terminate();
@@ -1091,7 +1072,7 @@ fn a_stalled_download_is_given_up_and_retried() {
     let queue = aws.queue("stall", 2);
     aws.bucket("trail");
     aws.notify("trail", &queue);
-    let body = synthetic_file("stall", 2000);
+    let body = cloudtrail_file("stall", 2000, 0);
     let size = body.len();
     aws.put(
         "trail",
@@ -1110,12 +1091,7 @@ fn a_stalled_download_is_given_up_and_retried() {
         "visibility_timeout_secs = 2\nstall_timeout_secs = 2",
         "max_age_secs = 1",
     );
-    let text = std::fs::read_to_string(&s.config).expect("config").replace(
-        &format!("endpoint_url = \"{}\"", moto.endpoint),
-        &format!("endpoint_url = \"{proxy}\""),
-    );
-    s.config = s.dir.path().join("via-proxy.toml");
-    std::fs::write(&s.config, text).expect("config");
+    s.route_through(&moto, &proxy);
     let mut daemon = Daemon::start(&s.config, &s.dir.path().join("daemon.log"));
     wait_until_drained(&aws, &queue, &mut daemon, Duration::from_secs(60));
     let log = daemon.terminate();

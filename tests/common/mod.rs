@@ -135,3 +135,35 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     gz.write_all(bytes).expect("gzip");
     gz.finish().expect("gzip")
 }
+
+/// A gzipped CloudTrail delivery file of `n` S3 `GetObject` events with ids `<tag>-<i>`;
+/// `padding` extra bytes in each event's `requestParameters` make the events larger.
+pub fn cloudtrail_file(tag: &str, n: usize, padding: usize) -> Vec<u8> {
+    let records: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let mut request = serde_json::json!({"bucketName": "data", "key": format!("k{i}")});
+            if padding > 0 {
+                request["padding"] = serde_json::json!("x".repeat(padding));
+            }
+            serde_json::json!({
+                "eventVersion": "1.08",
+                "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/u{}", i % 7),
+                                 "accountId": "111122223333", "accessKeyId": "AKIAEXAMPLE"},
+                "eventTime": format!("2024-06-01T12:{:02}:{:02}Z", (i / 60) % 60, i % 60),
+                "eventSource": "s3.amazonaws.com",
+                "eventName": "GetObject",
+                "awsRegion": "us-west-2",
+                "sourceIPAddress": "198.51.100.7",
+                "eventID": format!("{tag}-{i}"),
+                "readOnly": true,
+                "recipientAccountId": "111122223333",
+                "requestParameters": request
+            })
+        })
+        .collect();
+    gzip(
+        serde_json::json!({ "Records": records })
+            .to_string()
+            .as_bytes(),
+    )
+}
