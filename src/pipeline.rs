@@ -61,7 +61,9 @@ pub enum Item {
     Dead(DeadLetter),
 }
 
-pub const ITEMS_PER_CHUNK: usize = 1024;
+/// Items a decoder hands over at a time. Small, so the batcher copies each event into its
+/// columns while the event is still in cache (1024 cost ~20 % more CPU in a replay).
+pub const ITEMS_PER_CHUNK: usize = 64;
 
 /// Everything needed to decode a unit.
 #[derive(Debug, Clone)]
@@ -470,8 +472,9 @@ impl Batcher {
                             self.pending_bytes += c.estimated_bytes();
                             self.pending.asset_changes.push(c);
                         }
-                        self.pending_bytes += e.estimated_bytes();
-                        self.pending.events.push(*e);
+                        // Copied into the batch's columns while still in cache; the
+                        // event itself is dropped here.
+                        self.pending_bytes += self.pending.events.push(&e);
                     } else {
                         self.stats.duplicates_dropped += 1;
                     }
@@ -666,14 +669,11 @@ struct BatchSummary {
 
 impl BatchSummary {
     fn of(batch: &PendingBatch) -> Self {
-        let mut events_by_provider: Vec<(&'static str, u64)> = Vec::new();
-        for e in &batch.events {
-            let provider = e.cloud_provider.as_str();
-            match events_by_provider.iter_mut().find(|(p, _)| *p == provider) {
-                Some((_, n)) => *n += 1,
-                None => events_by_provider.push((provider, 1)),
-            }
-        }
+        let events_by_provider = batch
+            .events
+            .by_provider()
+            .map(|(p, n)| (p.as_str(), n))
+            .collect();
         BatchSummary {
             events_by_provider,
             started: Instant::now(),

@@ -776,7 +776,7 @@ fn s3_copies_of_an_unfinished_batch_are_removed_on_restart() {
             LocalLake::open_with_remote(&root, ParquetOptions::default(), remote()).expect("open");
         let staged = lake
             .stage(PendingBatch {
-                events: vec![],
+                events: Default::default(),
                 dead_letters: vec![dead],
                 segments: vec![Segment {
                     unit: "u".to_string(),

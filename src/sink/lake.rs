@@ -2,9 +2,10 @@
 //! under a name derived from the batch's input (so the same input always lands under the same
 //! names), and publishes them atomically through the commit journal.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use super::columns::EventColumns;
 use super::journal::{Journal, Segment, UnitState, sync_dir, tmp_path};
 use super::parquet::{
     ParquetOptions, write_asset_change_file, write_ciem_file, write_dead_letter_file,
@@ -12,13 +13,14 @@ use super::parquet::{
 };
 use super::{SinkError, partition_value};
 use crate::assets::{AssetChange, InventoryItem};
-use crate::event::{CiemEvent, DeadLetter, Provider};
+use crate::event::{DeadLetter, Provider};
 use crate::normalize::date_of_ms;
 
 /// Rows and the input positions they came from, ready to be committed together.
 #[derive(Debug, Default)]
 pub struct PendingBatch {
-    pub events: Vec<CiemEvent>,
+    /// Events, already laid out as columns by partition.
+    pub events: EventColumns,
     pub dead_letters: Vec<DeadLetter>,
     /// Asset changes derived from `events` (or from an account sync).
     pub asset_changes: Vec<AssetChange>,
@@ -69,19 +71,8 @@ pub fn batch_id(segments: &[Segment]) -> String {
     format!("{:032x}", h.digest128())
 }
 
-/// The partition an event belongs to: provider, account, UTC day.
-type PartitionKey<'a> = (Provider, Option<&'a str>, i64);
-
-fn partition_key(e: &CiemEvent) -> PartitionKey<'_> {
-    (
-        e.cloud_provider,
-        e.cloud_account_uid.as_deref(),
-        e.time_ms.div_euclid(86_400_000),
-    )
-}
-
 /// `ciem_events/provider=…/account=…/date=…` for a partition key.
-fn partition_dir((provider, account, day): PartitionKey<'_>) -> String {
+pub(super) fn partition_dir((provider, account, day): (Provider, Option<&str>, i64)) -> String {
     format!(
         "ciem_events/provider={}/account={}/date={}",
         provider.as_str(),
@@ -167,8 +158,7 @@ impl LocalLake {
             None => format!("part-{}.parquet", &id[..24]),
             Some(instance) => format!("part-{instance}-{}.parquet", &id[..24]),
         };
-        let keys: HashSet<PartitionKey> = batch.events.iter().map(partition_key).collect();
-        let mut dirs: BTreeSet<String> = keys.into_iter().map(partition_dir).collect();
+        let mut dirs: BTreeSet<String> = batch.events.dirs().map(str::to_string).collect();
         dirs.extend(batch.dead_letters.iter().map(dead_letter_dir));
         dirs.extend(batch.asset_changes.iter().map(asset_change_dir));
         dirs.extend(batch.asset_inventory.iter().map(inventory_dir));
@@ -259,20 +249,6 @@ impl LocalLake {
 }
 
 /// Row order within a file: time, then where the record came from.
-fn by_time_then_origin(a: &CiemEvent, b: &CiemEvent) -> std::cmp::Ordering {
-    a.time_ms
-        .cmp(&b.time_ms)
-        .then_with(|| {
-            // Rows of one input share the same `Arc`: skip comparing the text.
-            if std::sync::Arc::ptr_eq(&a.origin.source, &b.origin.source) {
-                std::cmp::Ordering::Equal
-            } else {
-                a.origin.source.cmp(&b.origin.source)
-            }
-        })
-        .then_with(|| a.origin.position.cmp(&b.origin.position))
-}
-
 /// `<dataset>/provider=…/account=…/date=…`, the layout shared by the asset datasets.
 fn dataset_dir(dataset: &str, provider: Provider, account: Option<&str>, time_ms: i64) -> String {
     format!(
@@ -338,39 +314,42 @@ impl StagedBatch {
             root,
             options,
         } = self;
-        let mut by_key: BTreeMap<PartitionKey, Vec<&CiemEvent>> = BTreeMap::new();
-        for e in &batch.events {
-            by_key.entry(partition_key(e)).or_default().push(e);
-        }
-        // Distinct keys can share a directory (an empty and a missing account are both
-        // `unknown`; cut values), so groups are merged by directory, then sorted by time. Only
-        // references move, not the (large) rows.
-        let mut events: BTreeMap<String, Vec<&CiemEvent>> = BTreeMap::new();
-        for (key, rows) in by_key {
-            events.entry(partition_dir(key)).or_default().extend(rows);
-        }
-        for rows in events.values_mut() {
-            rows.sort_unstable_by(|a, b| by_time_then_origin(a, b));
-        }
+        let PendingBatch {
+            events,
+            dead_letters,
+            asset_changes,
+            asset_inventory,
+            segments: _,
+        } = batch;
+        let events = events.into_partitions();
         let mut dead: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
-        for d in &batch.dead_letters {
+        for d in &dead_letters {
             dead.entry(dead_letter_dir(d)).or_default().push(d);
         }
         let mut changes: BTreeMap<String, Vec<&AssetChange>> = BTreeMap::new();
-        for c in &batch.asset_changes {
+        for c in &asset_changes {
             changes.entry(asset_change_dir(c)).or_default().push(c);
         }
         for rows in changes.values_mut() {
             rows.sort_by_key(|c| c.time_ms);
         }
         let mut inventory: BTreeMap<String, Vec<&InventoryItem>> = BTreeMap::new();
-        for i in &batch.asset_inventory {
+        for i in &asset_inventory {
             inventory.entry(inventory_dir(i)).or_default().push(i);
         }
-        let mut files = Vec::with_capacity(events.len() + dead.len() + changes.len());
+        let mut paths: Vec<String> = events
+            .iter()
+            .map(|(dir, _)| dir)
+            .chain(dead.keys())
+            .chain(changes.keys())
+            .chain(inventory.keys())
+            .map(|dir| format!("{dir}/{name}"))
+            .collect();
+        let mut files = Vec::with_capacity(paths.len());
         let result = (|| {
-            for (dir, rows) in &events {
-                files.push(write_tmp(&root, dir, &name, rows.len(), |p| {
+            for (dir, rows) in events {
+                let n = rows.len();
+                files.push(write_tmp(&root, &dir, &name, n, |p| {
                     write_ciem_file(p, rows, options)
                 })?);
             }
@@ -391,17 +370,10 @@ impl StagedBatch {
             }
             Ok(())
         })();
-        super::parquet::release_buffers();
         match result {
             Ok(()) => Ok(WrittenBatch { id, files }),
             Err(error) => {
-                let paths = events
-                    .keys()
-                    .chain(dead.keys())
-                    .chain(changes.keys())
-                    .chain(inventory.keys())
-                    .map(|dir| format!("{dir}/{name}"))
-                    .collect();
+                paths.sort();
                 Err(FailedBatch { id, paths, error })
             }
         }

@@ -10,6 +10,7 @@
 //! _auditlake/journal-<instance>.jsonl   the journal of one instance of a shared lake
 //! ```
 
+pub mod columns;
 pub mod journal;
 pub mod lake;
 pub mod parquet;
