@@ -11,7 +11,7 @@ use arrow::array::{
 };
 use arrow::datatypes::Schema;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
@@ -213,6 +213,11 @@ fn properties(
         .set_column_dictionary_enabled("metadata_uid".into(), false)
         .set_column_dictionary_enabled("api_request_uid".into(), false)
         .set_column_dictionary_enabled("origin_position".into(), false)
+        // Times (sorted) and record positions (increasing runs): deltas are small, a
+        // dictionary of them is not.
+        .set_column_dictionary_enabled("time".into(), false)
+        .set_column_encoding("time".into(), Encoding::DELTA_BINARY_PACKED)
+        .set_column_encoding("origin_position".into(), Encoding::DELTA_BINARY_PACKED)
         .set_column_dictionary_enabled("raw".into(), false)
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
