@@ -112,50 +112,6 @@ impl CiemEvent {
     pub fn type_uid(&self) -> i64 {
         i64::from(self.class_uid) * 100 + i64::from(self.activity_id)
     }
-
-    /// Rough heap footprint, used by the flush policy to bound memory.
-    pub fn estimated_bytes(&self) -> usize {
-        fn s(v: &Option<String>) -> usize {
-            v.as_ref().map_or(0, String::len)
-        }
-        let strings = [
-            &self.cloud_account_uid,
-            &self.cloud_region,
-            &self.api_service_name,
-            &self.service,
-            &self.api_operation,
-            &self.action,
-            &self.api_version,
-            &self.api_response_error,
-            &self.api_response_message,
-            &self.actor_user_type,
-            &self.actor_user_uid,
-            &self.actor_user_uid_alt,
-            &self.actor_user_name,
-            &self.actor_user_account_uid,
-            &self.actor_credential_uid,
-            &self.actor_session_issuer,
-            &self.actor_invoked_by,
-            &self.src_endpoint_ip,
-            &self.src_endpoint_domain,
-            &self.http_user_agent,
-            &self.api_request_uid,
-            &self.metadata_event_type,
-            &self.metadata_product_version,
-            &self.request_data,
-            &self.response_data,
-            &self.additional_data,
-        ];
-        let resources: usize = self
-            .resources
-            .iter()
-            .map(|r| s(&r.uid) + s(&r.kind) + s(&r.name) + s(&r.account_uid) + 96)
-            .sum();
-        std::mem::size_of::<Self>()
-            + strings.iter().map(|v| s(v)).sum::<usize>()
-            + self.metadata_uid.len()
-            + resources
-    }
 }
 
 /// Input that could not be turned into an event, kept with the reason.
