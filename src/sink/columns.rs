@@ -551,3 +551,131 @@ impl std::fmt::Debug for EventColumns {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::{Outcome, Stamp, cloudtrail};
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int64Type, TimestampMillisecondType};
+
+    fn event(
+        source: &str,
+        position: i64,
+        time: &str,
+        account: &str,
+        bucket: Option<&str>,
+    ) -> CiemEvent {
+        let resources = match bucket {
+            Some(b) => {
+                format!(r#","resources":[{{"ARN":"arn:aws:s3:::{b}","type":"AWS::S3::Bucket"}}]"#)
+            }
+            None => String::new(),
+        };
+        let record = format!(
+            r#"{{"eventVersion":"1.09","eventTime":"{time}","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"{source}-{position}","recipientAccountId":"{account}","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::{account}:user/u"}}{resources}}}"#
+        );
+        let stamp = Stamp {
+            source: Arc::from(source),
+            partition: None,
+            ingest_time_ms: 0,
+        };
+        match cloudtrail::normalize(record.as_bytes(), &stamp, position) {
+            Outcome::Event(e) => *e,
+            _ => panic!("not an event: {record}"),
+        }
+    }
+
+    fn column<'a>(batch: &'a RecordBatch, name: &str) -> &'a ArrayRef {
+        batch.column_by_name(name).expect(name)
+    }
+
+    /// Rows of one partition come out in time order (then source, then position), with their
+    /// own resources and nulls, whatever order they arrived in; other partitions apart.
+    #[test]
+    fn partitions_are_written_in_time_order_with_their_resources() {
+        let mut batch = EventColumns::default();
+        let pushed = [
+            event(
+                "b.json",
+                0,
+                "2024-03-10T10:00:02Z",
+                "111122223333",
+                Some("late"),
+            ),
+            event("a.json", 5, "2024-03-10T10:00:00Z", "111122223333", None),
+            event(
+                "a.json",
+                1,
+                "2024-03-10T10:00:00Z",
+                "111122223333",
+                Some("first"),
+            ),
+            event(
+                "c.json",
+                0,
+                "2024-03-10T09:00:00Z",
+                "444455556666",
+                Some("other"),
+            ),
+            event("a.json", 2, "2024-03-10T10:00:01Z", "111122223333", None),
+        ];
+        for e in &pushed {
+            assert!(batch.push(e) > 0);
+        }
+        assert_eq!(batch.len(), 5);
+        let partitions = batch.into_partitions();
+        let dirs: Vec<&str> = partitions.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "ciem_events/provider=aws/account=111122223333/date=2024-03-10",
+                "ciem_events/provider=aws/account=444455556666/date=2024-03-10",
+            ]
+        );
+        let mut partitions = partitions.into_iter();
+        let (_, first) = partitions.next().unwrap();
+        let rb = first.into_record_batch().unwrap();
+        assert_eq!(rb.num_rows(), 4);
+        let ids: Vec<&str> = column(&rb, "metadata_uid")
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
+        assert_eq!(ids, ["a.json-1", "a.json-5", "a.json-2", "b.json-0"]);
+        let times = column(&rb, "time").as_primitive::<TimestampMillisecondType>();
+        assert!(times.values().windows(2).all(|w| w[0] <= w[1]));
+        let positions = column(&rb, "origin_position").as_primitive::<Int64Type>();
+        assert_eq!(positions.values().to_vec(), vec![1, 5, 2, 0]);
+        let resources = column(&rb, "resources").as_list::<i32>();
+        let uids: Vec<Option<String>> = (0..rb.num_rows())
+            .map(|i| {
+                (!resources.is_null(i)).then(|| {
+                    let items = resources.value(i);
+                    let items = items.as_struct();
+                    items.column(0).as_string::<i32>().value(0).to_string()
+                })
+            })
+            .collect();
+        assert_eq!(
+            uids,
+            [
+                Some("arn:aws:s3:::first".to_string()),
+                None,
+                None,
+                Some("arn:aws:s3:::late".to_string())
+            ]
+        );
+        assert!(column(&rb, "api_response_error").is_null(0));
+
+        // Rows that arrive in order are written as they are.
+        let (_, second) = partitions.next().unwrap();
+        let rb = second.into_record_batch().unwrap();
+        let ids: Vec<&str> = column(&rb, "metadata_uid")
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
+        assert_eq!(ids, ["c.json-0"]);
+    }
+}
