@@ -86,12 +86,17 @@ impl TextColumn {
     fn gather(&self, order: &[u32]) -> TextColumn {
         let mut out = TextColumn::with_capacity(order.len(), self.values.len());
         out.overflow = self.overflow;
+        // Validity first, in one go when there are no nulls (most columns).
+        if self.nulls == 0 {
+            out.valid.append_n(order.len(), true);
+        } else {
+            for &i in order {
+                out.valid.append(self.valid.get_bit(i as usize));
+            }
+            out.nulls = self.nulls;
+        }
         for &i in order {
-            let i = i as usize;
-            let valid = self.valid.get_bit(i);
-            out.values.extend_from_slice(self.bytes(i));
-            out.valid.append(valid);
-            out.nulls += usize::from(!valid);
+            out.values.extend_from_slice(self.bytes(i as usize));
             // No overflow: the source's values fitted, and these are the same values.
             out.offsets.push(out.values.len() as i32);
         }

@@ -264,9 +264,9 @@ pub fn replay(
         let (order_tx, order_rx) = sync_channel::<Receiver<Msg>>(threads);
         scope.spawn(move || {
             for input in inputs {
-                // Up to 16 chunks (1024 items) of one file wait for the batcher: with 64, two
-                // threads peaked ~20 MB higher for no speed.
-                let (tx, rx) = sync_channel(16);
+                // Up to 64 chunks (1024 items) of one file wait for the batcher: with 4096
+                // items, two threads peaked ~20 MB higher for no speed.
+                let (tx, rx) = sync_channel(64);
                 if order_tx.send(rx).is_err() || job_tx.send((input, tx)).is_err() {
                     return;
                 }
