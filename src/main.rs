@@ -57,7 +57,7 @@ enum Command {
         /// Rows per batch (one Parquet file per partition per batch).
         #[arg(long, default_value_t = FlushPolicy::default().max_rows)]
         max_rows: usize,
-        /// Estimated in-memory size of a batch, in MiB. With several threads one batch is
+        /// In-memory size of a batch (its column data), in MiB. With several threads one batch is
         /// written while the next fills, so two are in memory: the default keeps peak RSS
         /// under 300 MB with 2 threads (the daemon's default is 32).
         #[arg(long, default_value_t = REPLAY_MAX_MIB)]
