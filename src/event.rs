@@ -86,6 +86,11 @@ pub struct CiemEvent {
 }
 
 pub const CLASS_API_ACTIVITY: i32 = 6003;
+
+/// OCSF `type_uid` of an event: its class and activity in one number.
+pub fn type_uid(class_uid: i32, activity_id: i32) -> i64 {
+    i64::from(class_uid) * 100 + i64::from(activity_id)
+}
 pub const CLASS_AUTHENTICATION: i32 = 3002;
 
 impl CiemEvent {
@@ -107,10 +112,6 @@ impl CiemEvent {
         } else {
             "Failure"
         }
-    }
-
-    pub fn type_uid(&self) -> i64 {
-        i64::from(self.class_uid) * 100 + i64::from(self.activity_id)
     }
 }
 

@@ -321,7 +321,7 @@ impl CiemColumns {
         let type_uid: Vec<i64> = class_uid
             .iter()
             .zip(&activity_id)
-            .map(|(c, a)| i64::from(*c) * 100 + i64::from(*a))
+            .map(|(c, a)| crate::event::type_uid(*c, *a))
             .collect();
         let n = time_ms.len();
         let mut text: Vec<Option<TextColumn>> = text.into_iter().map(Some).collect();

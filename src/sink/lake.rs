@@ -248,7 +248,6 @@ impl LocalLake {
     }
 }
 
-/// Row order within a file: time, then where the record came from.
 /// `<dataset>/provider=…/account=…/date=…`, the layout shared by the asset datasets.
 fn dataset_dir(dataset: &str, provider: Provider, account: Option<&str>, time_ms: i64) -> String {
     format!(
@@ -337,7 +336,8 @@ impl StagedBatch {
         for i in &asset_inventory {
             inventory.entry(inventory_dir(i)).or_default().push(i);
         }
-        let mut paths: Vec<String> = events
+        // Every file's path, for removing what was written if one fails.
+        let paths: Vec<String> = events
             .iter()
             .map(|(dir, _)| dir)
             .chain(dead.keys())
@@ -372,10 +372,7 @@ impl StagedBatch {
         })();
         match result {
             Ok(()) => Ok(WrittenBatch { id, files }),
-            Err(error) => {
-                paths.sort();
-                Err(FailedBatch { id, paths, error })
-            }
+            Err(error) => Err(FailedBatch { id, paths, error }),
         }
     }
 }

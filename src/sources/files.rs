@@ -113,13 +113,14 @@ fn walk(dir: &Path, exclude: Option<&Path>, out: &mut Vec<InputFile>) -> Result<
     Ok(())
 }
 
-/// The unit id of a file: a hash of its bytes.
-pub fn unit_id(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    unit_id_of(&mut f)
+/// The unit id of a file: a hash of its bytes (XXH3-128; the one-shot and streaming digests
+/// agree, so a file gets the same id whichever way it was read).
+fn unit_id(digest: u128) -> String {
+    format!("file:{digest:032x}")
 }
 
-fn unit_id_of(f: &mut File) -> io::Result<String> {
+/// The unit id of a file, read in a streaming pass.
+fn unit_id_streaming(f: &mut File) -> io::Result<String> {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 256 << 10];
     loop {
@@ -130,7 +131,7 @@ fn unit_id_of(f: &mut File) -> io::Result<String> {
             Err(e) => return Err(e),
         }
     }
-    Ok(format!("file:{:032x}", h.digest128()))
+    Ok(unit_id(h.digest128()))
 }
 
 /// Files up to this size are read once: hashed, then decoded from memory. Larger ones are
@@ -145,11 +146,10 @@ fn open_unit(path: &Path) -> io::Result<(String, Box<dyn Read + Send>)> {
     if len <= READ_ONCE_UP_TO {
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
         f.read_to_end(&mut bytes)?;
-        // The same id as `unit_id`: XXH3's one-shot and streaming digests agree.
-        let id = format!("file:{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        let id = unit_id(xxhash_rust::xxh3::xxh3_128(&bytes));
         return Ok((id, Box::new(io::Cursor::new(bytes))));
     }
-    let id = unit_id_of(&mut f)?;
+    let id = unit_id_streaming(&mut f)?;
     f.seek(io::SeekFrom::Start(0))?;
     Ok((id, Box::new(f)))
 }
@@ -399,7 +399,8 @@ mod tests {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             std::fs::write(&path, &bytes).unwrap();
             let (id, mut reader) = open_unit(&path).unwrap();
-            assert_eq!(id, unit_id(&path).unwrap(), "{name}");
+            let streamed = unit_id_streaming(&mut File::open(&path).unwrap()).unwrap();
+            assert_eq!(id, streamed, "{name}");
             let mut read = Vec::new();
             reader.read_to_end(&mut read).unwrap();
             assert!(read == bytes, "{name}: the reader gave other bytes");
