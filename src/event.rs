@@ -1,6 +1,7 @@
 //! The normalised rows auditlake writes: [`CiemEvent`] (one per audit record) and
 //! [`DeadLetter`] (input that could not be read). Their columns are in `schemas/`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,55 +33,75 @@ pub struct Origin {
     pub position: i64,
 }
 
+/// Text of an event: borrowed from the input while the event is being read, owned once it
+/// has to outlive it (see [`CiemEvent::into_owned`]).
+pub type Text<'a> = Cow<'a, str>;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resource {
-    pub uid: Option<String>,
-    pub kind: Option<String>,
-    pub name: Option<String>,
-    pub account_uid: Option<String>,
+pub struct Resource<'a> {
+    pub uid: Option<Text<'a>>,
+    pub kind: Option<Text<'a>>,
+    pub name: Option<Text<'a>>,
+    pub account_uid: Option<Text<'a>>,
 }
 
-/// One audit record in the CIEM schema. Field names follow the column names.
+impl Resource<'_> {
+    pub fn into_owned(self) -> Resource<'static> {
+        Resource {
+            uid: owned(self.uid),
+            kind: owned(self.kind),
+            name: owned(self.name),
+            account_uid: owned(self.account_uid),
+        }
+    }
+}
+
+fn owned(t: Option<Text<'_>>) -> Option<Text<'static>> {
+    t.map(|t| Cow::Owned(t.into_owned()))
+}
+
+/// One audit record in the CIEM schema. Field names follow the column names. Its text borrows
+/// from the record it was read from (`'a`) where it can.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CiemEvent {
+pub struct CiemEvent<'a> {
     pub time_ms: i64,
     pub class_uid: i32,
     pub category_uid: i32,
     pub activity_id: i32,
     pub status_id: i32,
     pub cloud_provider: Provider,
-    pub cloud_account_uid: Option<String>,
-    pub cloud_region: Option<String>,
-    pub api_service_name: Option<String>,
-    pub service: Option<String>,
-    pub api_operation: Option<String>,
-    pub action: Option<String>,
-    pub api_version: Option<String>,
+    pub cloud_account_uid: Option<Text<'a>>,
+    pub cloud_region: Option<Text<'a>>,
+    pub api_service_name: Option<Text<'a>>,
+    pub service: Option<Text<'a>>,
+    pub api_operation: Option<Text<'a>>,
+    pub action: Option<Text<'a>>,
+    pub api_version: Option<Text<'a>>,
     pub is_read_only: Option<bool>,
-    pub api_response_error: Option<String>,
-    pub api_response_message: Option<String>,
-    pub actor_user_type: Option<String>,
-    pub actor_user_uid: Option<String>,
-    pub actor_user_uid_alt: Option<String>,
-    pub actor_user_name: Option<String>,
-    pub actor_user_account_uid: Option<String>,
-    pub actor_credential_uid: Option<String>,
+    pub api_response_error: Option<Text<'a>>,
+    pub api_response_message: Option<Text<'a>>,
+    pub actor_user_type: Option<Text<'a>>,
+    pub actor_user_uid: Option<Text<'a>>,
+    pub actor_user_uid_alt: Option<Text<'a>>,
+    pub actor_user_name: Option<Text<'a>>,
+    pub actor_user_account_uid: Option<Text<'a>>,
+    pub actor_credential_uid: Option<Text<'a>>,
     pub actor_credential_kind: Option<&'static str>,
-    pub actor_session_issuer: Option<String>,
+    pub actor_session_issuer: Option<Text<'a>>,
     pub actor_session_is_mfa: Option<bool>,
     pub actor_session_created_time_ms: Option<i64>,
-    pub actor_invoked_by: Option<String>,
-    pub src_endpoint_ip: Option<String>,
-    pub src_endpoint_domain: Option<String>,
-    pub http_user_agent: Option<String>,
-    pub api_request_uid: Option<String>,
-    pub metadata_uid: String,
-    pub metadata_event_type: Option<String>,
-    pub metadata_product_version: Option<String>,
-    pub resources: Vec<Resource>,
-    pub request_data: Option<String>,
-    pub response_data: Option<String>,
-    pub additional_data: Option<String>,
+    pub actor_invoked_by: Option<Text<'a>>,
+    pub src_endpoint_ip: Option<Text<'a>>,
+    pub src_endpoint_domain: Option<Text<'a>>,
+    pub http_user_agent: Option<Text<'a>>,
+    pub api_request_uid: Option<Text<'a>>,
+    pub metadata_uid: Text<'a>,
+    pub metadata_event_type: Option<Text<'a>>,
+    pub metadata_product_version: Option<Text<'a>>,
+    pub resources: Vec<Resource<'a>>,
+    pub request_data: Option<Text<'a>>,
+    pub response_data: Option<Text<'a>>,
+    pub additional_data: Option<Text<'a>>,
     pub ingest_time_ms: i64,
     pub origin: Origin,
 }
@@ -93,7 +114,57 @@ pub fn type_uid(class_uid: i32, activity_id: i32) -> i64 {
 }
 pub const CLASS_AUTHENTICATION: i32 = 3002;
 
-impl CiemEvent {
+impl CiemEvent<'_> {
+    /// The event with its text copied out of the input, to keep or send elsewhere.
+    pub fn into_owned(self) -> CiemEvent<'static> {
+        CiemEvent {
+            time_ms: self.time_ms,
+            class_uid: self.class_uid,
+            category_uid: self.category_uid,
+            activity_id: self.activity_id,
+            status_id: self.status_id,
+            cloud_provider: self.cloud_provider,
+            cloud_account_uid: owned(self.cloud_account_uid),
+            cloud_region: owned(self.cloud_region),
+            api_service_name: owned(self.api_service_name),
+            service: owned(self.service),
+            api_operation: owned(self.api_operation),
+            action: owned(self.action),
+            api_version: owned(self.api_version),
+            is_read_only: self.is_read_only,
+            api_response_error: owned(self.api_response_error),
+            api_response_message: owned(self.api_response_message),
+            actor_user_type: owned(self.actor_user_type),
+            actor_user_uid: owned(self.actor_user_uid),
+            actor_user_uid_alt: owned(self.actor_user_uid_alt),
+            actor_user_name: owned(self.actor_user_name),
+            actor_user_account_uid: owned(self.actor_user_account_uid),
+            actor_credential_uid: owned(self.actor_credential_uid),
+            actor_credential_kind: self.actor_credential_kind,
+            actor_session_issuer: owned(self.actor_session_issuer),
+            actor_session_is_mfa: self.actor_session_is_mfa,
+            actor_session_created_time_ms: self.actor_session_created_time_ms,
+            actor_invoked_by: owned(self.actor_invoked_by),
+            src_endpoint_ip: owned(self.src_endpoint_ip),
+            src_endpoint_domain: owned(self.src_endpoint_domain),
+            http_user_agent: owned(self.http_user_agent),
+            api_request_uid: owned(self.api_request_uid),
+            metadata_uid: Cow::Owned(self.metadata_uid.into_owned()),
+            metadata_event_type: owned(self.metadata_event_type),
+            metadata_product_version: owned(self.metadata_product_version),
+            resources: self
+                .resources
+                .into_iter()
+                .map(Resource::into_owned)
+                .collect(),
+            request_data: owned(self.request_data),
+            response_data: owned(self.response_data),
+            additional_data: owned(self.additional_data),
+            ingest_time_ms: self.ingest_time_ms,
+            origin: self.origin,
+        }
+    }
+
     pub fn activity_name(&self) -> &'static str {
         match (self.class_uid, self.activity_id) {
             (CLASS_AUTHENTICATION, 1) => "Logon",

@@ -53,16 +53,28 @@ impl Default for FlushPolicy {
     }
 }
 
-/// One decoded input item; each takes one position in its unit.
+/// One decoded input item; each takes one position in its unit. An event's text may borrow
+/// from the input (`'a`); [`Item::into_owned`] makes it independent of it.
 #[derive(Debug)]
-pub enum Item {
-    Event(Box<CiemEvent>),
+pub enum Item<'a> {
+    Event(Box<CiemEvent<'a>>),
     Digest,
     Dead(DeadLetter),
 }
 
-/// Items a decoder hands over at a time. Small, so the batcher copies each event into its
-/// columns while the event is still in cache (1024 cost ~20 % more CPU in a replay, 64 ~2 %).
+impl Item<'_> {
+    pub fn into_owned(self) -> Item<'static> {
+        match self {
+            Item::Event(e) => Item::Event(Box::new(e.into_owned())),
+            Item::Digest => Item::Digest,
+            Item::Dead(d) => Item::Dead(d),
+        }
+    }
+}
+
+/// Items a decoder on another thread hands over at a time. Small, so the batcher copies each
+/// event into its columns while the event is still in cache (1024 cost ~20 % more CPU in a
+/// replay, 64 ~2 %).
 pub const ITEMS_PER_CHUNK: usize = 16;
 
 /// Everything needed to decode a unit.
@@ -73,15 +85,65 @@ pub struct DecodeContext {
     pub pipeline: Arc<str>,
 }
 
-/// Decodes a unit's byte stream (gzip or plain) and hands positioned items to `emit` in
-/// chunks. Stops when `emit` breaks.
+/// Items for a consumer on another thread: made owned and handed to `send` in chunks of
+/// [`ITEMS_PER_CHUNK`]. Call [`OwnedChunks::finish`] at the end for the last, partial chunk.
+pub struct OwnedChunks<F: FnMut(Vec<(i64, Item<'static>)>) -> ControlFlow<()>> {
+    chunk: Vec<(i64, Item<'static>)>,
+    send: F,
+    stopped: bool,
+}
+
+impl<F: FnMut(Vec<(i64, Item<'static>)>) -> ControlFlow<()>> OwnedChunks<F> {
+    pub fn new(send: F) -> Self {
+        OwnedChunks {
+            chunk: Vec::with_capacity(ITEMS_PER_CHUNK),
+            send,
+            stopped: false,
+        }
+    }
+
+    pub fn push(&mut self, position: i64, item: Item<'_>) -> ControlFlow<()> {
+        self.chunk.push((position, item.into_owned()));
+        if self.chunk.len() < ITEMS_PER_CHUNK {
+            return ControlFlow::Continue(());
+        }
+        let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(ITEMS_PER_CHUNK));
+        let flow = (self.send)(full);
+        self.stopped = flow.is_break();
+        flow
+    }
+
+    /// Sends what is left, unless the consumer stopped.
+    pub fn finish(mut self) {
+        if !self.stopped && !self.chunk.is_empty() {
+            let _ = (self.send)(std::mem::take(&mut self.chunk));
+        }
+    }
+}
+
+/// [`decode_unit`] for a consumer on another thread (see [`OwnedChunks`]).
+pub fn decode_unit_chunked(
+    reader: impl Read + Send + 'static,
+    ctx: &DecodeContext,
+    stamp: &Stamp,
+    emit: &mut dyn FnMut(Vec<(i64, Item<'static>)>) -> ControlFlow<()>,
+) {
+    let mut chunks = OwnedChunks::new(emit);
+    decode_unit(reader, ctx, stamp, &mut |position, item| {
+        chunks.push(position, item)
+    });
+    chunks.finish();
+}
+
+/// Decodes a unit's byte stream (gzip or plain) and hands each positioned item to `emit` as
+/// soon as it is read; an event borrows its text from the decoder's buffer, so `emit` copies
+/// what it keeps. Stops when `emit` breaks.
 pub fn decode_unit(
     reader: impl Read + Send + 'static,
     ctx: &DecodeContext,
     stamp: &Stamp,
-    emit: &mut dyn FnMut(Vec<(i64, Item)>) -> ControlFlow<()>,
+    emit: &mut dyn FnMut(i64, Item<'_>) -> ControlFlow<()>,
 ) {
-    let mut chunk: Vec<(i64, Item)> = Vec::with_capacity(ITEMS_PER_CHUNK);
     let mut position = 0i64;
     let dead =
         |reason: String, raw: &[u8], truncated: bool, offset: u64, line: u64, position: i64| {
@@ -100,15 +162,13 @@ pub fn decode_unit(
     let reader = match decode::open(reader) {
         Ok(r) => r,
         Err(e) => {
-            let _ = emit(vec![(
+            let _ = emit(
                 0,
                 Item::Dead(dead(format!("cannot read input: {e}"), &[], false, 0, 1, 0)),
-            )]);
+            );
             return;
         }
     };
-    // `split` also breaks when the input is damaged beyond repair; only a break from `emit`
-    // means the consumer wants no more.
     let mut consumer_stopped = false;
     let _ = decode::split(reader, ctx.limits, |piece| {
         match piece {
@@ -124,6 +184,10 @@ pub fn decode_unit(
                     stamp,
                     &mut position,
                     &mut |outcome, pos| {
+                        // A value holding several records goes on only while `emit` does.
+                        if consumer_stopped {
+                            return;
+                        }
                         let item = match outcome {
                             Outcome::Event(e) => Item::Event(e),
                             Outcome::Digest => Item::Digest,
@@ -131,7 +195,7 @@ pub fn decode_unit(
                                 Item::Dead(dead(reason, bytes, false, offset, line, pos))
                             }
                         };
-                        chunk.push((pos, item));
+                        consumer_stopped = emit(pos, item).is_break();
                     },
                 );
             }
@@ -142,39 +206,30 @@ pub fn decode_unit(
                 line,
                 reason,
             } => {
-                chunk.push((
-                    position,
-                    Item::Dead(dead(reason, bytes, truncated, offset, line, position)),
-                ));
+                let item = Item::Dead(dead(reason, bytes, truncated, offset, line, position));
+                consumer_stopped = emit(position, item).is_break();
                 position += 1;
             }
         }
-        if chunk.len() >= ITEMS_PER_CHUNK {
-            let flow = emit(std::mem::replace(
-                &mut chunk,
-                Vec::with_capacity(ITEMS_PER_CHUNK),
-            ));
-            consumer_stopped = flow.is_break();
-            flow
+        // `split` also stops when the input is damaged beyond repair.
+        if consumer_stopped {
+            ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
     });
-    if !consumer_stopped && !chunk.is_empty() {
-        let _ = emit(chunk);
-    }
 }
 
 /// Decodes one message (a Kafka record): a single JSON value, or an object holding a
 /// `Records` array. Every resulting item takes the message's `position` (the Kafka offset),
 /// so rows and dead letters point at the message they came from. An empty message is a dead
 /// letter.
-pub fn decode_message(
-    bytes: &[u8],
+pub fn decode_message<'a>(
+    bytes: &'a [u8],
     ctx: &DecodeContext,
     stamp: &Stamp,
     position: i64,
-    emit: &mut dyn FnMut(Item),
+    emit: &mut dyn FnMut(Item<'a>),
 ) {
     let dead = |reason: String| {
         Item::Dead(DeadLetter::new(
@@ -282,7 +337,7 @@ impl Dedup {
     }
 
     /// True the first time a key is seen.
-    fn first_sighting(&mut self, e: &CiemEvent) -> bool {
+    fn first_sighting(&mut self, e: &CiemEvent<'_>) -> bool {
         let seed = self.seed ^ (e.cloud_provider as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let key = xxhash_rust::xxh3::xxh3_128_with_seed(e.metadata_uid.as_bytes(), seed);
         if self.previous.contains(&key) || !self.current.insert(key) {
@@ -438,7 +493,7 @@ impl Batcher {
         &mut self,
         unit: &str,
         position: i64,
-        item: Item,
+        item: Item<'_>,
     ) -> Result<Option<CommitReport>, SinkError> {
         self.push_all(unit, position, std::iter::once(item))
     }
@@ -446,11 +501,11 @@ impl Batcher {
     /// Adds several items that share one position (e.g. the records of one Kafka message), then
     /// applies the flush policy: a batch never ends between items of one position, so a
     /// committed position always has all of its items in the lake.
-    pub fn push_all(
+    pub fn push_all<'a>(
         &mut self,
         unit: &str,
         position: i64,
-        items: impl IntoIterator<Item = Item>,
+        items: impl IntoIterator<Item = Item<'a>>,
     ) -> Result<Option<CommitReport>, SinkError> {
         let Some(unit) = self.open.get_mut(unit) else {
             return Err(SinkError::Schema(format!(
@@ -725,9 +780,11 @@ mod tests {
         .into_bytes()
     }
 
-    fn decode(bytes: &[u8], position: i64) -> Vec<Item> {
+    fn decode(bytes: &[u8], position: i64) -> Vec<Item<'static>> {
         let mut items = Vec::new();
-        decode_message(bytes, &ctx(), &stamp(), position, &mut |i| items.push(i));
+        decode_message(bytes, &ctx(), &stamp(), position, &mut |i| {
+            items.push(i.into_owned())
+        });
         items
     }
 

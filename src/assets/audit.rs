@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value};
 
 use super::{AssetChange, ChangeOrigin, ChangeType};
-use crate::event::{CiemEvent, Provider};
+use crate::event::{CiemEvent, Provider, Text};
 
 /// Where a rule finds the resources a call changed.
 #[derive(Debug, Clone, Copy)]
@@ -258,7 +258,7 @@ fn rules_by_operation() -> &'static HashMap<&'static str, Vec<&'static Rule>> {
     })
 }
 
-fn find_rule(e: &CiemEvent) -> Option<&'static Rule> {
+fn find_rule(e: &CiemEvent<'_>) -> Option<&'static Rule> {
     let operation = e.api_operation.as_deref()?;
     let candidates = rules_by_operation().get(operation)?;
     let service = e.service.as_deref()?;
@@ -328,8 +328,12 @@ fn tags_of(request: &Value, item: Option<&Value>) -> Map<String, Value> {
     out
 }
 
+fn owned(text: &Option<Text<'_>>) -> Option<String> {
+    text.as_deref().map(str::to_string)
+}
+
 /// The asset changes an audit event records; empty for reads, failures and untracked calls.
-pub fn changes(e: &CiemEvent) -> Vec<AssetChange> {
+pub fn changes(e: &CiemEvent<'_>) -> Vec<AssetChange> {
     if e.status_id != 1 {
         return Vec::new();
     }
@@ -379,7 +383,8 @@ pub fn changes(e: &CiemEvent) -> Vec<AssetChange> {
             .find_map(|k| text(request.get(*k)));
         let from_resources = e.resources.iter().find_map(|r| {
             r.name
-                .clone()
+                .as_deref()
+                .map(str::to_string)
                 .or_else(|| {
                     // `qcs::cos:ap-guangzhou:uid/1250000000:bucket-1250000000/` → the bucket
                     r.uid.as_deref().map(|u| {
@@ -411,18 +416,18 @@ pub fn changes(e: &CiemEvent) -> Vec<AssetChange> {
                 name.or_else(|| tags.get("Name").and_then(Value::as_str).map(str::to_string));
             let after = match rule.after {
                 After::None => None,
-                After::Request => e.request_data.clone(),
+                After::Request => owned(&e.request_data),
                 After::Item => match item {
                     Some(item) => Some(item.to_string()),
-                    None => e.response_data.clone().or_else(|| e.request_data.clone()),
+                    None => owned(&e.response_data).or_else(|| owned(&e.request_data)),
                 },
             };
             AssetChange {
                 time_ms: e.time_ms,
                 cloud_provider: e.cloud_provider,
-                cloud_account_uid: e.cloud_account_uid.clone(),
+                cloud_account_uid: owned(&e.cloud_account_uid),
                 cloud_region: if rule.regional {
-                    e.cloud_region.clone()
+                    owned(&e.cloud_region)
                 } else {
                     None
                 },
@@ -432,13 +437,13 @@ pub fn changes(e: &CiemEvent) -> Vec<AssetChange> {
                 resource_name: name,
                 change_type: rule.change,
                 origin: ChangeOrigin::Audit,
-                action: e.action.clone(),
+                action: owned(&e.action),
                 related_type: related.as_ref().map(|(t, _)| t.to_string()),
                 related_uid: related.as_ref().map(|(_, u)| u.clone()),
-                actor_user_uid: e.actor_user_uid.clone(),
-                actor_user_name: e.actor_user_name.clone(),
-                actor_credential_uid: e.actor_credential_uid.clone(),
-                source_event_id: Some(e.metadata_uid.clone()),
+                actor_user_uid: owned(&e.actor_user_uid),
+                actor_user_name: owned(&e.actor_user_name),
+                actor_credential_uid: owned(&e.actor_credential_uid),
+                source_event_id: Some(e.metadata_uid.to_string()),
                 sync_run_id: None,
                 before_state: None,
                 after_state: after,

@@ -8,7 +8,7 @@ use super::{
     Outcome, Stamp, action, activity_id, epoch_number_to_ms, ip_or_domain, parse_time_ms,
     service_of,
 };
-use crate::event::{CLASS_API_ACTIVITY, CiemEvent, Provider, Resource};
+use crate::event::{CLASS_API_ACTIVITY, CiemEvent, Provider, Resource, Text};
 
 /// Keys whose values are secrets and are never written to the lake.
 const SECRET_KEYS: &[&str] = &[
@@ -74,6 +74,10 @@ fn error_code(v: Option<&Value>) -> Option<String> {
     scalar(v).filter(|s| s != "0")
 }
 
+fn owned(v: &Option<String>) -> Option<Text<'static>> {
+    v.clone().map(Text::Owned)
+}
+
 fn json_text(v: &Value) -> String {
     match v {
         Value::String(s) => Value::String(s.clone()).to_string(),
@@ -81,7 +85,13 @@ fn json_text(v: &Value) -> String {
     }
 }
 
-pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64, zoneless_offset_secs: i64) -> Outcome {
+/// CloudAudit events are read through `serde_json::Value`, so their text is owned.
+pub fn normalize(
+    bytes: &[u8],
+    stamp: &Stamp,
+    position: i64,
+    zoneless_offset_secs: i64,
+) -> Outcome<'static> {
     let mut map: Map<String, Value> = match serde_json::from_slice(bytes) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return Outcome::Rejected("record is not a JSON object".to_string()),
@@ -170,20 +180,21 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64, zoneless_offset_sec
     };
     let account = scalar(identity.get("accountId")).or_else(|| scalar(session.get("ownerUin")));
     let mfa = scalar(session.get("mfa")).and_then(|m| super::loose::parse_flag(&m));
-    let (src_ip, src_domain) = ip_or_domain(scalar(map.get("sourceIPAddress")));
+    let (src_ip, src_domain) = ip_or_domain(scalar(map.get("sourceIPAddress")).map(Text::Owned));
 
     let resource_type = scalar(map.get("resourceType"));
     let mut resources: Vec<Resource> = Vec::new();
     let mut push = |uid: Option<String>, name: Option<String>| {
-        let uid = uid.filter(|u| u != "*");
+        let uid = uid.filter(|u| u != "*").map(Text::Owned);
+        let name = name.map(Text::Owned);
         if (uid.is_some() || name.is_some())
             && !resources.iter().any(|r| r.uid == uid && r.name == name)
         {
             resources.push(Resource {
                 uid,
-                kind: resource_type.clone(),
+                kind: owned(&resource_type),
                 name,
-                account_uid: account.clone(),
+                account_uid: owned(&account),
             });
         }
     };
@@ -253,41 +264,41 @@ pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64, zoneless_offset_sec
         activity_id: activity_id(operation.as_deref().unwrap_or(""), read_only),
         status_id: if error.is_some() { 2 } else { 1 },
         cloud_provider: Provider::Tencent,
-        cloud_account_uid: account.clone(),
-        cloud_region: scalar(map.get("eventRegion")),
+        cloud_account_uid: owned(&account),
+        cloud_region: scalar(map.get("eventRegion")).map(Text::Owned),
         action: action(service.as_deref(), operation.as_deref()),
-        api_service_name: event_source,
-        service,
-        api_operation: operation,
-        api_version: scalar(map.get("apiVersion")),
+        api_service_name: event_source.map(Text::Owned),
+        service: service.map(Text::Owned),
+        api_operation: operation.map(Text::Owned),
+        api_version: scalar(map.get("apiVersion")).map(Text::Owned),
         is_read_only: read_only,
-        api_response_error: error,
-        api_response_message: message,
-        actor_user_type: scalar(identity.get("type")),
-        actor_user_uid: scalar(identity.get("principalId")),
-        actor_user_uid_alt: scalar(session.get("uin")),
-        actor_user_name: scalar(identity.get("userName")),
-        actor_user_account_uid: account,
-        actor_credential_uid: secret_id,
+        api_response_error: error.map(Text::Owned),
+        api_response_message: message.map(Text::Owned),
+        actor_user_type: scalar(identity.get("type")).map(Text::Owned),
+        actor_user_uid: scalar(identity.get("principalId")).map(Text::Owned),
+        actor_user_uid_alt: scalar(session.get("uin")).map(Text::Owned),
+        actor_user_name: scalar(identity.get("userName")).map(Text::Owned),
+        actor_user_account_uid: account.map(Text::Owned),
+        actor_credential_uid: secret_id.map(Text::Owned),
         actor_credential_kind: credential_kind,
-        actor_session_issuer: scalar(session.get("roleArn")),
+        actor_session_issuer: scalar(session.get("roleArn")).map(Text::Owned),
         actor_session_is_mfa: mfa,
         actor_session_created_time_ms: None,
         actor_invoked_by: None,
         src_endpoint_ip: src_ip,
         src_endpoint_domain: src_domain,
-        http_user_agent: scalar(map.get("userAgent")),
-        api_request_uid: scalar(map.get("requestID")),
-        metadata_uid: event_id,
-        metadata_event_type: scalar(map.get("eventType")),
-        metadata_product_version: scalar(map.get("eventVersion")),
+        http_user_agent: scalar(map.get("userAgent")).map(Text::Owned),
+        api_request_uid: scalar(map.get("requestID")).map(Text::Owned),
+        metadata_uid: Text::Owned(event_id),
+        metadata_event_type: scalar(map.get("eventType")).map(Text::Owned),
+        metadata_product_version: scalar(map.get("eventVersion")).map(Text::Owned),
         resources,
-        request_data,
-        response_data,
+        request_data: request_data.map(Text::Owned),
+        response_data: response_data.map(Text::Owned),
         additional_data: if extra.is_empty() {
             None
         } else {
-            Some(Value::Object(extra).to_string())
+            Some(Text::Owned(Value::Object(extra).to_string()))
         },
         ingest_time_ms: stamp.ingest_time_ms,
         origin: stamp.origin(position),

@@ -7,8 +7,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::loose::{LooseBool, LooseStr, text};
-use super::{Outcome, Stamp, action, activity_id, ip_or_domain, parse_time_ms, service_of};
-use crate::event::{CLASS_API_ACTIVITY, CLASS_AUTHENTICATION, CiemEvent, Provider, Resource};
+use super::{
+    Outcome, Stamp, action, activity_id, ip_or_domain, parse_time_ms, part_of, service_of,
+};
+use crate::event::{CLASS_API_ACTIVITY, CLASS_AUTHENTICATION, CiemEvent, Provider, Resource, Text};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -141,18 +143,18 @@ struct ConsoleLoginExtra<'a> {
     mfa_used: Option<LooseStr<'a>>,
 }
 
-fn raw_text(v: Option<&RawValue>) -> Option<String> {
+fn raw_text(v: Option<&RawValue>) -> Option<Text<'_>> {
     v.map(RawValue::get)
         .filter(|s| *s != "null")
-        .map(str::to_owned)
+        .map(Text::Borrowed)
 }
 
-pub fn normalize(bytes: &[u8], stamp: &Stamp, position: i64) -> Outcome {
+pub fn normalize<'a>(bytes: &'a [u8], stamp: &Stamp, position: i64) -> Outcome<'a> {
     normalize_with(bytes, stamp, position, true)
 }
 
 /// `fast`: try [`fast::record`] before serde_json (false only to compare the two in tests).
-fn normalize_with(bytes: &[u8], stamp: &Stamp, position: i64, fast: bool) -> Outcome {
+fn normalize_with<'a>(bytes: &'a [u8], stamp: &Stamp, position: i64, fast: bool) -> Outcome<'a> {
     let parsed = match std::str::from_utf8(bytes) {
         Ok(text) => match fast.then(|| fast::record(text)).flatten() {
             Some(r) => Ok(r),
@@ -160,7 +162,7 @@ fn normalize_with(bytes: &[u8], stamp: &Stamp, position: i64, fast: bool) -> Out
         },
         Err(_) => serde_json::from_slice(bytes),
     };
-    let r: Record = match parsed {
+    let r: Record<'a> = match parsed {
         Ok(r) => r,
         Err(e) if e.is_data() && bytes.trim_ascii_start().first() != Some(&b'{') => {
             return Outcome::Rejected("record is not a JSON object".to_string());
@@ -182,10 +184,7 @@ fn normalize_with(bytes: &[u8], stamp: &Stamp, position: i64, fast: bool) -> Out
     let attributes = session.attributes.unwrap_or_default();
     let operation = text(&r.event_name);
     let event_source = text(&r.event_source);
-    let service = event_source
-        .as_deref()
-        .and_then(service_of)
-        .map(str::to_owned);
+    let service = event_source.as_ref().and_then(|s| part_of(s, service_of));
     let read_only = r.read_only.and_then(|b| b.0);
     let error = text(&r.error_code);
 
@@ -234,9 +233,8 @@ fn normalize_with(bytes: &[u8], stamp: &Stamp, position: i64, fast: bool) -> Out
     let user_name = text(&identity.user_name).or_else(|| {
         matches!(kind.as_deref(), Some("AssumedRole"))
             .then(|| {
-                arn.as_deref()
-                    .and_then(|a| a.rsplit('/').next())
-                    .map(str::to_owned)
+                arn.as_ref()
+                    .and_then(|a| part_of(a, |a| a.rsplit('/').next()))
             })
             .flatten()
     });
@@ -270,7 +268,7 @@ fn normalize_with(bytes: &[u8], stamp: &Stamp, position: i64, fast: bool) -> Out
         ),
         ("edgeDeviceDetails", r.edge_device_details),
     ];
-    let additional_data = join_raw_object(&extras);
+    let additional_data = join_raw_object(&extras).map(Text::Owned);
 
     Outcome::Event(Box::new(CiemEvent {
         time_ms,

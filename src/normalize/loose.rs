@@ -12,18 +12,18 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 pub struct LooseStr<'a>(pub Cow<'a, str>);
 
 impl<'a> LooseStr<'a> {
-    /// The text, or None when it is empty.
-    pub fn non_empty(&self) -> Option<String> {
+    /// The text, or None when it is empty. Borrowed text stays borrowed.
+    pub fn non_empty(&self) -> Option<Cow<'a, str>> {
         if self.0.is_empty() {
             None
         } else {
-            Some(self.0.clone().into_owned())
+            Some(self.0.clone())
         }
     }
 }
 
-/// `Option<LooseStr>` → `Option<String>`, with empty strings as None.
-pub fn text(v: &Option<LooseStr<'_>>) -> Option<String> {
+/// `Option<LooseStr>` → the text, with empty strings as None.
+pub fn text<'a>(v: &Option<LooseStr<'a>>) -> Option<Cow<'a, str>> {
     v.as_ref().and_then(LooseStr::non_empty)
 }
 

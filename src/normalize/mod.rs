@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
-use crate::event::{CiemEvent, Origin};
+use crate::event::{CiemEvent, Origin, Text};
 use loose::LooseStr;
 
 /// Settings for normalisation.
@@ -40,12 +40,23 @@ impl Default for NormalizeConfig {
 
 /// What became of one input value.
 #[derive(Debug)]
-pub enum Outcome {
-    Event(Box<CiemEvent>),
+pub enum Outcome<'a> {
+    Event(Box<CiemEvent<'a>>),
     /// A CloudTrail digest (integrity manifest): not an event, skipped and counted.
     Digest,
     /// Not an event; the reason goes to the dead-letter output.
     Rejected(String),
+}
+
+impl Outcome<'_> {
+    /// The outcome with its event's text copied out of the input.
+    pub fn into_owned(self) -> Outcome<'static> {
+        match self {
+            Outcome::Event(e) => Outcome::Event(Box::new(e.into_owned())),
+            Outcome::Digest => Outcome::Digest,
+            Outcome::Rejected(reason) => Outcome::Rejected(reason),
+        }
+    }
 }
 
 /// Context the normaliser stamps on every row.
@@ -113,13 +124,13 @@ impl Normalizer {
     /// Normalises one value. `in_records` marks elements of a CloudTrail `Records` array. A
     /// top-level value may itself hold several records (a `Records` object that did not start
     /// with that key), so results are handed to `out` one by one.
-    pub fn value(
+    pub fn value<'a>(
         &self,
-        bytes: &[u8],
+        bytes: &'a [u8],
         in_records: bool,
         stamp: &Stamp,
         position: &mut i64,
-        out: &mut impl FnMut(Outcome, i64),
+        out: &mut dyn FnMut(Outcome<'a>, i64),
     ) {
         if in_records {
             let outcome = self.cloudtrail(bytes, stamp, *position);
@@ -147,6 +158,8 @@ impl Normalizer {
             Kind::Wrapped(inner) => {
                 // CLS raw format: the event is the JSON text in __CONTENT__.
                 if inner.trim_start().starts_with('{') {
+                    // The events borrow from the unescaped text, which ends here.
+                    let out = &mut |o: Outcome<'_>, p| out(o.into_owned(), p);
                     return self.value(inner.as_bytes(), false, stamp, position, out);
                 }
                 Outcome::Rejected("__CONTENT__ does not hold a JSON object".to_string())
@@ -157,7 +170,7 @@ impl Normalizer {
         *position += 1;
     }
 
-    fn cloudtrail(&self, bytes: &[u8], stamp: &Stamp, position: i64) -> Outcome {
+    fn cloudtrail<'a>(&self, bytes: &'a [u8], stamp: &Stamp, position: i64) -> Outcome<'a> {
         cloudtrail::normalize(bytes, stamp, position)
     }
 }
@@ -224,6 +237,17 @@ fn classify(bytes: &[u8]) -> Kind {
     )
 }
 
+/// The part `f` picks out of `text`, borrowed from the same place as `text`.
+pub(crate) fn part_of<'a>(
+    text: &Text<'a>,
+    f: impl for<'x> FnOnce(&'x str) -> Option<&'x str>,
+) -> Option<Text<'a>> {
+    match text {
+        Text::Borrowed(s) => f(s).map(Text::Borrowed),
+        Text::Owned(s) => f(s).map(|part| Text::Owned(part.to_owned())),
+    }
+}
+
 /// Short service name: the first label of the event source (`iam.amazonaws.com` → `iam`).
 pub fn service_of(event_source: &str) -> Option<&str> {
     let label = event_source.split(['.', '/']).next().unwrap_or("");
@@ -266,14 +290,14 @@ pub fn strip_version_suffix(name: &str) -> &str {
 }
 
 /// `service:Operation`, the way IAM policies name actions.
-pub fn action(service: Option<&str>, operation: Option<&str>) -> Option<String> {
+pub fn action<'a>(service: Option<&str>, operation: Option<&str>) -> Option<Text<'a>> {
     let (service, op) = (service?, strip_version_suffix(operation?));
     // Not format!: its machinery was 2.4 % of decode+normalise CPU for this one string.
     let mut out = String::with_capacity(service.len() + 1 + op.len());
     out.push_str(service);
     out.push(':');
     out.push_str(op);
-    Some(out)
+    Some(Text::Owned(out))
 }
 
 /// OCSF API Activity activity_id from the operation's verb (1 Create, 2 Read, 3 Update,
@@ -416,7 +440,7 @@ pub fn activity_id(operation: &str, read_only: Option<bool>) -> i32 {
 
 /// Splits a `sourceIPAddress` into (ip, domain): service names such as `AWS Internal` or
 /// `signin.amazonaws.com` are not addresses.
-pub fn ip_or_domain(value: Option<String>) -> (Option<String>, Option<String>) {
+pub fn ip_or_domain(value: Option<Text<'_>>) -> (Option<Text<'_>>, Option<Text<'_>>) {
     match value {
         None => (None, None),
         Some(v) if v.is_empty() => (None, None),

@@ -118,7 +118,7 @@ impl TextColumn {
 }
 
 /// Reads one text column's value from an event.
-type TextOf = for<'a> fn(&'a CiemEvent) -> Option<&'a str>;
+type TextOf = for<'a, 'b> fn(&'a CiemEvent<'b>) -> Option<&'a str>;
 
 /// The CIEM text columns (except `resources`), in the order they are kept.
 pub(crate) const CIEM_TEXT: [(&str, TextOf); 32] = [
@@ -155,7 +155,7 @@ pub(crate) const CIEM_TEXT: [(&str, TextOf); 32] = [
     ("src_endpoint_domain", |e| e.src_endpoint_domain.as_deref()),
     ("http_user_agent", |e| e.http_user_agent.as_deref()),
     ("api_request_uid", |e| e.api_request_uid.as_deref()),
-    ("metadata_uid", |e| Some(e.metadata_uid.as_str())),
+    ("metadata_uid", |e| Some(&e.metadata_uid)),
     ("metadata_event_type", |e| e.metadata_event_type.as_deref()),
     ("metadata_product_version", |e| {
         e.metadata_product_version.as_deref()
@@ -226,7 +226,7 @@ impl CiemColumns {
     }
 
     /// Appends `e`; returns the bytes it added.
-    fn push(&mut self, e: &CiemEvent) -> usize {
+    fn push(&mut self, e: &CiemEvent<'_>) -> usize {
         self.time_ms.push(e.time_ms);
         self.class_uid.push(e.class_uid);
         self.category_uid.push(e.category_uid);
@@ -253,7 +253,7 @@ impl CiemColumns {
                 (&mut *name, &r.name),
                 (&mut *account, &r.account_uid),
             ] {
-                bytes += v.as_ref().map_or(0, String::len);
+                bytes += v.as_deref().map_or(0, str::len);
                 c.push(v.as_deref());
             }
             bytes += RESOURCE_BYTES;
@@ -471,7 +471,7 @@ pub struct EventColumns {
 
 impl EventColumns {
     /// Copies `e` into its partition's columns; returns the bytes that added.
-    pub fn push(&mut self, e: &CiemEvent) -> usize {
+    pub fn push(&mut self, e: &CiemEvent<'_>) -> usize {
         let day = e.time_ms.div_euclid(86_400_000);
         let account = e.cloud_account_uid.as_deref();
         let slot = match &self.last {
@@ -570,7 +570,7 @@ mod tests {
         time: &str,
         account: &str,
         bucket: Option<&str>,
-    ) -> CiemEvent {
+    ) -> CiemEvent<'static> {
         let resources = match bucket {
             Some(b) => {
                 format!(r#","resources":[{{"ARN":"arn:aws:s3:::{b}","type":"AWS::S3::Bucket"}}]"#)
@@ -586,7 +586,7 @@ mod tests {
             ingest_time_ms: 0,
         };
         match cloudtrail::normalize(record.as_bytes(), &stamp, position) {
-            Outcome::Event(e) => *e,
+            Outcome::Event(e) => e.into_owned(),
             _ => panic!("not an event: {record}"),
         }
     }

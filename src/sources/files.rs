@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::event::now_ms;
 use crate::normalize::Stamp;
-use crate::pipeline::{Batcher, DecodeContext, Item, UnitStart, decode_unit};
+use crate::pipeline::{Batcher, DecodeContext, Item, OwnedChunks, UnitStart, decode_unit};
 use crate::sink::SinkError;
 
 #[derive(Debug, thiserror::Error)]
@@ -154,13 +154,25 @@ fn open_unit(path: &Path) -> io::Result<(String, Box<dyn Read + Send>)> {
     Ok((id, Box::new(f)))
 }
 
-enum Msg {
+/// What reading a file yields: its unit id, then its items one by one (borrowing from the
+/// decoder's buffer).
+enum Msg<'a> {
     Unit(String),
-    Items(Vec<(i64, Item)>),
+    Item(i64, Item<'a>),
+}
+
+/// What a decoding thread sends the batcher: a file's unit id, then its items in chunks.
+enum Sent {
+    Unit(String),
+    Items(Vec<(i64, Item<'static>)>),
 }
 
 /// Decodes one file, sending its unit id first and then its items.
-fn read_file(input: &InputFile, ctx: &DecodeContext, send: &mut dyn FnMut(Msg) -> ControlFlow<()>) {
+fn read_file(
+    input: &InputFile,
+    ctx: &DecodeContext,
+    send: &mut dyn FnMut(Msg<'_>) -> ControlFlow<()>,
+) {
     let stamp = Stamp {
         source: input.name.clone(),
         partition: None,
@@ -172,7 +184,9 @@ fn read_file(input: &InputFile, ctx: &DecodeContext, send: &mut dyn FnMut(Msg) -
             if send(Msg::Unit(id)).is_break() {
                 return;
             }
-            decode_unit(file, ctx, &stamp, &mut |items| send(Msg::Items(items)));
+            decode_unit(file, ctx, &stamp, &mut |position, item| {
+                send(Msg::Item(position, item))
+            });
         }
         Err(e) => {
             // Unreadable input is a dead letter of its own, keyed by path.
@@ -188,21 +202,21 @@ fn read_file(input: &InputFile, ctx: &DecodeContext, send: &mut dyn FnMut(Msg) -
                 0,
                 stamp.ingest_time_ms,
             );
-            let _ = send(Msg::Items(vec![(0, Item::Dead(dead))]));
+            let _ = send(Msg::Item(0, Item::Dead(dead)));
         }
     }
 }
 
 /// Feeds one file's messages into the batcher (the unit id comes first).
-fn consume(batcher: &mut Batcher, msgs: &mut dyn Iterator<Item = Msg>) -> Result<(), SinkError> {
-    let Some(Msg::Unit(id)) = msgs.next() else {
+fn consume(batcher: &mut Batcher, msgs: &mut dyn Iterator<Item = Sent>) -> Result<(), SinkError> {
+    let Some(Sent::Unit(id)) = msgs.next() else {
         return Ok(());
     };
     if batcher.begin_unit(&id) == UnitStart::AlreadyInLake {
         return Ok(());
     }
     for msg in msgs {
-        if let Msg::Items(items) = msg {
+        if let Sent::Items(items) = msg {
             for (position, item) in items {
                 batcher.push(&id, position, item)?;
             }
@@ -225,7 +239,8 @@ pub fn replay(
 ) -> Result<(), SinkError> {
     if threads <= 1 {
         for input in inputs {
-            // Decode into a small buffer the batcher drains: same order, one thread.
+            // Each item goes into the batcher as soon as it is read, borrowing from the
+            // decoder's buffer: nothing is copied but into the batch's columns.
             let mut result = Ok(());
             let mut unit: Option<String> = None;
             read_file(input, ctx, &mut |msg| match msg {
@@ -236,17 +251,17 @@ pub fn replay(
                     unit = Some(id);
                     ControlFlow::Continue(())
                 }
-                Msg::Items(items) => {
+                Msg::Item(position, item) => {
                     let Some(id) = unit.as_deref() else {
                         return ControlFlow::Break(());
                     };
-                    for (position, item) in items {
-                        if let Err(e) = batcher.push(id, position, item) {
+                    match batcher.push(id, position, item) {
+                        Ok(_) => ControlFlow::Continue(()),
+                        Err(e) => {
                             result = Err(e);
-                            return ControlFlow::Break(());
+                            ControlFlow::Break(())
                         }
                     }
-                    ControlFlow::Continue(())
                 }
             });
             result?;
@@ -259,9 +274,9 @@ pub fn replay(
     }
 
     std::thread::scope(|scope| {
-        let (job_tx, job_rx) = sync_channel::<(&InputFile, SyncSender<Msg>)>(threads);
+        let (job_tx, job_rx) = sync_channel::<(&InputFile, SyncSender<Sent>)>(threads);
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let (order_tx, order_rx) = sync_channel::<Receiver<Msg>>(threads);
+        let (order_tx, order_rx) = sync_channel::<Receiver<Sent>>(threads);
         scope.spawn(move || {
             for input in inputs {
                 // Up to 64 chunks (1024 items) of one file wait for the batcher: with 4096
@@ -281,13 +296,16 @@ pub fn replay(
                         Err(_) => return,
                     };
                     let Ok((input, tx)) = job else { return };
-                    read_file(input, ctx, &mut |msg| {
-                        if tx.send(msg).is_ok() {
-                            ControlFlow::Continue(())
-                        } else {
-                            ControlFlow::Break(())
-                        }
+                    let sent = |msg| match tx.send(msg) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(_) => ControlFlow::Break(()),
+                    };
+                    let mut chunks = OwnedChunks::new(|items| sent(Sent::Items(items)));
+                    read_file(input, ctx, &mut |msg| match msg {
+                        Msg::Unit(id) => sent(Sent::Unit(id)),
+                        Msg::Item(position, item) => chunks.push(position, item),
                     });
+                    chunks.finish();
                 }
             });
         }

@@ -32,7 +32,7 @@ use crate::aws::{config_loader, error_chain};
 use crate::event::{DeadLetter, now_ms};
 use crate::normalize::Stamp;
 use crate::pipeline::{
-    Batcher, CommitReport, DecodeContext, ITEMS_PER_CHUNK, Item, UnitStart, decode_unit,
+    Batcher, CommitReport, DecodeContext, ITEMS_PER_CHUNK, Item, UnitStart, decode_unit_chunked,
 };
 use crate::sink::SinkError;
 use notification::{KeyFilter, KeyVerdict, ObjectRef, classify, parse_body};
@@ -254,7 +254,7 @@ enum Ctl {
     Received(Vec<Received>),
     Items {
         unit: Arc<str>,
-        items: Vec<(i64, Item)>,
+        items: Vec<(i64, Item<'static>)>,
     },
     /// The object was read to its end.
     End {
@@ -1106,11 +1106,11 @@ fn decode_object(
     ctl: &SyncSender<Ctl>,
     shared: &Shared,
 ) {
-    let mut held: Vec<(i64, Item)> = Vec::new();
+    let mut held: Vec<(i64, Item<'static>)> = Vec::new();
     let mut passed = false;
     let mut stopped: Option<String> = None;
     let transport = || transport_error.lock().ok().and_then(|e| e.clone());
-    decode_unit(reader, ctx, stamp, &mut |mut items| {
+    decode_unit_chunked(reader, ctx, stamp, &mut |mut items| {
         if let Some(e) = transport() {
             stopped = Some(format!("download of {} failed: {e}", stamp.source));
             return ControlFlow::Break(());
