@@ -36,11 +36,11 @@ struct Record<'a> {
     #[serde(borrow)]
     error_message: Option<LooseStr<'a>>,
     #[serde(borrow)]
-    request_parameters: Option<&'a RawValue>,
+    request_parameters: Option<Raw<'a>>,
     #[serde(borrow)]
-    response_elements: Option<&'a RawValue>,
+    response_elements: Option<Raw<'a>>,
     #[serde(borrow)]
-    additional_event_data: Option<&'a RawValue>,
+    additional_event_data: Option<Raw<'a>>,
     #[serde(rename = "requestID", borrow)]
     request_id: Option<LooseStr<'a>>,
     #[serde(rename = "eventID", borrow)]
@@ -56,23 +56,23 @@ struct Record<'a> {
     recipient_account_id: Option<LooseStr<'a>>,
     // Kept together in additional_data.
     #[serde(rename = "sharedEventID", borrow)]
-    shared_event_id: Option<&'a RawValue>,
+    shared_event_id: Option<Raw<'a>>,
     #[serde(borrow)]
-    vpc_endpoint_id: Option<&'a RawValue>,
+    vpc_endpoint_id: Option<Raw<'a>>,
     #[serde(borrow)]
-    tls_details: Option<&'a RawValue>,
+    tls_details: Option<Raw<'a>>,
     #[serde(borrow)]
-    event_category: Option<&'a RawValue>,
+    event_category: Option<Raw<'a>>,
     #[serde(borrow)]
-    management_event: Option<&'a RawValue>,
+    management_event: Option<Raw<'a>>,
     #[serde(borrow)]
-    session_credential_from_console: Option<&'a RawValue>,
+    session_credential_from_console: Option<Raw<'a>>,
     #[serde(borrow)]
-    insight_details: Option<&'a RawValue>,
+    insight_details: Option<Raw<'a>>,
     #[serde(borrow)]
-    service_event_details: Option<&'a RawValue>,
+    service_event_details: Option<Raw<'a>>,
     #[serde(borrow)]
-    edge_device_details: Option<&'a RawValue>,
+    edge_device_details: Option<Raw<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -143,8 +143,24 @@ struct ConsoleLoginExtra<'a> {
     mfa_used: Option<LooseStr<'a>>,
 }
 
-fn raw_text(v: Option<&RawValue>) -> Option<Text<'_>> {
-    v.map(RawValue::get)
+/// A JSON value kept as its text, as serde_json's `RawValue` delimits it.
+#[derive(Debug, Clone, Copy)]
+struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    fn get(self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de RawValue>::deserialize(d).map(|raw| Raw(raw.get()))
+    }
+}
+
+fn raw_text(v: Option<Raw<'_>>) -> Option<Text<'_>> {
+    v.map(Raw::get)
         .filter(|s| *s != "null")
         .map(Text::Borrowed)
 }
@@ -317,7 +333,7 @@ fn normalize_with<'a>(bytes: &'a [u8], stamp: &Stamp, position: i64, fast: bool)
 }
 
 /// `{"k1":<raw1>,...}` from the present, non-null raw values, without re-serialising them.
-pub(crate) fn join_raw_object(parts: &[(&str, Option<&RawValue>)]) -> Option<String> {
+fn join_raw_object(parts: &[(&str, Option<Raw<'_>>)]) -> Option<String> {
     let present: Vec<_> = parts
         .iter()
         .filter_map(|(k, v)| v.map(|v| (k, v.get())).filter(|(_, v)| *v != "null"))
