@@ -160,9 +160,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
 }
 
 fn raw_text(v: Option<Raw<'_>>) -> Option<Text<'_>> {
-    v.map(Raw::get)
-        .filter(|s| *s != "null")
-        .map(Text::Borrowed)
+    v.map(Raw::get).filter(|s| *s != "null").map(Text::Borrowed)
 }
 
 pub fn normalize<'a>(bytes: &'a [u8], stamp: &Stamp, position: i64) -> Outcome<'a> {

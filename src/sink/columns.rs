@@ -6,7 +6,6 @@
 //! partition hands the buffers to Arrow without copying them, or gathers them once when the
 //! rows must be put in time order.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -120,8 +119,8 @@ impl TextColumn {
 /// Reads one text column's value from an event.
 type TextOf = for<'a, 'b> fn(&'a CiemEvent<'b>) -> Option<&'a str>;
 
-/// The CIEM text columns (except `resources`), in the order they are kept.
-pub(crate) const CIEM_TEXT: [(&str, TextOf); 32] = [
+/// The CIEM text columns (except `resources` and `origin_source`), in the order they are kept.
+pub(crate) const CIEM_TEXT: [(&str, TextOf); 31] = [
     ("activity_name", |e| Some(e.activity_name())),
     ("status", |e| Some(e.status())),
     ("cloud_provider", |e| Some(e.cloud_provider.as_str())),
@@ -163,18 +162,15 @@ pub(crate) const CIEM_TEXT: [(&str, TextOf); 32] = [
     ("request_data", |e| e.request_data.as_deref()),
     ("response_data", |e| e.response_data.as_deref()),
     ("additional_data", |e| e.additional_data.as_deref()),
-    ("origin_source", |e| Some(&*e.origin.source)),
 ];
 
 fn text_slot(name: &str) -> Option<usize> {
     CIEM_TEXT.iter().position(|(n, _)| *n == name)
 }
 
-const ORIGIN_SOURCE: usize = CIEM_TEXT.len() - 1;
-
 /// What one row costs besides its text: 4 offset bytes per text column, the fixed-width
-/// columns, the validity bits.
-const ROW_BYTES: usize = 4 * (CIEM_TEXT.len() + 1) + 96;
+/// columns (with the source id), the validity bits.
+const ROW_BYTES: usize = 4 * (CIEM_TEXT.len() + 1) + 100;
 /// What one resource costs besides its text.
 const RESOURCE_BYTES: usize = 4 * 4;
 
@@ -191,6 +187,10 @@ pub struct CiemColumns {
     ingest_time_ms: Vec<i64>,
     origin_partition: Vec<Option<i32>>,
     origin_position: Vec<i64>,
+    /// `origin_source` of each row, as an index into `sources`: rows mostly share a few.
+    source_ids: Vec<u32>,
+    sources: Vec<Arc<str>>,
+    source_index: HashMap<Arc<str>, u32>,
     text: Vec<TextColumn>,
     /// List offsets of `resources` (starting at 0) and the items' uid, type, name, account_uid.
     resource_ends: Vec<i32>,
@@ -211,6 +211,9 @@ impl CiemColumns {
             ingest_time_ms: Vec::new(),
             origin_partition: Vec::new(),
             origin_position: Vec::new(),
+            source_ids: Vec::new(),
+            sources: Vec::new(),
+            source_index: HashMap::new(),
             text: CIEM_TEXT.iter().map(|_| TextColumn::new()).collect(),
             resource_ends: vec![0],
             resource: std::array::from_fn(|_| TextColumn::new()),
@@ -240,6 +243,21 @@ impl CiemColumns {
         self.origin_partition.push(e.origin.partition);
         self.origin_position.push(e.origin.position);
         let mut bytes = ROW_BYTES;
+        let source = &e.origin.source;
+        let id = match self.source_ids.last() {
+            Some(&last) if *self.sources[last as usize] == **source => last,
+            _ => match self.source_index.get(source) {
+                Some(&id) => id,
+                None => {
+                    let id = u32::try_from(self.sources.len()).unwrap_or(u32::MAX);
+                    bytes += 2 * source.len();
+                    self.sources.push(source.clone());
+                    self.source_index.insert(source.clone(), id);
+                    id
+                }
+            },
+        };
+        self.source_ids.push(id);
         for (c, (_, get)) in self.text.iter_mut().zip(CIEM_TEXT.iter()) {
             let v = get(e);
             bytes += v.map_or(0, str::len);
@@ -263,27 +281,50 @@ impl CiemColumns {
         bytes
     }
 
-    /// Time, then source, then position: the order rows are written in.
-    fn cmp_rows(&self, a: usize, b: usize) -> Ordering {
-        self.time_ms[a].cmp(&self.time_ms[b]).then_with(|| {
-            let source = &self.text[ORIGIN_SOURCE];
-            source
-                .bytes(a)
-                .cmp(source.bytes(b))
-                .then_with(|| self.origin_position[a].cmp(&self.origin_position[b]))
-        })
-    }
-
-    /// The rows in write order: `None` when they already are (nothing to move).
+    /// The rows in write order, time then source then position (`None` when they already
+    /// are in it: nothing to move). Rows that are equal in all three (records of one Kafka
+    /// message) keep their arrival order.
     fn write_order(&self) -> Option<Vec<u32>> {
+        // Sources by rank in byte order, so rows compare as integers.
+        let mut by_name: Vec<u32> = (0..self.sources.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| self.sources[a as usize].cmp(&self.sources[b as usize]));
+        let mut rank = vec![0u32; self.sources.len()];
+        for (r, &id) in by_name.iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        let key = |i: usize| {
+            (
+                self.time_ms[i],
+                rank[self.source_ids[i] as usize],
+                self.origin_position[i],
+            )
+        };
         let n = self.len();
-        if (1..n).all(|i| self.cmp_rows(i - 1, i) != Ordering::Greater) {
+        if (1..n).all(|i| key(i - 1) <= key(i)) {
             return None;
         }
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        // Stable: rows that compare equal (records of one Kafka message) keep arrival order.
-        order.sort_by(|&a, &b| self.cmp_rows(a as usize, b as usize));
-        Some(order)
+        // The row index last: keys are distinct, so an unstable sort keeps arrival order.
+        let mut keys: Vec<(i64, u32, i64, u32)> = (0..n)
+            .map(|i| {
+                let (time, source, position) = key(i);
+                (time, source, position, i as u32)
+            })
+            .collect();
+        keys.sort_unstable();
+        Some(keys.into_iter().map(|k| k.3).collect())
+    }
+
+    /// `origin_source`, in `order`.
+    fn source_column(&self, order: Option<&[u32]>) -> TextColumn {
+        let mut out = TextColumn::new();
+        let mut push = |id: u32| out.push(Some(&self.sources[id as usize]));
+        match order {
+            Some(order) => order
+                .iter()
+                .for_each(|&i| push(self.source_ids[i as usize])),
+            None => self.source_ids.iter().for_each(|&id| push(id)),
+        }
+        out
     }
 
     /// The rows as an Arrow record batch of `ciem_events`, sorted by time. The buffers move
@@ -291,6 +332,7 @@ impl CiemColumns {
     pub fn into_record_batch(self) -> Result<RecordBatch, SinkError> {
         let schema = crate::schema::ciem_arrow_schema();
         let order = self.write_order();
+        let source = self.source_column(order.as_deref());
         let CiemColumns {
             time_ms,
             class_uid,
@@ -306,6 +348,7 @@ impl CiemColumns {
             text,
             resource_ends,
             resource,
+            ..
         } = self;
         fn take<T: Copy>(v: Vec<T>, order: Option<&[u32]>) -> Vec<T> {
             match order {
@@ -326,6 +369,7 @@ impl CiemColumns {
         let n = time_ms.len();
         let mut text: Vec<Option<TextColumn>> = text.into_iter().map(Some).collect();
         let mut resources = Some((resource_ends, resource));
+        let mut source = Some(source);
         let mut fixed: HashMap<&str, ArrayRef> = HashMap::from([
             ("time", ts(time_ms)),
             ("class_uid", ints(class_uid)),
@@ -374,6 +418,11 @@ impl CiemColumns {
                     Some(order) => c.gather(order),
                     None => c,
                 };
+                Arc::new(c.finish(name)?)
+            } else if name == "origin_source" {
+                let c = source
+                    .take()
+                    .ok_or_else(|| SinkError::Schema(format!("column {name} appears twice")))?;
                 Arc::new(c.finish(name)?)
             } else if name == "resources" {
                 let (ends, items) = resources

@@ -580,8 +580,8 @@ mod tests {
     #[test]
     fn values_are_delimited_as_serde_json_delimits_them() {
         let pieces: &[&str] = &[
-            "{", "}", "[", "]", ",", ":", " ", "\"", "\"k\"", "\\", "\\u00e9", "\\x", "0",
-            "1", "-", ".", "e", "E+", "07", "true", "nul", "null", "\u{1}", "é", "a",
+            "{", "}", "[", "]", ",", ":", " ", "\"", "\"k\"", "\\", "\\u00e9", "\\x", "0", "1",
+            "-", ".", "e", "E+", "07", "true", "nul", "null", "\u{1}", "é", "a",
         ];
         let mut seed = 0x51_7CC1_B727_220Au64;
         let mut rng = move || {
@@ -623,7 +623,17 @@ mod tests {
         ] {
             assert_eq!(value_len(good.as_bytes()), Some(good.len()), "{good}");
         }
-        for bad in ["[1,]", "{\"a\":1,}", "01", "1.", "1e", "\"\\q\"", "\"a\u{1}\"", "{1:2}", "tru"] {
+        for bad in [
+            "[1,]",
+            "{\"a\":1,}",
+            "01",
+            "1.",
+            "1e",
+            "\"\\q\"",
+            "\"a\u{1}\"",
+            "{1:2}",
+            "tru",
+        ] {
             assert_eq!(value_len(bad.as_bytes()), None, "{bad}");
         }
         let deep = format!("{}{}", "[".repeat(97), "]".repeat(97));
