@@ -242,15 +242,15 @@ impl CiemColumns {
         self.ingest_time_ms.push(e.ingest_time_ms);
         self.origin_partition.push(e.origin.partition);
         self.origin_position.push(e.origin.position);
-        let mut bytes = ROW_BYTES;
+        // The source's text is kept once, but written out for every row.
         let source = &e.origin.source;
+        let mut bytes = ROW_BYTES + source.len();
         let id = match self.source_ids.last() {
             Some(&last) if *self.sources[last as usize] == **source => last,
             _ => match self.source_index.get(source) {
                 Some(&id) => id,
                 None => {
                     let id = u32::try_from(self.sources.len()).unwrap_or(u32::MAX);
-                    bytes += 2 * source.len();
                     self.sources.push(source.clone());
                     self.source_index.insert(source.clone(), id);
                     id
