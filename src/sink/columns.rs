@@ -110,9 +110,20 @@ impl TextColumn {
             )));
         }
         let nulls = (self.nulls > 0).then(|| NullBuffer::new(self.valid.finish()));
+        if self.offsets.last().is_none_or(|&end| end as usize != self.values.len())
+            || nulls.as_ref().is_some_and(|n| n.len() != self.offsets.len() - 1)
+        {
+            return Err(SinkError::Schema(format!(
+                "column {name}: offsets and values disagree"
+            )));
+        }
         let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
-        StringArray::try_new(offsets, Buffer::from_vec(self.values), nulls)
-            .map_err(|e| SinkError::Schema(format!("column {name}: {e}")))
+        // SAFETY: `values` only ever receives whole `&str`s (in `push` and `gather`), each
+        // followed by its end in `offsets`, which therefore start at 0, never decrease, end at
+        // `values.len()` (checked above, as is the validity's length) and fall on character
+        // boundaries. Arrow's own check of all that re-validated every byte as UTF-8: 1.3 % of
+        // a replay's instructions.
+        Ok(unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(self.values), nulls) })
     }
 }
 
