@@ -341,17 +341,19 @@ pub fn changes(e: &CiemEvent<'_>) -> Vec<AssetChange> {
         return Vec::new();
     };
     let request = parse(e.request_data.as_deref());
-    let response = parse(e.response_data.as_deref());
+    // Most rules find everything in the request: the response is parsed only when asked for.
+    let response_cell = std::cell::OnceCell::new();
+    let response = || response_cell.get_or_init(|| parse(e.response_data.as_deref()));
     let side = |s: Side| match s {
         Side::Req => &request,
-        Side::Resp => &response,
+        Side::Resp => response(),
     };
     // (uid, name, the item it came from)
     let mut found: Vec<(String, Option<String>, Option<&Value>)> = Vec::new();
     match rule.ids {
         Ids::Field { from, path, name } => {
             let uid = text(at(side(from), path));
-            let name = name.and_then(|p| text(at(&request, p)).or_else(|| text(at(&response, p))));
+            let name = name.and_then(|p| text(at(&request, p)).or_else(|| text(at(response(), p))));
             if let Some(uid) = uid {
                 found.push((uid, name, None));
             } else if let Some(name) = name {
@@ -401,7 +403,7 @@ pub fn changes(e: &CiemEvent<'_>) -> Vec<AssetChange> {
     let related = rule.related.and_then(|(ty, paths)| {
         paths
             .iter()
-            .find_map(|p| text(at(&request, p)).or_else(|| text(at(&response, p))))
+            .find_map(|p| text(at(&request, p)).or_else(|| text(at(response(), p))))
             .map(|uid| (ty, uid))
     });
     let request_tags = tags_of(&request, None);

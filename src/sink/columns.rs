@@ -110,8 +110,13 @@ impl TextColumn {
             )));
         }
         let nulls = (self.nulls > 0).then(|| NullBuffer::new(self.valid.finish()));
-        if self.offsets.last().is_none_or(|&end| end as usize != self.values.len())
-            || nulls.as_ref().is_some_and(|n| n.len() != self.offsets.len() - 1)
+        if self
+            .offsets
+            .last()
+            .is_none_or(|&end| end as usize != self.values.len())
+            || nulls
+                .as_ref()
+                .is_some_and(|n| n.len() != self.offsets.len() - 1)
         {
             return Err(SinkError::Schema(format!(
                 "column {name}: offsets and values disagree"
