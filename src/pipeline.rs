@@ -3,7 +3,6 @@
 //! together with the input segments they cover.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,13 +122,13 @@ impl<F: FnMut(Vec<(i64, Item<'static>)>) -> ControlFlow<()>> OwnedChunks<F> {
 
 /// [`decode_unit`] for a consumer on another thread (see [`OwnedChunks`]).
 pub fn decode_unit_chunked(
-    reader: impl Read + Send + 'static,
+    input: decode::Input,
     ctx: &DecodeContext,
     stamp: &Stamp,
     emit: &mut dyn FnMut(Vec<(i64, Item<'static>)>) -> ControlFlow<()>,
 ) {
     let mut chunks = OwnedChunks::new(emit);
-    decode_unit(reader, ctx, stamp, &mut |position, item| {
+    decode_unit(input, ctx, stamp, &mut |position, item| {
         chunks.push(position, item)
     });
     chunks.finish();
@@ -139,7 +138,7 @@ pub fn decode_unit_chunked(
 /// soon as it is read; an event borrows its text from the decoder's buffer, so `emit` copies
 /// what it keeps. Stops when `emit` breaks.
 pub fn decode_unit(
-    reader: impl Read + Send + 'static,
+    input: decode::Input,
     ctx: &DecodeContext,
     stamp: &Stamp,
     emit: &mut dyn FnMut(i64, Item<'_>) -> ControlFlow<()>,
@@ -159,7 +158,7 @@ pub fn decode_unit(
             d.raw_truncated |= truncated;
             d
         };
-    let reader = match decode::open(reader) {
+    let content = match decode::open(input, ctx.limits) {
         Ok(r) => r,
         Err(e) => {
             let _ = emit(
@@ -170,7 +169,7 @@ pub fn decode_unit(
         }
     };
     let mut consumer_stopped = false;
-    let _ = decode::split(reader, ctx.limits, |piece| {
+    let _ = decode::split_content(content, ctx.limits, |piece| {
         match piece {
             Piece::Value {
                 bytes,

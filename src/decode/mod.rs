@@ -9,9 +9,10 @@
 //! are kept, the rest becomes one dead letter with its byte offset). Between top-level values, a
 //! value that never closes is reported line by line so the following lines are still read.
 
+mod gunzip;
 pub mod scan;
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::ops::ControlFlow;
 
 use flate2::bufread::MultiGzDecoder;
@@ -56,8 +57,38 @@ pub enum Piece<'a> {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// A unit's bytes: a stream, or the whole of a small file already in memory.
+pub enum Input {
+    Stream(Box<dyn Read + Send>),
+    Whole(Vec<u8>),
+}
+
+/// A unit's content, decompressed: streamed, or whole in memory.
+pub enum Content {
+    Stream(Box<dyn Read + Send>),
+    Whole(Vec<u8>),
+}
+
+/// Decompresses when the content starts with the gzip magic bytes. Whole input stays whole
+/// when it fits in `limits.max_record_bytes` (so no value can be cut as too large where the
+/// stream would not have been); anything else is streamed.
+pub fn open(input: Input, limits: DecodeLimits) -> io::Result<Content> {
+    let bytes = match input {
+        Input::Stream(reader) => return open_stream(reader).map(Content::Stream),
+        Input::Whole(bytes) => bytes,
+    };
+    if bytes.starts_with(&GZIP_MAGIC) {
+        if let Some(plain) = gunzip::gunzip_whole(&bytes, limits.max_record_bytes) {
+            return Ok(Content::Whole(plain));
+        }
+    } else if bytes.len() <= limits.max_record_bytes {
+        return Ok(Content::Whole(bytes));
+    }
+    open_stream(Box::new(Cursor::new(bytes))).map(Content::Stream)
+}
+
 /// Wraps a reader in a gzip decoder when its content starts with the gzip magic bytes.
-pub fn open(reader: impl Read + Send + 'static) -> io::Result<Box<dyn Read + Send>> {
+fn open_stream(reader: impl Read + Send + 'static) -> io::Result<Box<dyn Read + Send>> {
     let mut buffered = BufReader::with_capacity(128 * 1024, reader);
     let head = buffered.fill_buf()?;
     if head.starts_with(&GZIP_MAGIC) {
@@ -82,14 +113,36 @@ fn is_records_object(head: &[u8]) -> bool {
     expect(b"{") && expect(b"\"Records\"") && expect(b":") && expect(b"[")
 }
 
+/// Splits decompressed content into pieces and hands each to `f`, which may stop early by
+/// returning `ControlFlow::Break`.
+pub fn split_content(
+    content: Content,
+    limits: DecodeLimits,
+    f: impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    match content {
+        Content::Stream(reader) => split(reader, limits, f),
+        Content::Whole(bytes) => {
+            split_scanner(Scanner::whole(bytes, limits.max_record_bytes), limits, f)
+        }
+    }
+}
+
 /// Splits `reader` (already decompressed) into pieces and hands each to `f`, which may stop
 /// early by returning `ControlFlow::Break`.
 pub fn split<R: Read>(
     reader: R,
     limits: DecodeLimits,
+    f: impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    split_scanner(Scanner::new(reader, limits.max_record_bytes), limits, f)
+}
+
+fn split_scanner<R: Read>(
+    mut sc: Scanner<R>,
+    limits: DecodeLimits,
     mut f: impl FnMut(Piece<'_>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    let mut sc = Scanner::new(reader, limits.max_record_bytes);
     loop {
         let next = match sc.peek() {
             Ok(next) => next,
@@ -367,8 +420,19 @@ mod tests {
         gz.write_all(records.as_bytes()).expect("gzip");
         let full = gz.finish().expect("gzip");
         let cut = &full[..full.len() / 2];
-        let reader = open(std::io::Cursor::new(cut.to_vec())).expect("open");
+        let reader = open_stream(Cursor::new(cut.to_vec())).expect("open");
         let got = pieces_from(reader);
+        // Read whole into memory first, the cut file is refused by libdeflate and streamed:
+        // the same records, the same dead letter.
+        let whole = open(Input::Whole(cut.to_vec()), DecodeLimits::default()).expect("open");
+        assert!(matches!(whole, Content::Stream(_)));
+        assert_eq!(pieces_of(whole), got);
+        // The full file is decompressed whole, with the same records as streamed.
+        let whole = open(Input::Whole(full.clone()), DecodeLimits::default()).expect("open");
+        assert!(matches!(whole, Content::Whole(_)));
+        let streamed = pieces_from(open_stream(Cursor::new(full)).expect("open"));
+        assert_eq!(streamed.len(), 2001);
+        assert_eq!(pieces_of(whole), streamed);
         let good = got.iter().filter(|p| !p.1.starts_with("BAD")).count();
         assert!(good > 100 && good < 2001, "kept {good}");
         let bad: Vec<_> = got.iter().filter(|p| p.1.starts_with("BAD")).collect();
@@ -378,7 +442,20 @@ mod tests {
 
     fn pieces_from(reader: impl Read) -> Vec<(bool, String, u64)> {
         let mut out = Vec::new();
-        let _ = split(reader, DecodeLimits::default(), |p| {
+        let _ = split(reader, DecodeLimits::default(), collect(&mut out));
+        out
+    }
+
+    fn pieces_of(content: Content) -> Vec<(bool, String, u64)> {
+        let mut out = Vec::new();
+        let _ = split_content(content, DecodeLimits::default(), collect(&mut out));
+        out
+    }
+
+    fn collect(
+        out: &mut Vec<(bool, String, u64)>,
+    ) -> impl FnMut(Piece<'_>) -> ControlFlow<()> + '_ {
+        |p| {
             match p {
                 Piece::Value {
                     bytes,
@@ -395,7 +472,6 @@ mod tests {
                 }
             }
             ControlFlow::Continue(())
-        });
-        out
+        }
     }
 }

@@ -35,6 +35,23 @@ pub struct Scanner<R> {
 
 const READ_CHUNK: usize = 256 * 1024;
 
+impl Scanner<io::Empty> {
+    /// Scans content that is all in memory: `bytes` is the buffer, nothing more is read.
+    pub fn whole(bytes: Vec<u8>, max_value: usize) -> Self {
+        Scanner {
+            reader: io::empty(),
+            end: bytes.len(),
+            buf: bytes,
+            pos: 0,
+            base: 0,
+            counted: 0,
+            lines_to_counted: 0,
+            eof: true,
+            max_value,
+        }
+    }
+}
+
 impl<R: Read> Scanner<R> {
     pub fn new(reader: R, max_value: usize) -> Self {
         Scanner {

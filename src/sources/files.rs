@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use crate::decode::Input;
 use crate::event::now_ms;
 use crate::normalize::Stamp;
 use crate::pipeline::{Batcher, DecodeContext, Item, OwnedChunks, UnitStart, decode_unit};
@@ -139,19 +140,19 @@ fn unit_id_streaming(f: &mut File) -> io::Result<String> {
 /// twice cost ~5 % of a replay.
 const READ_ONCE_UP_TO: u64 = 8 << 20;
 
-/// Opens a file as a unit: its id and a reader of its bytes.
-fn open_unit(path: &Path) -> io::Result<(String, Box<dyn Read + Send>)> {
+/// Opens a file as a unit: its id and its bytes (whole, or a reader of them).
+fn open_unit(path: &Path) -> io::Result<(String, Input)> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     if len <= READ_ONCE_UP_TO {
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
         f.read_to_end(&mut bytes)?;
         let id = unit_id(xxhash_rust::xxh3::xxh3_128(&bytes));
-        return Ok((id, Box::new(io::Cursor::new(bytes))));
+        return Ok((id, Input::Whole(bytes)));
     }
     let id = unit_id_streaming(&mut f)?;
     f.seek(io::SeekFrom::Start(0))?;
-    Ok((id, Box::new(f)))
+    Ok((id, Input::Stream(Box::new(f))))
 }
 
 /// What reading a file yields: its unit id, then its items one by one (borrowing from the
@@ -416,11 +417,18 @@ mod tests {
             let path = dir.join(name);
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             std::fs::write(&path, &bytes).unwrap();
-            let (id, mut reader) = open_unit(&path).unwrap();
+            let (id, input) = open_unit(&path).unwrap();
             let streamed = unit_id_streaming(&mut File::open(&path).unwrap()).unwrap();
             assert_eq!(id, streamed, "{name}");
-            let mut read = Vec::new();
-            reader.read_to_end(&mut read).unwrap();
+            assert_eq!(matches!(input, Input::Whole(_)), name == "small", "{name}");
+            let read = match input {
+                Input::Whole(bytes) => bytes,
+                Input::Stream(mut reader) => {
+                    let mut read = Vec::new();
+                    reader.read_to_end(&mut read).unwrap();
+                    read
+                }
+            };
             assert!(read == bytes, "{name}: the reader gave other bytes");
         }
         std::fs::remove_dir_all(&dir).unwrap();

@@ -29,6 +29,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde::Deserialize;
 
 use crate::aws::{config_loader, error_chain};
+use crate::decode::Input;
 use crate::event::{DeadLetter, now_ms};
 use crate::normalize::Stamp;
 use crate::pipeline::{
@@ -1110,36 +1111,42 @@ fn decode_object(
     let mut passed = false;
     let mut stopped: Option<String> = None;
     let transport = || transport_error.lock().ok().and_then(|e| e.clone());
-    decode_unit_chunked(reader, ctx, stamp, &mut |mut items| {
-        if let Some(e) = transport() {
-            stopped = Some(format!("download of {} failed: {e}", stamp.source));
-            return ControlFlow::Break(());
-        }
-        if shared.abandon.load(Ordering::SeqCst) {
-            stopped = Some("shutdown before the object was read to its end".to_string());
-            return ControlFlow::Break(());
-        }
-        if !passed {
-            held.append(&mut items);
-            if held.len() < ITEMS_PER_CHUNK && held.iter().all(|(_, i)| matches!(i, Item::Dead(_)))
-            {
-                return ControlFlow::Continue(());
+    decode_unit_chunked(
+        Input::Stream(Box::new(reader)),
+        ctx,
+        stamp,
+        &mut |mut items| {
+            if let Some(e) = transport() {
+                stopped = Some(format!("download of {} failed: {e}", stamp.source));
+                return ControlFlow::Break(());
             }
-            passed = true;
-            items = std::mem::take(&mut held);
-        }
-        if ctl
-            .send(Ctl::Items {
-                unit: unit.clone(),
-                items,
-            })
-            .is_err()
-        {
-            stopped = Some("stopping".to_string());
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    });
+            if shared.abandon.load(Ordering::SeqCst) {
+                stopped = Some("shutdown before the object was read to its end".to_string());
+                return ControlFlow::Break(());
+            }
+            if !passed {
+                held.append(&mut items);
+                if held.len() < ITEMS_PER_CHUNK
+                    && held.iter().all(|(_, i)| matches!(i, Item::Dead(_)))
+                {
+                    return ControlFlow::Continue(());
+                }
+                passed = true;
+                items = std::mem::take(&mut held);
+            }
+            if ctl
+                .send(Ctl::Items {
+                    unit: unit.clone(),
+                    items,
+                })
+                .is_err()
+            {
+                stopped = Some("stopping".to_string());
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        },
+    );
     if stopped.is_none()
         && let Some(e) = transport()
     {
