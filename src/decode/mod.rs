@@ -69,19 +69,24 @@ pub enum Content {
     Whole(Vec<u8>),
 }
 
+/// Whole content is kept in memory up to this size (decompressed); larger content is
+/// streamed, so memory does not grow with file size.
+pub const WHOLE_UP_TO: usize = 8 << 20;
+
 /// Decompresses when the content starts with the gzip magic bytes. Whole input stays whole
-/// when it fits in `limits.max_record_bytes` (so no value can be cut as too large where the
-/// stream would not have been); anything else is streamed.
+/// when its content fits in [`WHOLE_UP_TO`] and in `limits.max_record_bytes` (so no value can
+/// be cut as too large where the stream would not have been); anything else is streamed.
 pub fn open(input: Input, limits: DecodeLimits) -> io::Result<Content> {
     let bytes = match input {
         Input::Stream(reader) => return open_stream(reader).map(Content::Stream),
         Input::Whole(bytes) => bytes,
     };
+    let cap = limits.max_record_bytes.min(WHOLE_UP_TO);
     if bytes.starts_with(&GZIP_MAGIC) {
-        if let Some(plain) = gunzip::gunzip_whole(&bytes, limits.max_record_bytes) {
+        if let Some(plain) = gunzip::gunzip_whole(&bytes, cap) {
             return Ok(Content::Whole(plain));
         }
-    } else if bytes.len() <= limits.max_record_bytes {
+    } else if bytes.len() <= cap {
         return Ok(Content::Whole(bytes));
     }
     open_stream(Box::new(Cursor::new(bytes))).map(Content::Stream)

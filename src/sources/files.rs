@@ -135,7 +135,8 @@ fn unit_id_streaming(f: &mut File) -> io::Result<String> {
     Ok(unit_id(h.digest128()))
 }
 
-/// Files up to this size are read once: hashed, then decoded from memory. Larger ones are
+/// Files up to this size are read once: hashed, then decoded from memory (and decompressed
+/// whole when they decompress to at most [`crate::decode::WHOLE_UP_TO`]). Larger ones are
 /// read twice, streaming (memory must not grow with file size). Reading the bench corpus
 /// twice cost ~5 % of a replay.
 const READ_ONCE_UP_TO: u64 = 8 << 20;
