@@ -536,6 +536,16 @@ mod tests {
         r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","principalId":"AIDA","arn":"arn:aws:iam::1:user/bob","accountId":"1","userName":"bob"},"eventTime":"2024-01-01T00:00:00Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","awsRegion":"us-east-1","sourceIPAddress":"203.0.113.9","userAgent":"Mozilla/5.0 é","requestParameters":null,"responseElements":{"ConsoleLogin":"Failure"},"additionalEventData":{"MFAUsed":"No","LoginTo":"https://console"},"eventID":"e1","readOnly":false,"eventType":"AwsConsoleSignIn","recipientAccountId":"1","tlsDetails":{"tlsVersion":"TLSv1.3"},"resources":[{"arn":"a1","type":"t"},{"ARN":"a2","accountId":"1"}]}"#,
     ];
 
+    /// A small deterministic random source for the fuzz tests.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     fn outcome(text: &[u8], fast: bool) -> String {
         let stamp = Stamp {
             source: Arc::from("s"),
@@ -583,13 +593,7 @@ mod tests {
             "{", "}", "[", "]", ",", ":", " ", "\"", "\"k\"", "\\", "\\u00e9", "\\x", "0", "1",
             "-", ".", "e", "E+", "07", "true", "nul", "null", "\u{1}", "é", "a",
         ];
-        let mut seed = 0x51_7CC1_B727_220Au64;
-        let mut rng = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = xorshift(0x51_7CC1_B727_220A);
         let mut accepted = 0;
         for _ in 0..200_000 {
             let n = 1 + rng() % 12;
@@ -711,13 +715,7 @@ mod tests {
             b"\\u00",
             b"\\/",
         ];
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rng = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = xorshift(0x9E37_79B9_7F4A_7C15);
         let mut accepted = 0;
         for round in 0..6_000 {
             let mut text = SEEDS[round % SEEDS.len()].as_bytes().to_vec();
