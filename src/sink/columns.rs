@@ -262,7 +262,13 @@ impl CiemColumns {
         let source = &e.origin.source;
         let mut bytes = ROW_BYTES + source.len();
         let id = match self.source_ids.last() {
-            Some(&last) if *self.sources[last as usize] == **source => last,
+            // Rows of one input share the same `Arc`: the text is compared only when not.
+            Some(&last)
+                if Arc::ptr_eq(&self.sources[last as usize], source)
+                    || *self.sources[last as usize] == **source =>
+            {
+                last
+            }
             _ => match self.source_index.get(source) {
                 Some(&id) => id,
                 None => {

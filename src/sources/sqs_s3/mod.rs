@@ -1093,6 +1093,11 @@ impl Read for ChannelReader {
     }
 }
 
+/// Items of an object held back until one is an event: an object whose first this many items
+/// are all dead letters is judged unreadable. Its own bound, not the decoder's chunk size,
+/// which shrank to 16 items for speed.
+const HELD_UNTIL_JUDGED: usize = 1024;
+
 /// Decodes an object and tells the coordinator how it went. An object that yields nothing but
 /// dead letters (not gzip, damaged from the start, not JSON) is a failure of the whole object:
 /// nothing of it is written and the message is redelivered (and dead-lettered in the end), since
@@ -1126,7 +1131,7 @@ fn decode_object(
             }
             if !passed {
                 held.append(&mut items);
-                if held.len() < ITEMS_PER_CHUNK
+                if held.len() < HELD_UNTIL_JUDGED
                     && held.iter().all(|(_, i)| matches!(i, Item::Dead(_)))
                 {
                     return ControlFlow::Continue(());
