@@ -20,4 +20,6 @@ pub mod schema;
 pub mod sink;
 pub mod sources;
 pub mod sync;
+#[cfg(test)]
+mod testing;
 pub mod validate;

@@ -143,33 +143,69 @@ pub fn decode_unit(
     stamp: &Stamp,
     emit: &mut dyn FnMut(i64, Item<'_>) -> ControlFlow<()>,
 ) {
-    let mut position = 0i64;
-    let dead =
-        |reason: String, raw: &[u8], truncated: bool, offset: u64, line: u64, position: i64| {
-            let mut d = DeadLetter::new(
-                ctx.pipeline.clone(),
-                stamp.origin(position),
-                reason,
-                raw,
-                ctx.limits.dead_letter_raw_cap,
-                stamp.ingest_time_ms,
-            )
-            .at(offset, line);
-            d.raw_truncated |= truncated;
-            d
-        };
+    let unit = UnitItems {
+        ctx,
+        stamp,
+        emit,
+        position: 0,
+        consumer_stopped: false,
+    };
     let content = match decode::open(input, ctx.limits) {
         Ok(r) => r,
         Err(e) => {
-            let _ = emit(
-                0,
-                Item::Dead(dead(format!("cannot read input: {e}"), &[], false, 0, 1, 0)),
-            );
+            let dead = unit.dead(format!("cannot read input: {e}"), &[], false, 0, 1, 0);
+            let _ = (unit.emit)(0, Item::Dead(dead));
             return;
         }
     };
-    let mut consumer_stopped = false;
-    let _ = decode::split_content(content, ctx.limits, |piece| {
+    let _ = decode::split_content(content, ctx.limits, unit);
+}
+
+/// Turns a unit's pieces into positioned items for `emit`.
+struct UnitItems<'u> {
+    ctx: &'u DecodeContext,
+    stamp: &'u Stamp,
+    emit: &'u mut dyn FnMut(i64, Item<'_>) -> ControlFlow<()>,
+    /// The next item's position in the unit.
+    position: i64,
+    consumer_stopped: bool,
+}
+
+impl UnitItems<'_> {
+    fn dead(
+        &self,
+        reason: String,
+        raw: &[u8],
+        truncated: bool,
+        offset: u64,
+        line: u64,
+        position: i64,
+    ) -> DeadLetter {
+        let mut d = DeadLetter::new(
+            self.ctx.pipeline.clone(),
+            self.stamp.origin(position),
+            reason,
+            raw,
+            self.ctx.limits.dead_letter_raw_cap,
+            self.stamp.ingest_time_ms,
+        )
+        .at(offset, line);
+        d.raw_truncated |= truncated;
+        d
+    }
+
+    /// `split` also stops when the input is damaged beyond repair.
+    fn flow(&self) -> ControlFlow<()> {
+        if self.consumer_stopped {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+impl decode::Pieces for UnitItems<'_> {
+    fn piece(&mut self, piece: Piece<'_>) -> ControlFlow<()> {
         match piece {
             Piece::Value {
                 bytes,
@@ -177,26 +213,28 @@ pub fn decode_unit(
                 line,
                 in_records,
             } => {
-                ctx.normalizer.value(
+                let mut position = self.position;
+                self.ctx.normalizer.value(
                     bytes,
                     in_records,
-                    stamp,
+                    self.stamp,
                     &mut position,
                     &mut |outcome, pos| {
                         // A value holding several records goes on only while `emit` does.
-                        if consumer_stopped {
+                        if self.consumer_stopped {
                             return;
                         }
                         let item = match outcome {
                             Outcome::Event(e) => Item::Event(e),
                             Outcome::Digest => Item::Digest,
                             Outcome::Rejected(reason) => {
-                                Item::Dead(dead(reason, bytes, false, offset, line, pos))
+                                Item::Dead(self.dead(reason, bytes, false, offset, line, pos))
                             }
                         };
-                        consumer_stopped = emit(pos, item).is_break();
+                        self.consumer_stopped = (self.emit)(pos, item).is_break();
                     },
                 );
+                self.position = position;
             }
             Piece::Bad {
                 bytes,
@@ -205,18 +243,38 @@ pub fn decode_unit(
                 line,
                 reason,
             } => {
-                let item = Item::Dead(dead(reason, bytes, truncated, offset, line, position));
-                consumer_stopped = emit(position, item).is_break();
-                position += 1;
+                let position = self.position;
+                let item = Item::Dead(self.dead(reason, bytes, truncated, offset, line, position));
+                self.consumer_stopped = (self.emit)(position, item).is_break();
+                self.position += 1;
             }
         }
-        // `split` also stops when the input is damaged beyond repair.
-        if consumer_stopped {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
+        self.flow()
+    }
+
+    fn record(
+        &mut self,
+        text: &str,
+        offset: u64,
+        line: &mut dyn FnMut() -> u64,
+    ) -> Option<(usize, ControlFlow<()>)> {
+        let position = self.position;
+        let (outcome, len) = self
+            .ctx
+            .normalizer
+            .record_prefix(text, self.stamp, position)?;
+        self.position += 1;
+        let item = match outcome {
+            Outcome::Event(e) => Item::Event(e),
+            Outcome::Digest => Item::Digest,
+            Outcome::Rejected(reason) => {
+                let raw = text.as_bytes().get(..len).unwrap_or_default();
+                Item::Dead(self.dead(reason, raw, false, offset, line(), position))
+            }
+        };
+        self.consumer_stopped = (self.emit)(position, item).is_break();
+        Some((len, self.flow()))
+    }
 }
 
 /// Decodes one message (a Kafka record): a single JSON value, or an object holding a
@@ -895,5 +953,57 @@ mod tests {
         assert_eq!(report.completed_units, vec!["empty".to_string()]);
         assert!(!batcher.is_due());
         assert_eq!(batcher.begin_unit("empty"), UnitStart::AlreadyInLake);
+    }
+
+    /// What `decode_unit` hands on, as text: position and the item's fields.
+    fn unit_items(input: decode::Input, stop_after: usize) -> Vec<String> {
+        let mut items = Vec::new();
+        decode_unit(input, &ctx(), &stamp(), &mut |position, item| {
+            items.push(match item {
+                Item::Event(e) => format!("{position} {e:?}"),
+                Item::Digest => format!("{position} digest"),
+                Item::Dead(d) => format!("{position} {d:?}"),
+            });
+            if items.len() >= stop_after {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        items
+    }
+
+    #[test]
+    fn a_file_read_whole_gives_the_items_it_gives_streamed() {
+        // Real CloudTrail files, and damaged copies of them: in memory, the records are read
+        // in place; streamed, they are delimited first. Events, dead letters (reason, offset,
+        // line, raw text) and positions must not differ.
+        let files: [&[u8]; 2] = [
+            include_bytes!(
+                "../tests/fixtures/samples/aws-cloudtrail/aws.defense-evasion.cloudtrail-delete.json"
+            ),
+            include_bytes!(
+                "../tests/fixtures/samples/aws-cloudtrail/aws.exfiltration.ec2-share-ebs-snapshot.json"
+            ),
+        ];
+        let alphabet: &[u8] = b"{}[],:\" \n\\x\xff";
+        let mut rng = crate::testing::xorshift(0x9E37_79B9_7F4A_7C15);
+        let mut events = 0;
+        for round in 0..600 {
+            let mut input = files[round % 2].to_vec();
+            if round >= 2 {
+                let edits = 1 + rng() % 2;
+                crate::testing::damage(&mut input, edits, alphabet, &mut rng);
+            }
+            let stop_after = if round % 5 == 0 { 1 } else { usize::MAX };
+            let whole = unit_items(decode::Input::Whole(input.clone()), stop_after);
+            let streamed = unit_items(
+                decode::Input::Stream(Box::new(std::io::Cursor::new(input))),
+                stop_after,
+            );
+            assert_eq!(whole, streamed, "round {round}");
+            events += whole.iter().filter(|i| i.contains("CiemEvent")).count();
+        }
+        assert!(events > 150, "only {events} events");
     }
 }

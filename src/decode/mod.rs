@@ -118,19 +118,143 @@ fn is_records_object(head: &[u8]) -> bool {
     expect(b"{") && expect(b"\"Records\"") && expect(b":") && expect(b"[")
 }
 
-/// Splits decompressed content into pieces and hands each to `f`, which may stop early by
-/// returning `ControlFlow::Break`.
-pub fn split_content(
-    content: Content,
-    limits: DecodeLimits,
-    f: impl FnMut(Piece<'_>) -> ControlFlow<()>,
-) -> ControlFlow<()> {
-    match content {
-        Content::Stream(reader) => split(reader, limits, f),
-        Content::Whole(bytes) => {
-            split_scanner(Scanner::whole(bytes, limits.max_record_bytes), limits, f)
-        }
+/// Receives what [`split_content`] finds in the content.
+pub trait Pieces {
+    /// A delimited value, or input that could not be delimited. Break stops the split.
+    fn piece(&mut self, piece: Piece<'_>) -> ControlFlow<()>;
+
+    /// Offered each element of a `Records` array of content that is whole in memory and
+    /// valid UTF-8, before it is delimited: `text` starts at the element's `{` and runs to the
+    /// end of the content; `offset` is its byte offset and `line()` its line. Returns the
+    /// element's length (up to and including its closing `}`) and whether to go on when it
+    /// read the element itself; None hands the element to [`Pieces::piece`] as usual.
+    fn record(
+        &mut self,
+        _text: &str,
+        _offset: u64,
+        _line: &mut dyn FnMut() -> u64,
+    ) -> Option<(usize, ControlFlow<()>)> {
+        None
     }
+}
+
+impl<F: FnMut(Piece<'_>) -> ControlFlow<()>> Pieces for F {
+    fn piece(&mut self, piece: Piece<'_>) -> ControlFlow<()> {
+        self(piece)
+    }
+}
+
+/// Splits decompressed content into pieces and hands each to `sink`, which may stop early
+/// by returning `ControlFlow::Break`.
+pub fn split_content(content: Content, limits: DecodeLimits, sink: impl Pieces) -> ControlFlow<()> {
+    match content {
+        Content::Stream(reader) => {
+            let mut sink = sink;
+            split(reader, limits, |p| sink.piece(p))
+        }
+        Content::Whole(bytes) => split_whole(bytes, limits, sink),
+    }
+}
+
+/// Content in memory that is a `{"Records":[...]}` object in valid UTF-8 offers its elements
+/// to [`Pieces::record`] straight from the buffer, so an element the sink can read is not
+/// scanned twice (once to delimit it, once to parse it). Whatever is not a plain sequence of
+/// such elements — the array's end, a damaged or refused element, what follows — goes to the
+/// scanner from where the fast loop stopped, so pieces, offsets and reasons are the same as
+/// for streamed content.
+fn split_whole(bytes: Vec<u8>, limits: DecodeLimits, mut sink: impl Pieces) -> ControlFlow<()> {
+    let mut sc = Scanner::whole(bytes, limits.max_record_bytes);
+    // Whole content reads nothing, so the scanner cannot fail here; on an error the plain
+    // split below reports it.
+    let records =
+        matches!(sc.peek(), Ok(Some(b'{'))) && sc.lookahead(4096).is_ok_and(is_records_object);
+    if !records {
+        return split_scanner(sc, limits, |p| sink.piece(p));
+    }
+    let mut f = |p: Piece<'_>| sink.piece(p);
+    records_prologue(&mut sc, limits, &mut f)?;
+    let start = sc.position();
+    let (mut sc, from, count) = match String::from_utf8(sc.into_buffer()) {
+        Ok(text) => {
+            let (from, count) = records_from_text(&text, start, &mut sink)?;
+            (
+                Scanner::whole(text.into_bytes(), limits.max_record_bytes),
+                from,
+                count,
+            )
+        }
+        Err(e) => (
+            Scanner::whole(e.into_bytes(), limits.max_record_bytes),
+            start,
+            0,
+        ),
+    };
+    sc.set_position(from);
+    let mut f = |p: Piece<'_>| sink.piece(p);
+    records_elements(&mut sc, count, limits, &mut f)?;
+    split_scanner(sc, limits, f)
+}
+
+/// Reads `Records` elements from `text` at `start` (just after the `[`) while each one is
+/// a `{`, preceded by a `,` after the first, with only JSON whitespace between. Returns where
+/// that stopped (before the separator it did not take) and how many elements were read.
+fn records_from_text(
+    text: &str,
+    start: usize,
+    sink: &mut impl Pieces,
+) -> ControlFlow<(), (usize, u64)> {
+    let bytes = text.as_bytes();
+    let skip_ws = |mut i: usize| {
+        while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            i += 1;
+        }
+        i
+    };
+    // Lines are counted only when asked for, each byte once.
+    let (mut counted, mut newlines) = (0usize, 0u64);
+    let mut line_at = |i: usize| {
+        newlines += memchr::memchr_iter(b'\n', &bytes[counted..i]).count() as u64;
+        counted = i;
+        newlines + 1
+    };
+    let (mut pos, mut count) = (start, 0u64);
+    loop {
+        let mut i = skip_ws(pos);
+        if count > 0 {
+            if bytes.get(i) != Some(&b',') {
+                break;
+            }
+            i = skip_ws(i + 1);
+        }
+        if bytes.get(i) != Some(&b'{') {
+            break;
+        }
+        // `{` is ASCII, so `i` is a character boundary.
+        let offset = i as u64;
+        let end = match sink.record(&text[i..], offset, &mut || line_at(i)) {
+            Some((len, flow)) => {
+                count += 1;
+                flow?;
+                i + len
+            }
+            None => {
+                let Some(end) = scan::value_end(bytes, i) else {
+                    break; // unterminated: the scanner reports it
+                };
+                count += 1;
+                let line = line_at(i);
+                sink.piece(Piece::Value {
+                    bytes: &bytes[i..end],
+                    offset,
+                    line,
+                    in_records: true,
+                })?;
+                end
+            }
+        };
+        pos = end;
+    }
+    ControlFlow::Continue((pos, count))
 }
 
 /// Splits `reader` (already decompressed) into pieces and hands each to `f`, which may stop
@@ -209,14 +333,33 @@ fn records_array<R: Read>(
     limits: DecodeLimits,
     f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    // Consume `{ "Records" : [` — the lookahead already proved it is there.
+    records_prologue(sc, limits, f)?;
+    records_elements(sc, 0, limits, f)
+}
+
+/// Consumes `{ "Records" : [` — the lookahead already proved it is there.
+fn records_prologue<R: Read>(
+    sc: &mut Scanner<R>,
+    limits: DecodeLimits,
+    f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     for token in [&b"{"[..], b"\"Records\"", b":", b"["] {
         if let Err(e) = sc.peek() {
             return report(sc, e, "", limits, f);
         }
         sc.consume(token.len());
     }
-    let mut count = 0u64;
+    ControlFlow::Continue(())
+}
+
+/// Streams the elements of a `Records` array from the scanner's position, `count` of them
+/// having been read already, then skips the object's other members.
+fn records_elements<R: Read>(
+    sc: &mut Scanner<R>,
+    mut count: u64,
+    limits: DecodeLimits,
+    f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     loop {
         let next = match sc.peek() {
             Ok(n) => n,
@@ -478,5 +621,144 @@ mod tests {
             }
             ControlFlow::Continue(())
         }
+    }
+
+    /// A sink that reads elements starting `{"ok"` itself (as a fast reader would) and leaves
+    /// the others to `piece`; both land in one list, with their line numbers, so content
+    /// split whole with it must give what the streamed split gives. Stops after `stop_after`
+    /// items.
+    struct Reading {
+        out: Vec<(bool, String, u64, u64)>,
+        read_itself: usize,
+        stop_after: usize,
+    }
+
+    impl Reading {
+        fn push(&mut self, item: (bool, String, u64, u64)) -> ControlFlow<()> {
+            self.out.push(item);
+            if self.out.len() >= self.stop_after {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    impl Pieces for &mut Reading {
+        fn piece(&mut self, p: Piece<'_>) -> ControlFlow<()> {
+            let item = match p {
+                Piece::Value {
+                    bytes,
+                    offset,
+                    line,
+                    in_records,
+                } => (
+                    in_records,
+                    String::from_utf8_lossy(bytes).into_owned(),
+                    offset,
+                    line,
+                ),
+                Piece::Bad {
+                    reason,
+                    offset,
+                    line,
+                    ..
+                } => (false, format!("BAD {reason}"), offset, line),
+            };
+            self.push(item)
+        }
+
+        fn record(
+            &mut self,
+            text: &str,
+            offset: u64,
+            line: &mut dyn FnMut() -> u64,
+        ) -> Option<(usize, ControlFlow<()>)> {
+            if !text.starts_with("{\"ok\"") {
+                return None;
+            }
+            let mut values =
+                serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
+            values.next()?.ok()?;
+            let len = values.byte_offset();
+            self.read_itself += 1;
+            let flow = self.push((true, text[..len].to_string(), offset, line()));
+            Some((len, flow))
+        }
+    }
+
+    /// Splits `input` whole (with [`Reading`]) and streamed; asserts they agree and returns
+    /// how many elements the sink read itself.
+    fn whole_matches_streamed(input: &[u8], stop_after: usize) -> usize {
+        let mut whole = Reading {
+            out: Vec::new(),
+            read_itself: 0,
+            stop_after,
+        };
+        let _ = split_content(
+            Content::Whole(input.to_vec()),
+            DecodeLimits::default(),
+            &mut whole,
+        );
+        let mut streamed = Reading {
+            out: Vec::new(),
+            read_itself: 0,
+            stop_after,
+        };
+        let _ = split(input, DecodeLimits::default(), |p| (&mut streamed).piece(p));
+        assert_eq!(
+            whole.out,
+            streamed.out,
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
+        whole.read_itself
+    }
+
+    #[test]
+    fn whole_content_is_read_in_place_with_the_same_pieces() {
+        let read = whole_matches_streamed(
+            b"\xEF\xBB\xBF {\"Records\" :\n[ {\"ok\":1} ,\n{\"no\":[2]},{\"ok\":\"}]\"}\n]}\n{\"c\":3}",
+            usize::MAX,
+        );
+        assert_eq!(read, 2);
+        let cases: &[&[u8]] = &[
+            b"{\"Records\":[]}",
+            b"{\"Records\":[{\"ok\":1},\n{\"ok\":2},\n]}",
+            b"{\"Records\":[{\"ok\":1},\xEF\xBB\xBF{\"ok\":2}]}",
+            b"{\"Records\":[{\"ok\":1}{\"ok\":2},{\"ok\":3}]}",
+            b"{\"Records\":[{\"ok\":1},{\"ok\":2",
+            b"{\"Records\":[{\"ok\":1},{\"no\":2",
+            b"{\"Records\":[{\"ok\":1},",
+            b"{\"Records\":[{\"ok\":1},\n5,{\"ok\":3}]}",
+            b"{\"Records\":[{\"ok\":\"\xff\"},{\"ok\":2}]}",
+            b"{\"Records\":[{\"ok\":1}]}\n{\"c\":3}\nnot json\n",
+            b"{\"Records\":[{\"ok\":1}],\"x\":{\"y\":[1]}}",
+            b"{\"Records\":[{\"ok\":1}]]",
+            b"{\"Records\":[{\"ok\":1}}, {\"ok\":2}]}",
+            b"{\"Records\":[{\"ok\" 1},{\"ok\":2}]}",
+            b"{\"x\":1,\"Records\":[{\"ok\":1}]}",
+            b"[{\"ok\":1}]",
+        ];
+        for case in cases {
+            for stop_after in [1, 2, usize::MAX] {
+                whole_matches_streamed(case, stop_after);
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_whole_content_gives_the_streamed_pieces() {
+        let base: &[u8] = b"{\"Records\": [\n  {\"ok\": 1, \"s\": \"a,}]\\\"\"},\n  {\"no\": [1, {\"b\": 2}]},\n  {\"ok\": {\"deep\": [[]]}}\n]}\n{\"tail\": true}\n";
+        let alphabet: &[u8] = b"{}[],:\" \n\\x\xff";
+        let mut rng = crate::testing::xorshift(0x2545_F491_4F6C_DD1D);
+        let mut read = 0;
+        for _ in 0..3000 {
+            let mut input = base.to_vec();
+            let edits = 1 + rng() % 3;
+            crate::testing::damage(&mut input, edits, alphabet, &mut rng);
+            read += whole_matches_streamed(&input, 1 + (rng() % 6) as usize);
+        }
+        assert!(read > 1000, "the sink read only {read} elements itself");
     }
 }

@@ -145,9 +145,10 @@ impl<R: Read> Scanner<R> {
         }
     }
 
-    /// Shrinks the buffer back after an oversized value has been consumed.
+    /// Shrinks the buffer back after an oversized value has been consumed. Not once the input
+    /// is all read: nothing more comes into the buffer, so shrinking would only copy it.
     fn shrink(&mut self) {
-        if self.buf.len() > 4 * READ_CHUNK && self.end - self.pos < READ_CHUNK {
+        if !self.eof && self.buf.len() > 4 * READ_CHUNK && self.end - self.pos < READ_CHUNK {
             let live = self.end - self.pos;
             self.advance_line_count(self.pos);
             self.buf.copy_within(self.pos..self.end, 0);
@@ -281,10 +282,22 @@ impl<R: Read> Scanner<R> {
         self.end
     }
 
+    /// The buffer, giving up the scanner (for content that is whole in memory: all of it).
+    pub fn into_buffer(mut self) -> Vec<u8> {
+        self.buf.truncate(self.end);
+        self.buf
+    }
+
     /// Bytes currently allocated for buffering.
     pub fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
     }
+}
+
+/// Where the JSON value that starts at `start` (with `{`, `[` or `"`) ends in `bytes`: the
+/// index just after it, as [`Scanner::next_value`] delimits it; None when `bytes` ends first.
+pub fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    Nesting::default().advance(bytes, start).ok()
 }
 
 /// Where the scan of a value stands: bracket depth and string state carry over buffer refills.

@@ -176,13 +176,29 @@ fn normalize_with<'a>(bytes: &'a [u8], stamp: &Stamp, position: i64, fast: bool)
         },
         Err(_) => serde_json::from_slice(bytes),
     };
-    let r: Record<'a> = match parsed {
-        Ok(r) => r,
+    match parsed {
+        Ok(r) => event(r, stamp, position),
         Err(e) if e.is_data() && bytes.trim_ascii_start().first() != Some(&b'{') => {
-            return Outcome::Rejected("record is not a JSON object".to_string());
+            Outcome::Rejected("record is not a JSON object".to_string())
         }
-        Err(e) => return Outcome::Rejected(format!("invalid CloudTrail record: {e}")),
-    };
+        Err(e) => Outcome::Rejected(format!("invalid CloudTrail record: {e}")),
+    }
+}
+
+/// Normalises the record object at the start of `text` when the fast reader can read it
+/// (see [`fast::record_prefix`]), and returns the outcome with the record's length; None
+/// leaves the record to be delimited and read by [`normalize`].
+pub fn normalize_prefix<'a>(
+    text: &'a str,
+    stamp: &Stamp,
+    position: i64,
+) -> Option<(Outcome<'a>, usize)> {
+    let (r, len) = fast::record_prefix(text)?;
+    Some((event(r, stamp, position), len))
+}
+
+/// The event a parsed record makes, or why it makes none.
+fn event<'a>(r: Record<'a>, stamp: &Stamp, position: i64) -> Outcome<'a> {
     let Some(event_id) = text(&r.event_id) else {
         return Outcome::Rejected("CloudTrail record has no eventID".to_string());
     };

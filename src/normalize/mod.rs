@@ -170,6 +170,18 @@ impl Normalizer {
         *position += 1;
     }
 
+    /// Normalises the element of a CloudTrail `Records` array that starts `text` (the rest of
+    /// the content follows it), when it can be read without delimiting it first; returns the
+    /// outcome and the element's length. None: delimit it and hand it to [`Normalizer::value`].
+    pub fn record_prefix<'a>(
+        &self,
+        text: &'a str,
+        stamp: &Stamp,
+        position: i64,
+    ) -> Option<(Outcome<'a>, usize)> {
+        cloudtrail::normalize_prefix(text, stamp, position)
+    }
+
     fn cloudtrail<'a>(&self, bytes: &'a [u8], stamp: &Stamp, position: i64) -> Outcome<'a> {
         cloudtrail::normalize(bytes, stamp, position)
     }

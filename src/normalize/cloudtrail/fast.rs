@@ -17,6 +17,19 @@ use crate::normalize::loose::{LooseBool, LooseStr, parse_flag};
 
 /// Reads `text` as one CloudTrail record, or None when serde_json has to.
 pub(super) fn record(text: &str) -> Option<Record<'_>> {
+    let (r, len) = record_prefix(text)?;
+    // serde_json::from_str accepts only whitespace after the value.
+    let mut c = Cursor { text, pos: len };
+    match c.peek() {
+        None => Some(r),
+        Some(_) => None,
+    }
+}
+
+/// Reads the CloudTrail record object at the start of `text` (whatever follows it) and
+/// returns it with its length, or None when serde_json has to read it. The object ends where
+/// a splitter counting brackets would end it: everything read here is strict JSON.
+pub(super) fn record_prefix(text: &str) -> Option<(Record<'_>, usize)> {
     let mut c = Cursor { text, pos: 0 };
     let mut r = Record::default();
     let mut seen = Seen(0);
@@ -54,11 +67,7 @@ pub(super) fn record(text: &str) -> Option<Record<'_>> {
         "edgeDeviceDetails" => seen.first(28, c.raw(&mut r.edge_device_details)),
         _ => c.skip(),
     })?;
-    // serde_json::from_str accepts only whitespace after the value.
-    match c.peek() {
-        None => Some(r),
-        Some(_) => None,
-    }
+    Some((r, c.pos))
 }
 
 /// Which fields of a struct were read: serde rejects a repeated field.
@@ -529,22 +538,13 @@ mod tests {
     use super::super::normalize_with;
     use super::*;
     use crate::normalize::Stamp;
+    use crate::testing::xorshift;
 
     const SEEDS: &[&str] = &[
         r#"{"eventVersion":"1.09","userIdentity":{"type":"AssumedRole","principalId":"AROA:grace@example.com","arn":"arn:aws:sts::777788889999:assumed-role/Admin/grace@example.com","accountId":"777788889999","accessKeyId":"ASIAOH0B9ATK0EP9XLQA","sessionContext":{"sessionIssuer":{"type":"Role","principalId":"AROA","arn":"arn:aws:iam::777788889999:role/Admin","accountId":"777788889999","userName":"Admin"},"webIdFederationData":{},"attributes":{"creationDate":"2024-03-13T12:34:48Z","mfaAuthenticated":"true"}}},"eventTime":"2024-03-11T13:36:34Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"eu-west-1","sourceIPAddress":"AWS Internal","userAgent":"AWS Internal","requestParameters":{"keyId":"k","encryptionContext":{"a":[1,2.5e3,-0,true,null]}},"responseElements":null,"requestID":"14db089f","eventID":"751b2ad2","readOnly":true,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"777788889999","eventCategory":"Management","resources":[{"accountId":"777788889999","type":"AWS::KMS::Key","ARN":"arn:aws:kms:eu-west-1:777788889999:key/9535"}],"sessionCredentialFromConsole":"true"}"#,
         "{ \"eventVersion\" : \"1.08\" ,\n \"userIdentity\" : { \"type\" : \"AWSService\" , \"invokedBy\" : \"ssm.amazonaws.com\" } ,\r\n\t\"eventTime\":\"2024-03-11T13:33:41Z\",\"eventSource\":\"ec2.amazonaws.com\",\"eventName\":\"DescribeInstanceStatus\",\"awsRegion\":\"eu-west-1\",\"sourceIPAddress\":\"ssm.amazonaws.com\",\"requestParameters\":{\"instancesSet\":{},\"filterSet\":{}},\"eventID\":\"7a81\",\"readOnly\":\"false\",\"resources\":[],\"unknown\":[{\"x\":\"\\u00e9\\n\"}],\"errorCode\":\"AccessDenied\",\"errorMessage\":\"not authorized\",\"responseElements\":{\"m\":\"a \\\"quoted\\\" word\"}} \n",
         r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","principalId":"AIDA","arn":"arn:aws:iam::1:user/bob","accountId":"1","userName":"bob"},"eventTime":"2024-01-01T00:00:00Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","awsRegion":"us-east-1","sourceIPAddress":"203.0.113.9","userAgent":"Mozilla/5.0 é","requestParameters":null,"responseElements":{"ConsoleLogin":"Failure"},"additionalEventData":{"MFAUsed":"No","LoginTo":"https://console"},"eventID":"e1","readOnly":false,"eventType":"AwsConsoleSignIn","recipientAccountId":"1","tlsDetails":{"tlsVersion":"TLSv1.3"},"resources":[{"arn":"a1","type":"t"},{"ARN":"a2","accountId":"1"}]}"#,
     ];
-
-    /// A small deterministic random source for the fuzz tests.
-    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
-        move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        }
-    }
 
     fn outcome(text: &[u8], fast: bool) -> String {
         let stamp = Stamp {
