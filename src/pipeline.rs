@@ -143,6 +143,17 @@ pub fn decode_unit(
     stamp: &Stamp,
     emit: &mut dyn FnMut(i64, Item<'_>) -> ControlFlow<()>,
 ) {
+    decode_content(decode::open(input, ctx.limits), ctx, stamp, emit);
+}
+
+/// [`decode_unit`] for a unit already opened by [`decode::open`] (perhaps on another thread):
+/// content that could not be opened is one dead letter.
+pub fn decode_content(
+    content: std::io::Result<decode::Content>,
+    ctx: &DecodeContext,
+    stamp: &Stamp,
+    emit: &mut dyn FnMut(i64, Item<'_>) -> ControlFlow<()>,
+) {
     let unit = UnitItems {
         ctx,
         stamp,
@@ -150,7 +161,7 @@ pub fn decode_unit(
         position: 0,
         consumer_stopped: false,
     };
-    let content = match decode::open(input, ctx.limits) {
+    let content = match content {
         Ok(r) => r,
         Err(e) => {
             let dead = unit.dead(format!("cannot read input: {e}"), &[], false, 0, 1, 0);

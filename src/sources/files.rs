@@ -14,10 +14,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::decode::Input;
+use crate::decode::{self, Content, Input};
 use crate::event::now_ms;
 use crate::normalize::Stamp;
-use crate::pipeline::{Batcher, DecodeContext, Item, OwnedChunks, UnitStart, decode_unit};
+use crate::pipeline::{Batcher, DecodeContext, Item, UnitStart, decode_content};
 use crate::sink::SinkError;
 
 #[derive(Debug, thiserror::Error)]
@@ -163,15 +163,30 @@ enum Msg<'a> {
     Item(i64, Item<'a>),
 }
 
-/// What a decoding thread sends the batcher: a file's unit id, then its items in chunks.
-enum Sent {
-    Unit(String),
-    Items(Vec<(i64, Item<'static>)>),
+/// A file opened as a unit: its id and its content (read, hashed and, when held whole,
+/// decompressed), or why it could not be read.
+enum Opened {
+    Unit {
+        id: String,
+        content: io::Result<Content>,
+    },
+    Unreadable(io::Error),
 }
 
-/// Decodes one file, sending its unit id first and then its items.
-fn read_file(
+fn open_file(input: &InputFile, ctx: &DecodeContext) -> Opened {
+    match open_unit(&input.path) {
+        Ok((id, file)) => Opened::Unit {
+            id,
+            content: decode::open(file, ctx.limits),
+        },
+        Err(e) => Opened::Unreadable(e),
+    }
+}
+
+/// Decodes one opened file, sending its unit id first and then its items.
+fn read_opened(
     input: &InputFile,
+    opened: Opened,
     ctx: &DecodeContext,
     send: &mut dyn FnMut(Msg<'_>) -> ControlFlow<()>,
 ) {
@@ -180,17 +195,16 @@ fn read_file(
         partition: None,
         ingest_time_ms: now_ms(),
     };
-    let opened = open_unit(&input.path);
     match opened {
-        Ok((id, file)) => {
+        Opened::Unit { id, content } => {
             if send(Msg::Unit(id)).is_break() {
                 return;
             }
-            decode_unit(file, ctx, &stamp, &mut |position, item| {
+            decode_content(content, ctx, &stamp, &mut |position, item| {
                 send(Msg::Item(position, item))
             });
         }
-        Err(e) => {
+        Opened::Unreadable(e) => {
             // Unreadable input is a dead letter of its own, keyed by path.
             if send(Msg::Unit(format!("unreadable:{}", input.name))).is_break() {
                 return;
@@ -209,29 +223,52 @@ fn read_file(
     }
 }
 
-/// Feeds one file's messages into the batcher (the unit id comes first).
-fn consume(batcher: &mut Batcher, msgs: &mut dyn Iterator<Item = Sent>) -> Result<(), SinkError> {
-    let Some(Sent::Unit(id)) = msgs.next() else {
-        return Ok(());
-    };
-    if batcher.begin_unit(&id) == UnitStart::AlreadyInLake {
-        return Ok(());
-    }
-    for msg in msgs {
-        if let Sent::Items(items) = msg {
-            for (position, item) in items {
-                batcher.push(&id, position, item)?;
+/// Decodes one opened file into the batcher, each item as soon as it is read, borrowing from
+/// the decoder's buffer: nothing is copied but into the batch's columns.
+fn consume(
+    input: &InputFile,
+    opened: Opened,
+    batcher: &mut Batcher,
+    ctx: &DecodeContext,
+) -> Result<(), SinkError> {
+    let mut result = Ok(());
+    let mut unit: Option<String> = None;
+    read_opened(input, opened, ctx, &mut |msg| match msg {
+        Msg::Unit(id) => {
+            if batcher.begin_unit(&id) == UnitStart::AlreadyInLake {
+                return ControlFlow::Break(());
+            }
+            unit = Some(id);
+            ControlFlow::Continue(())
+        }
+        Msg::Item(position, item) => {
+            let Some(id) = unit.as_deref() else {
+                return ControlFlow::Break(());
+            };
+            match batcher.push(id, position, item) {
+                Ok(_) => ControlFlow::Continue(()),
+                Err(e) => {
+                    result = Err(e);
+                    ControlFlow::Break(())
+                }
             }
         }
+    });
+    result?;
+    if let Some(id) = unit {
+        batcher.end_unit(&id);
     }
-    batcher.end_unit(&id);
     Ok(())
 }
 
-/// Reads `inputs` in order into the batcher. With `threads` > 1, files are decoded in parallel
-/// while the batcher still receives them in input order, so batches (and file names) are the
-/// same whatever the thread count. Memory stays bounded: each decoder runs at most a few chunks
-/// ahead.
+/// Reads `inputs` in order into the batcher. With `threads` > 1, `threads - 1` helper threads
+/// read, hash and decompress the next files while this thread parses them into the batch
+/// (and, with a pipelined batcher, another thread encodes the previous batch): events are then
+/// made and batched exactly as with one thread, borrowing from the file's buffer, so they are
+/// never copied into owned rows or freed across threads. The batcher receives files in input
+/// order, so batches (and file names) are the same whatever the thread count. Memory stays
+/// bounded: each helper holds at most one opened file ahead (content over
+/// [`crate::decode::WHOLE_UP_TO`] is a stream, decompressed as it is parsed).
 pub fn replay(
     inputs: &[InputFile],
     batcher: &mut Batcher,
@@ -241,55 +278,25 @@ pub fn replay(
 ) -> Result<(), SinkError> {
     if threads <= 1 {
         for input in inputs {
-            // Each item goes into the batcher as soon as it is read, borrowing from the
-            // decoder's buffer: nothing is copied but into the batch's columns.
-            let mut result = Ok(());
-            let mut unit: Option<String> = None;
-            read_file(input, ctx, &mut |msg| match msg {
-                Msg::Unit(id) => {
-                    if batcher.begin_unit(&id) == UnitStart::AlreadyInLake {
-                        return ControlFlow::Break(());
-                    }
-                    unit = Some(id);
-                    ControlFlow::Continue(())
-                }
-                Msg::Item(position, item) => {
-                    let Some(id) = unit.as_deref() else {
-                        return ControlFlow::Break(());
-                    };
-                    match batcher.push(id, position, item) {
-                        Ok(_) => ControlFlow::Continue(()),
-                        Err(e) => {
-                            result = Err(e);
-                            ControlFlow::Break(())
-                        }
-                    }
-                }
-            });
-            result?;
-            if let Some(id) = unit {
-                batcher.end_unit(&id);
-            }
+            consume(input, open_file(input, ctx), batcher, ctx)?;
             on_file(batcher);
         }
         return Ok(());
     }
-
+    let helpers = threads - 1;
     std::thread::scope(|scope| {
-        let (job_tx, job_rx) = sync_channel::<(&InputFile, SyncSender<Sent>)>(threads);
+        let (job_tx, job_rx) = sync_channel::<(&InputFile, SyncSender<Opened>)>(helpers);
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let (order_tx, order_rx) = sync_channel::<Receiver<Sent>>(threads);
+        let (order_tx, order_rx) = sync_channel::<(&InputFile, Receiver<Opened>)>(helpers);
         scope.spawn(move || {
             for input in inputs {
-                // Up to 64 chunks (1024 items) of one file wait for the batcher: with 4096
-                // items, two threads peaked ~20 MB higher for no speed.
-                let (tx, rx) = sync_channel(64);
-                if order_tx.send(rx).is_err() || job_tx.send((input, tx)).is_err() {
+                let (tx, rx) = sync_channel(1);
+                if order_tx.send((input, rx)).is_err() || job_tx.send((input, tx)).is_err() {
                     return;
                 }
             }
         });
-        for _ in 0..threads {
+        for _ in 0..helpers {
             let job_rx = job_rx.clone();
             scope.spawn(move || {
                 loop {
@@ -298,21 +305,16 @@ pub fn replay(
                         Err(_) => return,
                     };
                     let Ok((input, tx)) = job else { return };
-                    let sent = |msg| match tx.send(msg) {
-                        Ok(()) => ControlFlow::Continue(()),
-                        Err(_) => ControlFlow::Break(()),
-                    };
-                    let mut chunks = OwnedChunks::new(|items| sent(Sent::Items(items)));
-                    read_file(input, ctx, &mut |msg| match msg {
-                        Msg::Unit(id) => sent(Sent::Unit(id)),
-                        Msg::Item(position, item) => chunks.push(position, item),
-                    });
-                    chunks.finish();
+                    if tx.send(open_file(input, ctx)).is_err() {
+                        return;
+                    }
                 }
             });
         }
-        for rx in order_rx {
-            consume(batcher, &mut rx.into_iter())?;
+        for (input, rx) in order_rx {
+            // A helper that died (it cannot, short of a panic) leaves the file to this thread.
+            let opened = rx.recv().unwrap_or_else(|_| open_file(input, ctx));
+            consume(input, opened, batcher, ctx)?;
             on_file(batcher);
         }
         Ok(())
