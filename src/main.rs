@@ -45,7 +45,9 @@ enum Command {
         /// Lake directory.
         #[arg(long, default_value = "./lake")]
         out: PathBuf,
-        /// Decoding threads (default: the number of CPUs).
+        /// Threads (default: the number of CPUs). 1: one thread reads, parses and writes.
+        /// N > 1: N - 1 threads read and decompress the next files while one parses them into
+        /// the batch, and the previous batch is encoded to Parquet in the background.
         #[arg(long)]
         threads: Option<usize>,
         /// Exit with status 3 if any input went to the dead-letter output.
@@ -714,8 +716,3 @@ fn run_pipeline(
     );
     Ok(())
 }
-
-// mimalloc: rows are allocated on decoding threads and freed on the writer thread, which
-// glibc's allocator handles poorly (measured in the README's performance section).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
