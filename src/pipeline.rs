@@ -205,6 +205,26 @@ impl UnitItems<'_> {
         d
     }
 
+    /// Hands on what a record made; a rejected record becomes a dead letter holding `raw`, at
+    /// `offset` and on the line `line` gives (counted only then).
+    fn emit_outcome(
+        &mut self,
+        outcome: Outcome<'_>,
+        raw: &[u8],
+        offset: u64,
+        line: impl FnOnce() -> u64,
+        position: i64,
+    ) {
+        let item = match outcome {
+            Outcome::Event(e) => Item::Event(e),
+            Outcome::Digest => Item::Digest,
+            Outcome::Rejected(reason) => {
+                Item::Dead(self.dead(reason, raw, false, offset, line(), position))
+            }
+        };
+        self.consumer_stopped = (self.emit)(position, item).is_break();
+    }
+
     /// `split` also stops when the input is damaged beyond repair.
     fn flow(&self) -> ControlFlow<()> {
         if self.consumer_stopped {
@@ -224,25 +244,18 @@ impl decode::Pieces for UnitItems<'_> {
                 line,
                 in_records,
             } => {
+                let (ctx, stamp) = (self.ctx, self.stamp);
                 let mut position = self.position;
-                self.ctx.normalizer.value(
+                ctx.normalizer.value(
                     bytes,
                     in_records,
-                    self.stamp,
+                    stamp,
                     &mut position,
                     &mut |outcome, pos| {
                         // A value holding several records goes on only while `emit` does.
-                        if self.consumer_stopped {
-                            return;
+                        if !self.consumer_stopped {
+                            self.emit_outcome(outcome, bytes, offset, || line, pos);
                         }
-                        let item = match outcome {
-                            Outcome::Event(e) => Item::Event(e),
-                            Outcome::Digest => Item::Digest,
-                            Outcome::Rejected(reason) => {
-                                Item::Dead(self.dead(reason, bytes, false, offset, line, pos))
-                            }
-                        };
-                        self.consumer_stopped = (self.emit)(pos, item).is_break();
                     },
                 );
                 self.position = position;
@@ -275,15 +288,8 @@ impl decode::Pieces for UnitItems<'_> {
             .normalizer
             .record_prefix(text, self.stamp, position)?;
         self.position += 1;
-        let item = match outcome {
-            Outcome::Event(e) => Item::Event(e),
-            Outcome::Digest => Item::Digest,
-            Outcome::Rejected(reason) => {
-                let raw = text.as_bytes().get(..len).unwrap_or_default();
-                Item::Dead(self.dead(reason, raw, false, offset, line(), position))
-            }
-        };
-        self.consumer_stopped = (self.emit)(position, item).is_break();
+        let raw = text.as_bytes().get(..len).unwrap_or_default();
+        self.emit_outcome(outcome, raw, offset, line, position);
         Some((len, self.flow()))
     }
 }

@@ -492,32 +492,9 @@ fn read_error_reason(error: &io::Error) -> String {
 mod tests {
     use super::*;
 
-    fn pieces(input: &[u8]) -> Vec<(bool, String, u64)> {
-        let mut out = Vec::new();
-        let _ = split(input, DecodeLimits::default(), |p| {
-            match p {
-                Piece::Value {
-                    bytes,
-                    offset,
-                    in_records,
-                    ..
-                } => out.push((
-                    in_records,
-                    String::from_utf8_lossy(bytes).into_owned(),
-                    offset,
-                )),
-                Piece::Bad { reason, offset, .. } => {
-                    out.push((false, format!("BAD {reason}"), offset))
-                }
-            }
-            ControlFlow::Continue(())
-        });
-        out
-    }
-
     #[test]
     fn streams_records_array() {
-        let got = pieces(b" {\"Records\" : [ {\"a\":1} , {\"b\":[2]} ]}\n{\"c\":3}");
+        let got = pieces_from(&b" {\"Records\" : [ {\"a\":1} , {\"b\":[2]} ]}\n{\"c\":3}"[..]);
         assert_eq!(
             got,
             vec![
@@ -530,7 +507,7 @@ mod tests {
 
     #[test]
     fn missing_comma_ends_the_file_with_one_dead_letter() {
-        let got = pieces(b"{\"Records\":[{\"a\":1}{\"b\":2},{\"c\":3}]}");
+        let got = pieces_from(&b"{\"Records\":[{\"a\":1}{\"b\":2},{\"c\":3}]}"[..]);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].1, "{\"a\":1}");
         assert!(
@@ -545,7 +522,7 @@ mod tests {
 
     #[test]
     fn broken_line_does_not_swallow_the_next() {
-        let got = pieces(b"{\"a\":1}\n{\"b\":\n{\"c\":3}\n");
+        let got = pieces_from(&b"{\"a\":1}\n{\"b\":\n{\"c\":3}\n"[..]);
         // The unclosed value consumes to the end of input, so its first line is reported and
         // scanning resumes on the next line.
         assert_eq!(got[0].1, "{\"a\":1}");

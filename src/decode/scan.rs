@@ -566,22 +566,14 @@ mod tests {
         None
     }
 
-    /// xorshift64: deterministic pseudo-random input for the comparisons below.
-    fn rng(seed: &mut u64) -> u64 {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        *seed
-    }
-
     #[test]
     fn block_classifiers_agree() {
         let alphabet = b"\"\\{}[]ax :,\n\x00\xff\x7b\x5b\x7d\x5d\x22\x5c\xfb\xdb\xfd\xdd\xa2\xdc";
-        let mut seed = 0x9E37_79B9_7F4A_7C15;
+        let mut rng = crate::testing::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20_000 {
             let mut block = [0u8; BLOCK];
             for b in &mut block {
-                *b = alphabet[(rng(&mut seed) % alphabet.len() as u64) as usize];
+                *b = alphabet[(rng() % alphabet.len() as u64) as usize];
             }
             assert_eq!(
                 classify_block(&block),
@@ -608,15 +600,15 @@ mod tests {
             b"\"\\\"}\"",
             b" ",
         ];
-        let mut seed = 0x2545_F491_4F6C_DD1D;
+        let mut rng = crate::testing::xorshift(0x2545_F491_4F6C_DD1D);
         for round in 0..4_000u32 {
             let mut input = vec![if round.is_multiple_of(2) { b'{' } else { b'[' }];
-            let len = (rng(&mut seed) % 400) as usize;
+            let len = (rng() % 400) as usize;
             while input.len() < len {
-                let piece = alphabet[(rng(&mut seed) % alphabet.len() as u64) as usize];
+                let piece = alphabet[(rng() % alphabet.len() as u64) as usize];
                 input.extend_from_slice(piece);
             }
-            if rng(&mut seed).is_multiple_of(2) {
+            if rng().is_multiple_of(2) {
                 input.extend_from_slice(b"}]}]}]}]}]");
             }
             let want = reference_end(&input);

@@ -156,13 +156,6 @@ fn open_unit(path: &Path) -> io::Result<(String, Input)> {
     Ok((id, Input::Stream(Box::new(f))))
 }
 
-/// What reading a file yields: its unit id, then its items one by one (borrowing from the
-/// decoder's buffer).
-enum Msg<'a> {
-    Unit(String),
-    Item(i64, Item<'a>),
-}
-
 /// A file opened as a unit: its id and its content (read, hashed and, when held whole,
 /// decompressed), or why it could not be read.
 enum Opened {
@@ -183,46 +176,6 @@ fn open_file(input: &InputFile, ctx: &DecodeContext) -> Opened {
     }
 }
 
-/// Decodes one opened file, sending its unit id first and then its items.
-fn read_opened(
-    input: &InputFile,
-    opened: Opened,
-    ctx: &DecodeContext,
-    send: &mut dyn FnMut(Msg<'_>) -> ControlFlow<()>,
-) {
-    let stamp = Stamp {
-        source: input.name.clone(),
-        partition: None,
-        ingest_time_ms: now_ms(),
-    };
-    match opened {
-        Opened::Unit { id, content } => {
-            if send(Msg::Unit(id)).is_break() {
-                return;
-            }
-            decode_content(content, ctx, &stamp, &mut |position, item| {
-                send(Msg::Item(position, item))
-            });
-        }
-        Opened::Unreadable(e) => {
-            // Unreadable input is a dead letter of its own, keyed by path.
-            if send(Msg::Unit(format!("unreadable:{}", input.name))).is_break() {
-                return;
-            }
-            let reason = format!("cannot read file: {e}");
-            let dead = crate::event::DeadLetter::new(
-                ctx.pipeline.clone(),
-                stamp.origin(0),
-                reason,
-                &[],
-                0,
-                stamp.ingest_time_ms,
-            );
-            let _ = send(Msg::Item(0, Item::Dead(dead)));
-        }
-    }
-}
-
 /// Decodes one opened file into the batcher, each item as soon as it is read, borrowing from
 /// the decoder's buffer: nothing is copied but into the batch's columns.
 fn consume(
@@ -231,33 +184,46 @@ fn consume(
     batcher: &mut Batcher,
     ctx: &DecodeContext,
 ) -> Result<(), SinkError> {
-    let mut result = Ok(());
-    let mut unit: Option<String> = None;
-    read_opened(input, opened, ctx, &mut |msg| match msg {
-        Msg::Unit(id) => {
-            if batcher.begin_unit(&id) == UnitStart::AlreadyInLake {
-                return ControlFlow::Break(());
-            }
-            unit = Some(id);
-            ControlFlow::Continue(())
-        }
-        Msg::Item(position, item) => {
-            let Some(id) = unit.as_deref() else {
-                return ControlFlow::Break(());
-            };
-            match batcher.push(id, position, item) {
+    let stamp = Stamp {
+        source: input.name.clone(),
+        partition: None,
+        ingest_time_ms: now_ms(),
+    };
+    // Unreadable input is a dead letter of its own, keyed by path.
+    let (id, content) = match opened {
+        Opened::Unit { id, content } => (id, Ok(content)),
+        Opened::Unreadable(e) => (format!("unreadable:{}", input.name), Err(e)),
+    };
+    if batcher.begin_unit(&id) == UnitStart::AlreadyInLake {
+        return Ok(());
+    }
+    match content {
+        Ok(content) => {
+            let mut result = Ok(());
+            decode_content(content, ctx, &stamp, &mut |position, item| match batcher
+                .push(&id, position, item)
+            {
                 Ok(_) => ControlFlow::Continue(()),
                 Err(e) => {
                     result = Err(e);
                     ControlFlow::Break(())
                 }
-            }
+            });
+            result?;
         }
-    });
-    result?;
-    if let Some(id) = unit {
-        batcher.end_unit(&id);
+        Err(e) => {
+            let dead = crate::event::DeadLetter::new(
+                ctx.pipeline.clone(),
+                stamp.origin(0),
+                format!("cannot read file: {e}"),
+                &[],
+                0,
+                stamp.ingest_time_ms,
+            );
+            batcher.push(&id, 0, Item::Dead(dead))?;
+        }
     }
+    batcher.end_unit(&id);
     Ok(())
 }
 
