@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::normalize::NormalizeConfig;
 use crate::pipeline::FlushPolicy;
+use crate::sink::keys::DedupConfig;
 use crate::sink::parquet::ParquetOptions;
 use crate::sink::s3::S3LakeConfig;
 use crate::sources::files::InboxConfig;
@@ -35,6 +36,9 @@ pub struct PipelineConfig {
     pub sink: LakeConfig,
     #[serde(default)]
     pub flush: FlushPolicy,
+    /// `[dedup] horizon`: how far from now event ids are kept unique across restarts.
+    #[serde(default)]
+    pub dedup: DedupConfig,
     #[serde(default)]
     pub normalize: NormalizeConfig,
     /// An accounts file (`pipelines/accounts.toml`): the daemon also runs the periodic account
@@ -123,6 +127,7 @@ impl PipelineConfig {
             }),
             sink: LakeConfig::default(),
             flush: FlushPolicy::default(),
+            dedup: DedupConfig::default(),
             normalize: NormalizeConfig::default(),
             accounts: None,
         }

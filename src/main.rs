@@ -17,6 +17,7 @@ use auditlake::metrics::{self, PipelineMetrics, Registry};
 use auditlake::normalize::{NormalizeConfig, Normalizer};
 use auditlake::pipeline::{Batcher, DecodeContext, FlushPolicy, Stats};
 use auditlake::schema;
+use auditlake::sink::keys::{DedupConfig, Horizon};
 use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
 use auditlake::sources::files::{self, FilesError};
@@ -64,6 +65,11 @@ enum Command {
         /// under 300 MB with 2 threads (the daemon's default is 32).
         #[arg(long, default_value_t = REPLAY_MAX_MIB)]
         max_mib: usize,
+        /// Events whose time is within this distance of now are never written twice to the
+        /// lake, whatever the restarts (their keys are committed with them): `off`, or e.g.
+        /// `48h`, `7d`. Older events are deduplicated within this replay only.
+        #[arg(long, default_value = "48h", value_parser = Horizon::parse)]
+        dedup_horizon: Horizon,
     },
     /// Print the CIEM event schema (JSON, or the Markdown document with --markdown).
     Schema {
@@ -244,6 +250,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             tencent_zoneless_time_offset,
             max_rows,
             max_mib,
+            dedup_horizon,
         } => {
             let normalize = NormalizeConfig {
                 tencent_zoneless_time_offset,
@@ -255,7 +262,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             };
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let stats = replay(&paths, &out, threads, &normalize, flush)?;
+            let dedup = DedupConfig {
+                horizon: dedup_horizon,
+            };
+            let stats = replay(&paths, &out, threads, &normalize, flush, dedup)?;
             Ok(if fail_on_dead_letter && stats.dead_letters > 0 {
                 ExitCode::from(EXIT_DEAD_LETTERS)
             } else {
@@ -361,13 +371,14 @@ fn replay(
     threads: usize,
     normalize: &NormalizeConfig,
     flush: FlushPolicy,
+    dedup: DedupConfig,
 ) -> Result<Stats> {
     let ctx = decode_context(normalize, "replay")?;
     let lake = LocalLake::open(out, ParquetOptions::default())
         .with_context(|| format!("cannot open the lake at {}", out.display()))?;
     let spool = tempfile::tempdir().context("cannot create a temporary directory for stdin")?;
     let inputs = files::expand(paths, Some(out), spool.path())?;
-    let mut batcher = Batcher::new(lake, flush);
+    let mut batcher = Batcher::new(lake, flush).with_dedup(dedup);
     if threads > 1 {
         batcher = batcher.pipelined();
     }
@@ -579,6 +590,7 @@ fn run(config: Option<&Path>, metrics_listen: Option<&str>, memory_limit_mib: u6
         share_mib = plan.share_bytes >> 20,
         batch_mib = plan.batch_bytes >> 20,
         dedup_keys = plan.dedup_keys,
+        key_index_mib = plan.key_index_bytes >> 20,
         queue_mib = plan.queue_bytes >> 20,
         "memory budget"
     );
@@ -689,6 +701,7 @@ fn run_pipeline(
     let lake = auditlake::sink::s3::open_lake(&cfg.sink)
         .with_context(|| format!("cannot open the lake at {}", cfg.sink.path.display()))?;
     let mut batcher = Batcher::new(lake, cfg.flush)
+        .with_dedup(cfg.dedup)
         .with_metrics(m.clone())
         .with_budget(budget.share());
     let stats = match &cfg.source {

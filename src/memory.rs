@@ -8,7 +8,9 @@
 //! - pending rows of the batch (`batch`, 1/4 of the rest): the batcher flushes at this size.
 //!   A batch costs about [`BATCH_RSS_FACTOR`] times its estimated size in resident memory at its
 //!   peak (the rows, their Arrow copy and the encoded pages while it is written);
-//! - the deduplicator's window of event ids (`dedup_keys`, 1/5);
+//! - deduplication (1/5): 3/4 of it for the committed event keys of the dedup horizon held
+//!   in memory (`key_index_bytes`: hot dates; cold ones are read again from disk), 1/4 for
+//!   the in-memory window of event ids outside the horizon (`dedup_keys`);
 //! - queues between the source and the batcher (`queue`, 1/10): decoded chunks waiting for
 //!   the batcher (SQS), librdkafka's prefetch queue (Kafka);
 //! - the remainder is allocator slack.
@@ -58,8 +60,11 @@ pub struct Plan {
     pub share_bytes: u64,
     /// Per pipeline: its fair part of the shared batch budget.
     pub batch_bytes: u64,
-    /// Per pipeline: the deduplicator window (keys per generation).
+    /// Per pipeline: the deduplicator window for events outside the dedup horizon (keys per
+    /// generation).
     pub dedup_keys: usize,
+    /// Per pipeline: bytes the committed event keys of the dedup horizon may hold in memory.
+    pub key_index_bytes: u64,
     /// Per pipeline: bytes queues between its source and its batcher may hold.
     pub queue_bytes: u64,
 }
@@ -81,14 +86,18 @@ pub fn plan(limit_mib: u64, pipelines: usize) -> Result<Plan, String> {
     }
     let share = (limit_mib - RESERVED_MIB) * MIB / pipelines as u64;
     let rest = share - PIPELINE_BASE_MIB * MIB;
-    // batch 1/4 (×2.5 resident at its peak: 5/8), dedup 1/5, queues 1/10, slack 3/40.
-    let dedup_keys = ((rest / 5) / DEDUP_BYTES_PER_KEY).min(MAX_DEDUP_KEYS as u64) as usize;
+    // batch 1/4 (×2.5 resident at its peak: 5/8), dedup 1/5 (3/4 of it the horizon's key
+    // index, 1/4 the window beyond it), queues 1/10, slack 3/40.
+    let dedup = rest / 5;
+    let dedup_keys = ((dedup / 4) / DEDUP_BYTES_PER_KEY).min(MAX_DEDUP_KEYS as u64) as usize;
+    let key_index_bytes = dedup - dedup / 4;
     Ok(Plan {
         limit_bytes: limit_mib * MIB,
         pipelines,
         share_bytes: share,
         batch_bytes: rest / 4,
         dedup_keys,
+        key_index_bytes,
         queue_bytes: rest / 10,
     })
 }
@@ -174,14 +183,16 @@ mod tests {
             let per_pipeline = PIPELINE_BASE_MIB * MIB
                 + (p.batch_bytes as f64 * BATCH_RSS_FACTOR) as u64
                 + p.dedup_keys as u64 * DEDUP_BYTES_PER_KEY
+                + p.key_index_bytes
                 + p.queue_bytes;
             let total = RESERVED_MIB * MIB + n as u64 * per_pipeline;
             assert!(total <= p.limit_bytes, "{limit}/{n}: {total} > {p:?}");
         }
         let p = plan(512, 3).expect("512 MiB fits 3 pipelines");
         assert!(p.batch_bytes >= 16 * MIB, "{p:?}");
-        assert!(p.dedup_keys > 150_000, "{p:?}");
-        assert_eq!(plan(8192, 1).expect("big").dedup_keys, MAX_DEDUP_KEYS);
+        assert!(p.dedup_keys > 40_000, "{p:?}");
+        assert!(p.key_index_bytes > 9 * MIB, "{p:?}");
+        assert_eq!(plan(16384, 1).expect("big").dedup_keys, MAX_DEDUP_KEYS);
         let err = plan(200, 3).expect_err("too small");
         assert!(
             err.contains("200 MiB") && err.contains("at least 360 MiB"),

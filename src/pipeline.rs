@@ -14,6 +14,7 @@ use crate::event::{CiemEvent, DeadLetter};
 use crate::normalize::{Normalizer, Outcome, Stamp};
 use crate::sink::SinkError;
 use crate::sink::journal::{Segment, UnitState};
+use crate::sink::keys::{self, DedupConfig, Horizon, KeyHash};
 use crate::sink::lake::{CommittedFile, FailedBatch, LocalLake, PendingBatch, WrittenBatch};
 
 /// When a batch is written: whichever limit is reached first.
@@ -357,7 +358,9 @@ pub struct Stats {
     pub batches_committed: u64,
 }
 
-/// Remembers (provider, event id) pairs to drop duplicates. Two generations bound memory in a
+/// Remembers (provider, event id) pairs of events outside the dedup horizon, to drop their
+/// duplicates within one run (those within the horizon are checked against the lake's
+/// committed keys instead, [`crate::sink::keys`]). Two generations bound memory in a
 /// long-running process: when the current one is full, the older is forgotten.
 ///
 /// A pair is kept as its 128-bit xxh3 hash (seeded per provider and per process), not as text:
@@ -371,32 +374,6 @@ struct Dedup {
     /// Per-process seed: ids come from the input, so their hashes must not be predictable
     /// (a crafted set of ids colliding in the low bits would slow the sets down).
     seed: u64,
-}
-
-/// Hashes a key that is already a uniform hash: keeps its low 64 bits.
-#[derive(Default, Clone, Copy)]
-struct KeyHash;
-
-impl std::hash::BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
-    }
-}
-
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u128` is used for `u128` keys; any other input still hashes.
-        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
-    }
-    fn write_u128(&mut self, key: u128) {
-        self.0 = key as u64;
-    }
 }
 
 impl Dedup {
@@ -422,6 +399,16 @@ impl Dedup {
         }
         true
     }
+}
+
+/// Bytes a pending event key adds to its batch (its date and key).
+const KEY_PENDING_BYTES: usize = 24;
+
+/// Wall-clock time in milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 struct OpenUnit {
@@ -457,6 +444,11 @@ pub struct Batcher {
         BatchSummary,
         std::thread::JoinHandle<Result<WrittenBatch, FailedBatch>>,
     )>,
+    /// Events within this distance of now (event time, ms) are checked against the lake's
+    /// committed keys; `None`: the horizon is off.
+    horizon_ms: Option<i64>,
+    /// When this writer last deleted key files the horizon no longer reaches.
+    pruned_at: Option<Instant>,
     pub stats: Stats,
     metrics: Option<Arc<crate::metrics::PipelineMetrics>>,
     /// What `metrics` has been given of `stats`.
@@ -485,6 +477,8 @@ impl Batcher {
             committed_through: HashMap::new(),
             pipelined: false,
             in_flight: None,
+            horizon_ms: Horizon::DEFAULT.millis(),
+            pruned_at: None,
             stats: Stats::default(),
             metrics: None,
             published: Stats::default(),
@@ -504,8 +498,31 @@ impl Batcher {
             .max_mib
             .min(usize::try_from(total_mib).unwrap_or(usize::MAX));
         self.dedup = Dedup::new(plan.dedup_keys.max(1));
+        self.lake.set_key_budget(plan.key_index_bytes);
         self.budget = Some(share);
         self
+    }
+
+    /// Sets the dedup horizon (default 48 h): within it of now, no (provider, event id) is
+    /// written twice to the lake, across restarts and writers; beyond it, only within a run.
+    pub fn with_dedup(mut self, dedup: DedupConfig) -> Self {
+        self.horizon_ms = dedup.horizon.millis();
+        self
+    }
+
+    /// Deletes this writer's event keys the horizon no longer reaches, at most hourly.
+    fn prune_keys(&mut self) -> Result<(), SinkError> {
+        let Some(horizon) = self.horizon_ms else {
+            return Ok(());
+        };
+        if self
+            .pruned_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
+        {
+            return Ok(());
+        }
+        self.pruned_at = Some(Instant::now());
+        self.lake.prune_keys(now_ms(), horizon)
     }
 
     /// Bytes the queues feeding this batcher may hold, when it is under a memory budget.
@@ -547,6 +564,10 @@ impl Batcher {
     pub fn begin_unit(&mut self, id: &str) -> UnitStart {
         self.stats.units += 1;
         let known = self.lake.unit_shared(id);
+        // Another writer of a shared lake may have committed events this unit repeats.
+        if let Err(e) = self.lake.refresh_keys() {
+            tracing::warn!(error = %e, "cannot read the event keys other writers committed");
+        }
         if known.as_ref().is_some_and(|k| k.complete) {
             self.stats.units_already_in_lake += 1;
             return UnitStart::AlreadyInLake;
@@ -592,10 +613,27 @@ impl Batcher {
             self.stats.positions_already_in_lake += 1;
             return Ok(None);
         }
+        let now = self.horizon_ms.map(|_| now_ms());
         for item in items {
             match item {
                 Item::Event(e) => {
-                    if self.dedup.first_sighting(&e) {
+                    let day = self
+                        .horizon_ms
+                        .zip(now)
+                        .and_then(|(h, now)| keys::day_within(e.time_ms, now, h));
+                    let first = match day {
+                        Some(day) => {
+                            let key = self.lake.event_key(e.cloud_provider, &e.metadata_uid)?;
+                            let first = self.lake.first_sighting(day, key)?;
+                            if first {
+                                self.pending.keys.push((day, key));
+                                self.pending_bytes += KEY_PENDING_BYTES;
+                            }
+                            first
+                        }
+                        None => self.dedup.first_sighting(&e),
+                    };
+                    if first {
                         // Changes travel in the event's batch: committed together or not at all.
                         for c in crate::assets::audit::changes(&e) {
                             self.pending_bytes += c.estimated_bytes();
@@ -695,6 +733,9 @@ impl Batcher {
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         self.opened_at = None;
+        if let Err(e) = self.prune_keys() {
+            tracing::warn!(error = %e, "cannot delete event keys older than the dedup horizon");
+        }
         if !self.pipelined {
             if batch.segments.is_empty() {
                 return Ok(CommitReport::default());
@@ -755,8 +796,10 @@ impl Batcher {
             Ok(files) => files,
             Err(e) => {
                 // The batch's input is not recorded and will be read again; forget what it
-                // taught the deduplicator so none of it is dropped as a "duplicate" then.
+                // taught the deduplicators so none of it is dropped as a "duplicate" then
+                // (committed keys are read again from the lake).
                 self.dedup = Dedup::new(self.dedup.capacity);
+                self.lake.forget_keys();
                 self.open.clear();
                 return Err(e);
             }
@@ -885,6 +928,63 @@ mod tests {
                 .iter()
                 .all(|i| matches!(i, Item::Event(e) if e.origin.position == 9))
         );
+    }
+
+    /// A CloudAudit message of an event that happened a minute ago (within the horizon).
+    fn recent_message(id: &str) -> Vec<u8> {
+        let secs = now_ms() / 1000 - 60;
+        format!(
+            r#"{{"eventID":"{id}","eventTime":{secs},"eventSource":"cvm.tencentcloudapi.com","eventName":"RunInstances","eventRegion":"ap-guangzhou","userIdentity":{{"accountId":"1"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn push_message(b: &mut Batcher, unit: &str, id: &str) {
+        b.begin_unit(unit);
+        for item in decode(&recent_message(id), 0) {
+            b.push(unit, 0, item).expect("push");
+        }
+        b.end_unit(unit);
+    }
+
+    #[test]
+    fn event_keys_commit_with_their_batch_and_are_honoured_after_a_restart_or_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || LocalLake::open(dir.path(), ParquetOptions::default()).expect("lake");
+        let mut b = Batcher::new(open(), FlushPolicy::default());
+        push_message(&mut b, "m1", "e1");
+        push_message(&mut b, "m2", "e1");
+        b.finish().expect("commit");
+        assert_eq!((b.stats.events_written, b.stats.duplicates_dropped), (1, 1));
+        drop(b);
+
+        // A new process: e1 is in the lake; e2 is staged and written but the process dies
+        // before the commit (the pipelined writer's batch is never published).
+        let mut b = Batcher::new(open(), FlushPolicy::default()).pipelined();
+        push_message(&mut b, "m3", "e1");
+        push_message(&mut b, "m4", "e2");
+        assert_eq!(b.stats.duplicates_dropped, 1, "e1 is known from the lake");
+        b.flush().expect("stage");
+        if let Some((_, handle)) = b.in_flight.take() {
+            assert!(handle.join().expect("writer").is_ok());
+        }
+        drop(b);
+
+        // Restarted: the unfinished batch's keys went with its rows, so e2 is written again.
+        let mut b = Batcher::new(open(), FlushPolicy::default());
+        push_message(&mut b, "m4", "e2");
+        push_message(&mut b, "m5", "e1");
+        b.finish().expect("commit");
+        assert_eq!((b.stats.events_written, b.stats.duplicates_dropped), (1, 1));
+        drop(b);
+
+        // With the horizon off, nothing is kept across runs.
+        let mut b = Batcher::new(open(), FlushPolicy::default()).with_dedup(DedupConfig {
+            horizon: Horizon::OFF,
+        });
+        push_message(&mut b, "m6", "e1");
+        b.finish().expect("commit");
+        assert_eq!(b.stats.events_written, 1);
     }
 
     #[test]

@@ -339,6 +339,29 @@ impl Journal {
         merged
     }
 
+    /// Whether this lake is shared by several named instances.
+    pub fn is_shared(&self) -> bool {
+        self.instance.is_some()
+    }
+
+    /// Catches up with the other instances' journals (shared lakes only).
+    pub fn refresh_shared(&mut self) -> Result<(), SinkError> {
+        if self.instance.is_none() {
+            return Ok(());
+        }
+        self.refresh_others()
+    }
+
+    /// Whether `rel` is a file of another instance's batch that is prepared but not committed
+    /// (as far as its journal was read by [`Journal::refresh_shared`]).
+    pub fn uncommitted_elsewhere(&self, rel: &str) -> bool {
+        self.others.values().any(|o| {
+            o.prepared
+                .values()
+                .any(|(files, _)| files.iter().any(|f| f == rel))
+        })
+    }
+
     /// Reads what was appended to the other instances' journals since the last call.
     fn refresh_others(&mut self) -> Result<(), SinkError> {
         use std::io::{Read, Seek, SeekFrom};

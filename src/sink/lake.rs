@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::columns::EventColumns;
 use super::journal::{Journal, Segment, UnitState, sync_dir, tmp_path};
+use super::keys::{self, KeyStore};
 use super::parquet::{
     ParquetOptions, write_asset_change_file, write_ciem_file, write_dead_letter_file,
     write_inventory_file,
@@ -27,6 +28,9 @@ pub struct PendingBatch {
     /// An account sync's inventory snapshot.
     pub asset_inventory: Vec<InventoryItem>,
     pub segments: Vec<Segment>,
+    /// (date, key) of the events within the dedup horizon: committed with the rows, in
+    /// `_auditlake/keys/` (see [`super::keys`]).
+    pub keys: Vec<(i64, u128)>,
 }
 
 /// One file made visible by a commit.
@@ -45,6 +49,9 @@ pub struct LocalLake {
     remote: Option<Box<dyn Remote>>,
     /// Set when several processes share the lake: part of this process's file names.
     instance: Option<String>,
+    /// Committed event keys, opened when first needed.
+    keys: Option<KeyStore>,
+    key_budget: u64,
 }
 
 /// Where committed files are published when the lake is not (only) the local directory, e.g.
@@ -97,8 +104,9 @@ impl LocalLake {
     ) -> Result<Self, SinkError> {
         std::fs::create_dir_all(root).map_err(|e| SinkError::io("create directory", root, e))?;
         let journal = Journal::open_instance(root, instance, &mut |rel| match remote.as_mut() {
-            Some(r) => r.delete(rel),
-            None => Ok(()),
+            // The lake's own state (key files) is never published.
+            Some(r) if !rel.starts_with("_auditlake/") => r.delete(rel),
+            _ => Ok(()),
         })?;
         Ok(LocalLake {
             root: root.to_path_buf(),
@@ -106,7 +114,83 @@ impl LocalLake {
             options,
             remote,
             instance: instance.map(str::to_string),
+            keys: None,
+            key_budget: keys::DEFAULT_BUDGET_BYTES,
         })
+    }
+
+    /// The lake's committed event keys, opened on first use.
+    fn key_store(&mut self) -> Result<&mut KeyStore, SinkError> {
+        if self.keys.is_none() {
+            self.keys = Some(KeyStore::open(
+                &self.root,
+                self.instance.as_deref(),
+                self.key_budget,
+            )?);
+        }
+        self.keys
+            .as_mut()
+            .ok_or_else(|| SinkError::Schema("key index not open".into()))
+    }
+
+    /// Bytes of memory the committed event keys may hold (hot dates; cold ones are read again
+    /// from disk when needed).
+    pub fn set_key_budget(&mut self, bytes: u64) {
+        self.key_budget = bytes;
+        if let Some(k) = self.keys.as_mut() {
+            k.set_budget(bytes);
+        }
+    }
+
+    /// The key of an event id in this lake.
+    pub fn event_key(&mut self, provider: Provider, id: &str) -> Result<u128, SinkError> {
+        Ok(self.key_store()?.key(provider, id))
+    }
+
+    /// True the first time `key` (of an event of date `day`) is seen, in what the lake has
+    /// committed (every writer's, in a shared lake) or in this process's pending batches.
+    pub fn first_sighting(&mut self, day: i64, key: u128) -> Result<bool, SinkError> {
+        self.key_store()?;
+        let LocalLake { journal, keys, .. } = self;
+        let Some(keys) = keys.as_mut() else {
+            return Ok(true);
+        };
+        if journal.is_shared() && !keys.has_day(day) {
+            journal.refresh_shared()?;
+        }
+        keys.first_sighting(day, key, &|rel| journal.uncommitted_elsewhere(rel))
+    }
+
+    /// Reads the keys other writers of a shared lake committed since they were last read.
+    pub fn refresh_keys(&mut self) -> Result<(), SinkError> {
+        let LocalLake { journal, keys, .. } = self;
+        if let Some(keys) = keys.as_mut()
+            && journal.is_shared()
+        {
+            journal.refresh_shared()?;
+            keys.refresh(&|rel| journal.uncommitted_elsewhere(rel))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets keys held in memory that may not be committed (after a failed batch).
+    pub fn forget_keys(&mut self) {
+        if let Some(k) = self.keys.as_mut() {
+            k.forget();
+        }
+    }
+
+    /// Deletes this writer's key files of dates the horizon no longer reaches.
+    pub fn prune_keys(&mut self, now_ms: i64, horizon_ms: i64) -> Result<(), SinkError> {
+        self.key_store()?.prune(now_ms, horizon_ms)
+    }
+
+    /// Counters of the key index.
+    pub fn key_stats(&self) -> keys::KeyStats {
+        self.keys
+            .as_ref()
+            .map(|k| k.stats.clone())
+            .unwrap_or_default()
     }
 
     /// A lake published to `remote`, with its journal (and files being staged) under `root`.
@@ -162,7 +246,10 @@ impl LocalLake {
         dirs.extend(batch.dead_letters.iter().map(dead_letter_dir));
         dirs.extend(batch.asset_changes.iter().map(asset_change_dir));
         dirs.extend(batch.asset_inventory.iter().map(inventory_dir));
-        let files: Vec<String> = dirs.iter().map(|dir| format!("{dir}/{name}")).collect();
+        let mut files: Vec<String> = dirs.iter().map(|dir| format!("{dir}/{name}")).collect();
+        let stem = name.trim_end_matches(".parquet");
+        let key_days: BTreeSet<i64> = batch.keys.iter().map(|&(day, _)| day).collect();
+        files.extend(key_days.iter().map(|&day| keys::key_file_rel(day, stem)));
         self.journal.prepare(&id, files, batch.segments.clone())?;
         Ok(Some(StagedBatch {
             id,
@@ -188,9 +275,24 @@ impl LocalLake {
                     sync_dir(&dest)
                 });
                 let result = result.and_then(|()| self.upload(&w.files));
+                // Keys last: once they are in place, only the commit line is missing, and a
+                // crash before it removes keys and rows alike.
+                let result = result.and_then(|()| {
+                    w.key_files.iter().try_for_each(|k| {
+                        let dest = self.root.join(&k.path);
+                        std::fs::rename(tmp_path(&dest), &dest)
+                            .map_err(|e| SinkError::io("rename", &dest, e))?;
+                        sync_dir(&dest)
+                    })
+                });
                 match result {
                     Ok(()) => {
                         self.journal.commit(&w.id)?;
+                        if let Some(store) = self.keys.as_mut() {
+                            for k in &w.key_files {
+                                store.committed(k.day, &k.path, k.keys);
+                            }
+                        }
                         if self.remote.is_some() {
                             // Published remotely and committed: the staged copies can go.
                             for f in &w.files {
@@ -203,10 +305,11 @@ impl LocalLake {
                         Ok(w.files)
                     }
                     Err(error) => {
-                        let paths = w.files.into_iter().map(|f| f.path).collect();
+                        let paths = w.files.into_iter().map(|f| f.path);
+                        let paths = paths.chain(w.key_files.into_iter().map(|k| k.path));
                         self.publish(Err(FailedBatch {
                             id: w.id,
-                            paths,
+                            paths: paths.collect(),
                             error,
                         }))
                     }
@@ -222,7 +325,12 @@ impl LocalLake {
                 // journal: the next open removes it before anything is read again.
                 let mut removed = true;
                 if let Some(remote) = self.remote.as_mut() {
-                    for rel in &failed.paths {
+                    // Key files (`_auditlake/`) are never published.
+                    for rel in failed
+                        .paths
+                        .iter()
+                        .filter(|p| !p.starts_with("_auditlake/"))
+                    {
                         if let Err(e) = remote.delete(rel) {
                             tracing::error!(file = %rel, error = %e, "cannot remove the remote copy of a failed batch; it is removed on the next start");
                             removed = false;
@@ -293,11 +401,21 @@ pub struct StagedBatch {
 pub struct WrittenBatch {
     id: String,
     files: Vec<CommittedFile>,
+    key_files: Vec<KeyFile>,
+}
+
+/// The event keys of one date that a batch commits.
+struct KeyFile {
+    day: i64,
+    /// Relative to the lake root.
+    path: String,
+    keys: usize,
 }
 
 /// A batch that could not be written.
 pub struct FailedBatch {
     id: String,
+    /// Its files, relative to the lake root (key files under `_auditlake/` included).
     paths: Vec<String>,
     error: SinkError,
 }
@@ -319,6 +437,7 @@ impl StagedBatch {
             asset_changes,
             asset_inventory,
             segments: _,
+            keys: mut event_keys,
         } = batch;
         let events = events.into_partitions();
         let mut dead: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
@@ -345,8 +464,29 @@ impl StagedBatch {
             .chain(inventory.keys())
             .map(|dir| format!("{dir}/{name}"))
             .collect();
+        event_keys.sort_unstable();
+        let stem = name.trim_end_matches(".parquet");
+        let key_paths: Vec<String> = event_keys
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|c| keys::key_file_rel(c[0].0, stem))
+            .collect();
         let mut files = Vec::with_capacity(paths.len());
+        let mut key_files = Vec::with_capacity(key_paths.len());
         let result = (|| {
+            for (day_keys, rel) in event_keys.chunk_by(|a, b| a.0 == b.0).zip(&key_paths) {
+                let dest = root.join(rel);
+                if let Some(dir) = dest.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| SinkError::io("create directory", dir, e))?;
+                }
+                let sorted: Vec<u128> = day_keys.iter().map(|&(_, k)| k).collect();
+                keys::write_key_file(&tmp_path(&dest), &sorted)?;
+                key_files.push(KeyFile {
+                    day: day_keys[0].0,
+                    path: rel.clone(),
+                    keys: sorted.len(),
+                });
+            }
             for (dir, rows) in events {
                 let n = rows.len();
                 files.push(write_tmp(&root, &dir, &name, n, |p| {
@@ -371,8 +511,16 @@ impl StagedBatch {
             Ok(())
         })();
         match result {
-            Ok(()) => Ok(WrittenBatch { id, files }),
-            Err(error) => Err(FailedBatch { id, paths, error }),
+            Ok(()) => Ok(WrittenBatch {
+                id,
+                files,
+                key_files,
+            }),
+            Err(error) => Err(FailedBatch {
+                id,
+                paths: paths.into_iter().chain(key_paths).collect(),
+                error,
+            }),
         }
     }
 }

@@ -8,10 +8,12 @@
 //! asset_inventory/provider=<p>/account=<a>/date=<YYYY-MM-DD>/part-<batch>.parquet
 //! _auditlake/journal.jsonl          commit journal (what input is already in the lake)
 //! _auditlake/journal-<instance>.jsonl   the journal of one instance of a shared lake
+//! _auditlake/keys/date=<YYYY-MM-DD>/*.keys  committed event keys (the dedup horizon)
 //! ```
 
 pub mod columns;
 pub mod journal;
+pub mod keys;
 pub mod lake;
 pub mod parquet;
 pub mod s3;

@@ -139,8 +139,29 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// A gzipped CloudTrail delivery file of `n` S3 `GetObject` events with ids `<tag>-<i>`;
 /// `padding` extra bytes in each event's `requestParameters` make the events larger.
 pub fn cloudtrail_file(tag: &str, n: usize, padding: usize) -> Vec<u8> {
-    let records: Vec<serde_json::Value> = (0..n)
-        .map(|i| {
+    let ids: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
+    cloudtrail_file_with(&ids, padding, |i| {
+        format!("2024-06-01T12:{:02}:{:02}Z", (i / 60) % 60, i % 60)
+    })
+}
+
+/// As [`cloudtrail_file`], with the given event ids, all at `time` (ISO 8601).
+pub fn cloudtrail_file_at(ids: &[String], time: &str) -> Vec<u8> {
+    cloudtrail_file_with(ids, 0, |_| time.to_string())
+}
+
+/// ISO 8601 (UTC, seconds) of `secs` before now (negative: after).
+pub fn iso_ago(secs: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::seconds(secs))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn cloudtrail_file_with(ids: &[String], padding: usize, time: impl Fn(usize) -> String) -> Vec<u8> {
+    let records: Vec<serde_json::Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
             let mut request = serde_json::json!({"bucketName": "data", "key": format!("k{i}")});
             if padding > 0 {
                 request["padding"] = serde_json::json!("x".repeat(padding));
@@ -149,12 +170,12 @@ pub fn cloudtrail_file(tag: &str, n: usize, padding: usize) -> Vec<u8> {
                 "eventVersion": "1.08",
                 "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/u{}", i % 7),
                                  "accountId": "111122223333", "accessKeyId": "AKIAEXAMPLE"},
-                "eventTime": format!("2024-06-01T12:{:02}:{:02}Z", (i / 60) % 60, i % 60),
+                "eventTime": time(i),
                 "eventSource": "s3.amazonaws.com",
                 "eventName": "GetObject",
                 "awsRegion": "us-west-2",
                 "sourceIPAddress": "198.51.100.7",
-                "eventID": format!("{tag}-{i}"),
+                "eventID": id,
                 "readOnly": true,
                 "recipientAccountId": "111122223333",
                 "requestParameters": request
