@@ -168,7 +168,7 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             let usage = e.chain().any(|c| {
                 c.downcast_ref::<auditlake::config::ConfigError>().is_some()
                     || matches!(
@@ -193,6 +193,25 @@ fn main() -> ExitCode {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct UsageError(String);
+
+/// An error and its causes, `: `-separated, leaving out a cause whose text the message before
+/// it already ends with (errors that put their source in their own message, as most of ours
+/// do, would otherwise print it twice: "…: Permission denied (os error 13): Permission denied
+/// (os error 13)").
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
 
 fn init_logging(daemon: bool) {
     let default = if daemon { "info" } else { "warn" };
@@ -670,7 +689,7 @@ fn supervise(
         let error = match run_pipeline(cfg, m, stop, budget) {
             Ok(()) if stop.load(Ordering::SeqCst) => break,
             Ok(()) => "the source stopped on its own".to_string(),
-            Err(e) => format!("{e:#}"),
+            Err(e) => error_text(&e),
         };
         m.failed(&error);
         if began.elapsed() >= Duration::from_secs(300) {

@@ -4,6 +4,8 @@ mod common;
 
 use std::process::Command;
 
+use common::{auditlake, fixtures};
+
 #[test]
 fn validate_reports_every_file_and_exits_2_on_a_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -207,4 +209,24 @@ fn a_memory_limit_too_small_for_the_pipelines_is_refused_by_validate_and_run() {
         "{stderr}"
     );
     assert!(!dir.path().join("lake-a").exists(), "nothing was started");
+}
+
+#[test]
+fn errors_name_their_cause_once_and_a_file_given_as_lake_is_called_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let input = fixtures().join("samples/aws-cloudtrail");
+    let input = input.to_str().expect("path");
+
+    let out = auditlake(&["replay", input, "--out", file.to_str().expect("path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a file, not a directory"), "{err}");
+
+    let below = file.join("lake");
+    let out = auditlake(&["replay", input, "--out", below.to_str().expect("path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("os error 20").count(), 1, "said once: {err}");
 }

@@ -134,40 +134,125 @@ fn day_rel(day: i64) -> String {
     format!("_auditlake/keys/date={}", date_of_ms(day * DAY_MS))
 }
 
-/// Keys of one date held in memory.
+/// Keys of one date in memory. *Resident*: every committed key is in memory. *Cold* (when the
+/// date alone would not fit the budget): the committed keys stay in their files, found through
+/// a sparse index (every 256th key) and one 4 KiB read per file.
 #[derive(Default)]
 struct Day {
-    /// Keys read from disk (and merged from `fresh`), sorted, unique.
+    /// Resident: committed keys read from disk or settled from `committed`; sorted, unique.
     sorted: Vec<u128>,
-    /// Keys added since (this process's pending and committed batches).
-    fresh: HashSet<u128, KeyHash>,
+    /// Resident: keys this process committed since (settled into `sorted` once large).
+    committed: HashSet<u128, KeyHash>,
+    /// Cold: the date's key files.
+    cold: Option<Vec<DiskFile>>,
+    /// Keys of this process's batches not committed yet: the date stays in memory while any.
+    pending: HashSet<u128, KeyHash>,
     /// Key files already read (or written by this process).
     files: HashSet<String>,
-    /// Keys of batches not committed yet: the date cannot be dropped from memory meanwhile.
-    uncommitted: usize,
     last_used: u64,
 }
 
 impl Day {
-    fn contains(&self, key: u128) -> bool {
-        self.fresh.contains(&key) || sorted_contains(&self.sorted, key)
+    fn contains(&self, key: u128) -> Result<bool, SinkError> {
+        if self.pending.contains(&key)
+            || self.committed.contains(&key)
+            || sorted_contains(&self.sorted, key)
+        {
+            return Ok(true);
+        }
+        for f in self.cold.iter().flatten() {
+            if f.contains(key)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn bytes(&self) -> u64 {
-        self.sorted.capacity() as u64 * SORTED_KEY_BYTES
-            + self.fresh.capacity() as u64 * FRESH_KEY_BYTES / 2
+        let sets = (self.committed.capacity() + self.pending.capacity()) as u64;
+        let cold: usize = self
+            .cold
+            .iter()
+            .flatten()
+            .map(|f| f.sample.capacity())
+            .sum();
+        (self.sorted.capacity() + cold) as u64 * SORTED_KEY_BYTES + sets * FRESH_KEY_BYTES / 2
     }
 
-    /// Moves `fresh` into `sorted` once it is large, to keep memory near 16 bytes per key.
+    /// Moves `committed` into `sorted` once it is large, to keep memory near 16 bytes a key.
     fn settle(&mut self) {
-        if self.fresh.len() < 65_536 || self.fresh.len() * 4 < self.sorted.len() {
+        if self.committed.len() < 65_536 || self.committed.len() * 4 < self.sorted.len() {
             return;
         }
-        self.sorted.extend(self.fresh.drain());
+        self.sorted.extend(self.committed.drain());
         self.sorted.sort_unstable();
         self.sorted.dedup();
         self.sorted.shrink_to_fit();
-        self.fresh = HashSet::default();
+        self.committed = HashSet::default();
+    }
+
+    /// Adds committed keys read from (or written to) the file `name` at `path`.
+    fn add_file(&mut self, name: String, path: &Path, keys: Vec<u128>) -> Result<(), SinkError> {
+        match self.cold.as_mut() {
+            Some(cold) => {
+                if let Some(f) = DiskFile::open(&name, path, &keys)? {
+                    cold.push(f);
+                }
+            }
+            None => {
+                self.committed.extend(keys);
+                self.settle();
+            }
+        }
+        self.files.insert(name);
+        Ok(())
+    }
+}
+
+/// Keys of every 256th position: a cold lookup reads one block of 256 keys (4 KiB).
+const SAMPLE_EVERY: usize = 256;
+
+/// A key file of a cold date: an open handle and its sparse index.
+struct DiskFile {
+    name: String,
+    file: std::fs::File,
+    len: usize,
+    sample: Vec<u128>,
+}
+
+impl DiskFile {
+    /// Opens `path` whose sorted `keys` were just read or written; `None` if it vanished
+    /// (merged meanwhile: the merged file is read instead).
+    fn open(name: &str, path: &Path, keys: &[u128]) -> Result<Option<Self>, SinkError> {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(SinkError::io("open", path, e)),
+        };
+        Ok(Some(DiskFile {
+            name: name.to_string(),
+            file,
+            len: keys.len(),
+            sample: keys.iter().step_by(SAMPLE_EVERY).copied().collect(),
+        }))
+    }
+
+    fn contains(&self, key: u128) -> Result<bool, SinkError> {
+        use std::os::unix::fs::FileExt;
+        let block = self.sample.partition_point(|&k| k <= key);
+        let Some(first) = block.checked_sub(1).map(|b| b * SAMPLE_EVERY) else {
+            return Ok(false);
+        };
+        let n = SAMPLE_EVERY.min(self.len - first);
+        let mut buf = vec![0u8; n * 16];
+        self.file
+            .read_exact_at(&mut buf, (MAGIC.len() + first * 16) as u64)
+            .map_err(|e| SinkError::io("read", Path::new(&self.name), e))?;
+        let keys: Vec<u128> = buf
+            .chunks_exact(16)
+            .filter_map(|c| c.try_into().ok().map(u128::from_le_bytes))
+            .collect();
+        Ok(keys.binary_search(&key).is_ok())
     }
 }
 
@@ -198,6 +283,8 @@ pub struct KeyStats {
     pub dates_loaded: u64,
     pub files_read: u64,
     pub dates_dropped_from_memory: u64,
+    /// Dates whose committed keys were too many for the budget: looked up on disk.
+    pub cold_dates: u64,
     pub damaged_files: u64,
 }
 
@@ -286,28 +373,33 @@ impl KeyStore {
             return Ok(true);
         };
         d.last_used = self.clock;
-        if d.contains(key) {
+        if d.contains(key)? {
             return Ok(false);
         }
         let before = d.bytes();
-        d.fresh.insert(key);
-        d.uncommitted += 1;
-        d.settle();
+        d.pending.insert(key);
         self.held = self.held.saturating_sub(before) + d.bytes();
         Ok(true)
     }
 
-    /// A batch committed `keys` keys of `day`, in the file `rel` (relative to the lake root).
-    pub fn committed(&mut self, day: i64, rel: &str, keys: usize) {
-        if let Some(d) = self.days.get_mut(&day) {
-            d.uncommitted = d.uncommitted.saturating_sub(keys);
-            if let Some(name) = rel.rsplit('/').next() {
-                d.files.insert(name.to_string());
+    /// A batch committed `keys` (sorted) of `day` in the file `rel` (relative to the lake root).
+    pub fn committed(&mut self, day: i64, rel: &str, keys: Vec<u128>) {
+        let result = (|| {
+            if let Some(d) = self.days.get_mut(&day) {
+                for k in &keys {
+                    d.pending.remove(k);
+                }
+                d.pending.shrink_to_fit();
+                let name = rel.rsplit('/').next().unwrap_or(rel).to_string();
+                d.add_file(name, &self.root.join(rel), keys)?;
             }
+            self.merge_own_files(day)
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot index or merge the event key files of a date; they are read again later");
+            self.days.remove(&day);
         }
-        if let Err(e) = self.merge_own_files(day) {
-            tracing::warn!(error = %e, "cannot merge the key files of a date; they are merged later");
-        }
+        self.recount();
         self.evict(None);
     }
 
@@ -327,24 +419,17 @@ impl KeyStore {
             let Some(d) = self.days.get_mut(&day) else {
                 continue;
             };
-            let mut added = Vec::new();
             for name in names {
                 if d.files.contains(&name) || skip(&format!("{}/{name}", day_rel(day))) {
                     continue;
                 }
-                if let Some(keys) = read_key_file(&dir.join(&name), &mut self.stats)? {
-                    added.extend(keys);
+                let path = dir.join(&name);
+                if let Some(keys) = read_key_file(&path, &mut self.stats)? {
+                    d.add_file(name, &path, keys)?;
                 }
-                d.files.insert(name);
-            }
-            if !added.is_empty() {
-                let before = d.bytes();
-                d.sorted.extend(added);
-                d.sorted.sort_unstable();
-                d.sorted.dedup();
-                self.held = self.held.saturating_sub(before) + d.bytes();
             }
         }
+        self.recount();
         Ok(())
     }
 
@@ -358,22 +443,43 @@ impl KeyStore {
         self.held
     }
 
+    fn recount(&mut self) {
+        self.held = self.days.values().map(Day::bytes).sum();
+    }
+
+    /// Reads a date's committed keys: into memory when they fit half the budget, else as a
+    /// cold date (sparse index, lookups on disk).
     fn load(&mut self, day: i64, skip: &dyn Fn(&str) -> bool) -> Result<(), SinkError> {
         let dir = self.root.join(day_rel(day));
-        let mut d = Day::default();
-        for name in list_key_files(&dir)? {
-            if skip(&format!("{}/{name}", day_rel(day))) {
-                continue;
+        let names: Vec<String> = list_key_files(&dir)?
+            .into_iter()
+            .filter(|name| !skip(&format!("{}/{name}", day_rel(day))))
+            .collect();
+        let on_disk: u64 = names
+            .iter()
+            .filter_map(|n| std::fs::metadata(dir.join(n)).ok())
+            .map(|m| m.len())
+            .sum();
+        let mut d = Day {
+            cold: (on_disk > self.budget / 2).then(Vec::new),
+            last_used: self.clock,
+            ..Day::default()
+        };
+        self.stats.cold_dates += u64::from(d.cold.is_some());
+        for name in names {
+            let path = dir.join(&name);
+            if let Some(keys) = read_key_file(&path, &mut self.stats)? {
+                if d.cold.is_none() {
+                    d.sorted.extend(keys);
+                    d.files.insert(name);
+                } else {
+                    d.add_file(name, &path, keys)?;
+                }
             }
-            if let Some(keys) = read_key_file(&dir.join(&name), &mut self.stats)? {
-                d.sorted.extend(keys);
-            }
-            d.files.insert(name);
         }
         d.sorted.sort_unstable();
         d.sorted.dedup();
         d.sorted.shrink_to_fit();
-        d.last_used = self.clock;
         self.stats.dates_loaded += 1;
         self.held += d.bytes();
         self.days.insert(day, d);
@@ -381,21 +487,60 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Drops the least recently used dates without uncommitted keys while over budget.
+    /// While over budget: drops the least recently used date without uncommitted keys, else
+    /// turns the largest resident date cold.
     fn evict(&mut self, keep: Option<i64>) {
         while self.held > self.budget {
             let victim = self
                 .days
                 .iter()
-                .filter(|(day, d)| d.uncommitted == 0 && Some(**day) != keep)
+                .filter(|(day, d)| d.pending.is_empty() && Some(**day) != keep)
                 .min_by_key(|(_, d)| d.last_used)
                 .map(|(day, _)| *day);
-            let Some(day) = victim else { break };
-            if let Some(d) = self.days.remove(&day) {
-                self.held = self.held.saturating_sub(d.bytes());
-                self.stats.dates_dropped_from_memory += 1;
+            if let Some(day) = victim {
+                if let Some(d) = self.days.remove(&day) {
+                    self.held = self.held.saturating_sub(d.bytes());
+                    self.stats.dates_dropped_from_memory += 1;
+                }
+                continue;
+            }
+            let largest = self
+                .days
+                .iter()
+                .filter(|(_, d)| d.cold.is_none())
+                .max_by_key(|(_, d)| d.bytes())
+                .map(|(day, _)| *day);
+            let Some(day) = largest else { break };
+            if let Err(e) = self.make_cold(day) {
+                tracing::warn!(error = %e, "cannot index the event keys of a date on disk; it stays in memory");
+                break;
             }
         }
+    }
+
+    /// Lets a resident date's committed keys go from memory: they are looked up in its files.
+    fn make_cold(&mut self, day: i64) -> Result<(), SinkError> {
+        let dir = self.root.join(day_rel(day));
+        let Some(d) = self.days.get_mut(&day) else {
+            return Ok(());
+        };
+        let mut cold = Vec::new();
+        let mut names: Vec<String> = d.files.iter().cloned().collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            if let Some(keys) = read_key_file(&path, &mut self.stats)?
+                && let Some(f) = DiskFile::open(&name, &path, &keys)?
+            {
+                cold.push(f);
+            }
+        }
+        d.sorted = Vec::new();
+        d.committed = HashSet::default();
+        d.cold = Some(cold);
+        self.stats.cold_dates += 1;
+        self.recount();
+        Ok(())
     }
 
     /// Whether a key file name is this writer's: `part-[<instance>-]<hex>.keys` or
@@ -471,6 +616,12 @@ impl KeyStore {
             }
         }
         if let Some(d) = self.days.get_mut(&day) {
+            if let Some(cold) = d.cold.as_mut() {
+                cold.retain(|f| !inputs.contains(&&f.name));
+                if let Some(f) = DiskFile::open(&name, &dest, &keys)? {
+                    cold.push(f);
+                }
+            }
             d.files.insert(name);
         }
         Ok(())
@@ -695,7 +846,7 @@ mod tests {
         let rel = key_file_rel(20_000, "part-0123abcd");
         std::fs::create_dir_all(root.join(&rel).parent().expect("dir")).expect("mkdir");
         write_key_file(&root.join(&rel), &[k1]).expect("write");
-        a.committed(20_000, &rel, 1);
+        a.committed(20_000, &rel, vec![k1]);
         drop(a);
 
         let mut b = KeyStore::open(root, None, 1 << 20).expect("reopen");
@@ -731,6 +882,61 @@ mod tests {
     }
 
     #[test]
+    fn a_date_too_large_for_the_budget_is_looked_up_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let day = 20_100;
+        let mut rng = crate::testing::xorshift(11);
+        let mut keys: Vec<u128> = (0..20_000)
+            .map(|_| (u128::from(rng()) << 64) | u128::from(rng()))
+            .collect();
+        keys.sort_unstable();
+        let rel = key_file_rel(day, "part-01");
+        std::fs::create_dir_all(root.join(&rel).parent().expect("dir")).expect("mkdir");
+        write_key_file(&root.join(&rel), &keys).expect("write");
+
+        // 320 KB of keys, 64 KiB of budget: the date is cold from the start.
+        let mut s = KeyStore::open(root, None, 64 << 10).expect("open");
+        for &k in keys
+            .iter()
+            .step_by(97)
+            .chain([keys[0], keys[19_999]].iter())
+        {
+            assert!(!s.first_sighting(day, k, &none).expect("look up"), "{k:x}");
+        }
+        assert_eq!(s.stats.cold_dates, 1);
+        assert!(s.held_bytes() < 64 << 10, "{}", s.held_bytes());
+        let new = 12345u128;
+        assert!(s.first_sighting(day, new, &none).expect("look up"));
+        assert!(!s.first_sighting(day, new, &none).expect("pending"));
+        let rel2 = key_file_rel(day, "part-02");
+        write_key_file(&root.join(&rel2), &[new]).expect("write");
+        s.committed(day, &rel2, vec![new]);
+        assert!(
+            !s.first_sighting(day, new, &none)
+                .expect("committed, on disk")
+        );
+
+        // A resident date that outgrows the budget turns cold once its keys are committed.
+        let mut r = KeyStore::open(root, None, 256 << 10).expect("open");
+        let other = 20_101;
+        let grown: Vec<u128> = (0..20_000u128).map(|i| i << 100 | i).collect();
+        for &k in &grown {
+            assert!(r.first_sighting(other, k, &none).expect("look up"));
+        }
+        let rel3 = key_file_rel(other, "part-03");
+        std::fs::create_dir_all(root.join(&rel3).parent().expect("dir")).expect("mkdir");
+        let mut sorted = grown.clone();
+        sorted.sort_unstable();
+        write_key_file(&root.join(&rel3), &sorted).expect("write");
+        r.committed(other, &rel3, sorted);
+        assert!(r.held_bytes() <= 256 << 10, "{}", r.held_bytes());
+        for &k in grown.iter().step_by(101) {
+            assert!(!r.first_sighting(other, k, &none).expect("look up"));
+        }
+    }
+
+    #[test]
     fn damaged_key_files_are_ignored_with_a_count() {
         let dir = tempfile::tempdir().expect("tempdir");
         let rel = key_file_rel(5, "part-ff");
@@ -757,7 +963,7 @@ mod tests {
         for i in 0..MERGE_AFTER_FILES as u128 {
             let rel = key_file_rel(day, &format!("part-a-{i:04x}"));
             write_key_file(&root.join(&rel), &[i]).expect("write");
-            s.committed(day, &rel, 1);
+            s.committed(day, &rel, vec![i]);
         }
         let names = list_key_files(&ddir).expect("list");
         assert_eq!(names.len(), 2, "{names:?}");

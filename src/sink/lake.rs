@@ -102,6 +102,12 @@ impl LocalLake {
         instance: Option<&str>,
         mut remote: Option<Box<dyn Remote>>,
     ) -> Result<Self, SinkError> {
+        if root.exists() && !root.is_dir() {
+            return Err(SinkError::Config(format!(
+                "the lake {} is a file, not a directory: give a directory (--out, or [sink] path)",
+                root.display()
+            )));
+        }
         std::fs::create_dir_all(root).map_err(|e| SinkError::io("create directory", root, e))?;
         let journal = Journal::open_instance(root, instance, &mut |rel| match remote.as_mut() {
             // The lake's own state (key files) is never published.
@@ -267,7 +273,7 @@ impl LocalLake {
         written: Result<WrittenBatch, FailedBatch>,
     ) -> Result<Vec<CommittedFile>, SinkError> {
         match written {
-            Ok(w) => {
+            Ok(mut w) => {
                 let result = w.files.iter().try_for_each(|f| {
                     let dest = self.root.join(&f.path);
                     std::fs::rename(tmp_path(&dest), &dest)
@@ -289,8 +295,8 @@ impl LocalLake {
                     Ok(()) => {
                         self.journal.commit(&w.id)?;
                         if let Some(store) = self.keys.as_mut() {
-                            for k in &w.key_files {
-                                store.committed(k.day, &k.path, k.keys);
+                            for k in &mut w.key_files {
+                                store.committed(k.day, &k.path, std::mem::take(&mut k.keys));
                             }
                         }
                         if self.remote.is_some() {
@@ -409,7 +415,8 @@ struct KeyFile {
     day: i64,
     /// Relative to the lake root.
     path: String,
-    keys: usize,
+    /// The keys, sorted.
+    keys: Vec<u128>,
 }
 
 /// A batch that could not be written.
@@ -484,7 +491,7 @@ impl StagedBatch {
                 key_files.push(KeyFile {
                     day: day_keys[0].0,
                     path: rel.clone(),
-                    keys: sorted.len(),
+                    keys: sorted,
                 });
             }
             for (dir, rows) in events {
