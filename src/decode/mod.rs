@@ -5,9 +5,13 @@
 //! - a CloudTrail delivery file `{"Records":[...]}`: the array is streamed element by element;
 //! - a sequence of JSON values (JSON Lines or concatenated, pretty-printed objects).
 //!
-//! Damage handling: inside a `Records` array, a syntax error ends the file (the records before it
-//! are kept, the rest becomes one dead letter with its byte offset). Between top-level values, a
-//! value that never closes is reported line by line so the following lines are still read.
+//! Damage handling: inside a `Records` array, reading resumes after every element whose end is
+//! certain (an element that is not an object, NUL bytes between elements, an element over the
+//! record limit — skipped by scanning, not buffered); a syntax error ends the file (the records
+//! before it are kept, the rest becomes one dead letter with its byte offset). Between top-level
+//! values, a value that never closes is reported line by line so the following lines are still
+//! read, and a line over the record limit is skipped to its end. Bytes after a gzip stream that
+//! are not another gzip member end the content and are reported on their own.
 
 mod gunzip;
 pub mod scan;
