@@ -404,6 +404,15 @@ fn record(prefix: &str, i: usize, padding: &str) -> String {
     )
 }
 
+/// Replays `input` into `lake` beside it; the run must succeed.
+fn replay_ok(input: &Path) -> std::path::PathBuf {
+    let lake = input.with_file_name("lake");
+    let (code, stdout, stderr) =
+        replay(&[input.to_str().expect("path"), "--out", &lake_str(&lake)]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    lake
+}
+
 /// Events per id prefix, and dead letters per file (reason, raw text), as DuckDB reads them.
 fn events_by_prefix(lake: &Path) -> Vec<Vec<Value>> {
     duckdb(&format!(
@@ -462,10 +471,7 @@ fn damaged_files_keep_every_good_record() {
     garbage.extend_from_slice(b"this is not gzip\n");
     write("5-garbage.json.gz", &garbage);
 
-    let lake = dir.path().join("lake");
-    let (code, stdout, stderr) =
-        replay(&[input.to_str().expect("path"), "--out", &lake_str(&lake)]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let lake = replay_ok(&input);
     assert_eq!(
         events_by_prefix(&lake),
         [
@@ -544,10 +550,7 @@ fn a_record_over_the_limit_is_a_dead_letter_and_reading_resumes() {
     )
     .expect("write");
     drop(padding);
-    let lake = dir.path().join("lake");
-    let (code, stdout, stderr) =
-        replay(&[input.to_str().expect("path"), "--out", &lake_str(&lake)]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let lake = replay_ok(&input);
     assert_eq!(
         events_by_prefix(&lake),
         vec![vec![json!("g"), json!(3)], vec![json!("h"), json!(2)]]

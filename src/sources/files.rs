@@ -442,10 +442,11 @@ mod tests {
         let spool = dir.path().join("spool");
         std::fs::create_dir(&spool).unwrap();
         let inputs = expand(std::slice::from_ref(&fifo), None, &spool).unwrap();
-        writer.join().unwrap();
         assert_eq!(inputs.len(), 1);
         assert_eq!(&*inputs[0].name, fifo.display().to_string());
+        // (Not spooled, the writer would wait for a reader: no join before this.)
         assert!(inputs[0].path.starts_with(&spool), "{:?}", inputs[0].path);
+        writer.join().unwrap();
         assert!(std::fs::metadata(&inputs[0].path).unwrap().is_file());
         assert!(std::fs::read(&inputs[0].path).unwrap() == bytes);
     }
