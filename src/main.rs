@@ -46,9 +46,10 @@ enum Command {
         /// Lake directory.
         #[arg(long, default_value = "./lake")]
         out: PathBuf,
-        /// Threads (default: the number of CPUs). 1: one thread reads, parses and writes.
-        /// N > 1: N - 1 threads read and decompress the next files while one parses them into
-        /// the batch, and the previous batch is encoded to Parquet in the background.
+        /// Threads (default: the number of CPUs; at most twice that, a larger N is lowered with a
+        /// warning). 1: one thread reads, parses and writes. N > 1: N - 1 threads read and
+        /// decompress the next files while one parses them into the batch, and the previous
+        /// batch is encoded to Parquet in the background.
         #[arg(long)]
         threads: Option<usize>,
         /// Exit with status 3 if any input went to the dead-letter output.
@@ -279,8 +280,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 max_mib: max_mib.max(1),
                 ..FlushPolicy::default()
             };
-            let threads = threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let threads = replay_threads(threads);
             let dedup = DedupConfig {
                 horizon: dedup_horizon,
             };
@@ -382,6 +382,24 @@ fn decode_context(normalize: &NormalizeConfig, pipeline: &str) -> Result<DecodeC
         limits: DecodeLimits::default(),
         pipeline: Arc::from(pipeline),
     })
+}
+
+/// `--threads`, or the number of CPUs; at most twice the number of CPUs (more only adds
+/// threads that wait, each holding an opened file), with a warning saying so.
+fn replay_threads(asked: Option<usize>) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let most = 2 * cpus;
+    match asked {
+        None => cpus,
+        Some(n) if n > most => {
+            eprintln!(
+                "warning: --threads {n} is more than twice the {cpus} CPUs of this machine; \
+                 using {most} threads"
+            );
+            most
+        }
+        Some(n) => n,
+    }
 }
 
 fn replay(

@@ -1103,7 +1103,7 @@ mod tests {
                 "../tests/fixtures/samples/aws-cloudtrail/aws.exfiltration.ec2-share-ebs-snapshot.json"
             ),
         ];
-        let alphabet: &[u8] = b"{}[],:\" \n\\x\xff";
+        let alphabet: &[u8] = b"{}[],:\" \n\\x\xff\0";
         let mut rng = crate::testing::xorshift(0x9E37_79B9_7F4A_7C15);
         let mut events = 0;
         for round in 0..600 {

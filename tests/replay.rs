@@ -387,16 +387,226 @@ fn every_input_variant_is_normalised() {
 }
 
 fn records_file(prefix: &str, n: usize) -> String {
-    let records: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                r#"{{"eventVersion":"1.08","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u{i}","accountId":"111122223333"}},"eventTime":"2024-06-0{}T12:00:{:02}Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-west-2","eventID":"{prefix}-{i}","readOnly":true,"recipientAccountId":"111122223333","requestParameters":{{"bucketName":"b","key":"k{i}"}}}}"#,
-                1 + i % 3,
-                i % 60
-            )
-        })
+    format!("{{\"Records\":[{}]}}", records(prefix, n).join(","))
+}
+
+/// `n` CloudTrail records with ids `<prefix>-<i>`, each on one line.
+fn records(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| record(prefix, i, "")).collect()
+}
+
+/// One CloudTrail record with id `<prefix>-<i>` and `padding` in its request parameters.
+fn record(prefix: &str, i: usize, padding: &str) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u{i}","accountId":"111122223333"}},"eventTime":"2024-06-0{}T12:00:{:02}Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-west-2","eventID":"{prefix}-{i}","readOnly":true,"recipientAccountId":"111122223333","requestParameters":{{"bucketName":"b","key":"k{i}","padding":"{padding}"}}}}"#,
+        1 + i % 3,
+        i % 60
+    )
+}
+
+/// Replays `input` into `lake` beside it; the run must succeed.
+fn replay_ok(input: &Path) -> std::path::PathBuf {
+    let lake = input.with_file_name("lake");
+    let (code, stdout, stderr) =
+        replay(&[input.to_str().expect("path"), "--out", &lake_str(&lake)]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    lake
+}
+
+/// Events per id prefix, and dead letters per file (reason, raw text), as DuckDB reads them.
+fn events_by_prefix(lake: &Path) -> Vec<Vec<Value>> {
+    duckdb(&format!(
+        "select split_part(metadata_uid, '-', 1) p, count(*) from {} group by p order by p",
+        dataset(lake, "ciem_events")
+    ))
+}
+
+fn dead_letters_by_file(lake: &Path, columns: &str) -> Vec<Vec<Value>> {
+    duckdb(&format!(
+        "select regexp_extract(origin_source, '[^/]*$') f, {columns} from {} order by f, byte_offset",
+        dataset(lake, "dead_letters")
+    ))
+}
+
+/// Damage inside a file costs only the damaged part: an element that is not an object, NUL
+/// bytes between elements, a second Records array, a truncated gzip of JSON Lines, trailing
+/// bytes after a gzip stream.
+#[test]
+fn damaged_files_keep_every_good_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let write = |name: &str, bytes: &[u8]| std::fs::write(input.join(name), bytes).expect("write");
+    let (a, b) = (records("a", 100), records("b", 100));
+    write(
+        "1-null.json",
+        format!("{{\"Records\":[{},null,{}]}}", a.join(","), b.join(",")).as_bytes(),
+    );
+    let c = records("c", 20);
+    write(
+        "2-nul.json",
+        format!(
+            "{{\"Records\":[{},\0\0\0\0{}]}}",
+            c[..10].join(","),
+            c[10..].join(",")
+        )
+        .as_bytes(),
+    );
+    let d = records("d", 3);
+    write(
+        "3-twice.json",
+        format!("{{\"Records\":[{}],\"Records\":[{},{}]}}", d[0], d[1], d[2]).as_bytes(),
+    );
+    let lines: String = records("e", 3000)
+        .iter()
+        .map(|r| format!("{r}\n"))
         .collect();
-    format!("{{\"Records\":[{}]}}", records.join(","))
+    let gz = gzip(lines.as_bytes());
+    let cut = &gz[..gz.len() * 2 / 3];
+    write("4-cut.jsonl.gz", cut);
+    let mut plain = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(cut), &mut plain);
+    let complete = plain.iter().filter(|&&b| b == b'\n').count();
+    let mut garbage = gzip(records_file("f", 50).as_bytes());
+    garbage.extend_from_slice(b"this is not gzip\n");
+    write("5-garbage.json.gz", &garbage);
+
+    let lake = replay_ok(&input);
+    assert_eq!(
+        events_by_prefix(&lake),
+        [
+            ("a", 100),
+            ("b", 100),
+            ("c", 20),
+            ("d", 3),
+            ("e", complete),
+            ("f", 50)
+        ]
+        .iter()
+        .map(|(p, n)| vec![json!(p), json!(n)])
+        .collect::<Vec<_>>()
+    );
+    let dead = dead_letters_by_file(&lake, "reason, raw, line");
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    assert_eq!(
+        dead[0][..3],
+        [
+            json!("1-null.json"),
+            json!("record is not a JSON object"),
+            json!("null")
+        ]
+    );
+    assert_eq!(
+        dead[1][..3],
+        [
+            json!("2-nul.json"),
+            json!("4 NUL bytes in the Records array (skipped)"),
+            Value::Null
+        ]
+    );
+    assert_eq!(dead[2][0], json!("4-cut.jsonl.gz"));
+    assert!(
+        dead[2][1]
+            .as_str()
+            .is_some_and(|r| r.contains("truncated gzip")),
+        "{dead:?}"
+    );
+    assert_eq!(
+        dead[2][3],
+        json!(complete + 1),
+        "the dead letter is the cut line"
+    );
+    assert_eq!(
+        dead[3][..3],
+        [
+            json!("5-garbage.json.gz"),
+            json!(
+                "17 bytes of trailing data after the gzip stream (not gzip; ignored, as gzip -d does)"
+            ),
+            json!("this is not gzip\n")
+        ]
+    );
+}
+
+/// A record over the 64 MiB limit is one dead letter holding its first 64 KiB, in a Records
+/// array and in JSON Lines, and the records after it are read.
+#[test]
+fn a_record_over_the_limit_is_a_dead_letter_and_reading_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let padding = "x".repeat(70 << 20);
+    let g = records("g", 3);
+    let big = record("big", 0, &padding);
+    std::fs::write(
+        input.join("records.json"),
+        format!("{{\"Records\":[{},{big},{},{}]}}", g[0], g[1], g[2]),
+    )
+    .expect("write");
+    let h = records("h", 2);
+    std::fs::write(
+        input.join("lines.jsonl"),
+        format!("{}\n{big}\n{}\n", h[0], h[1]),
+    )
+    .expect("write");
+    drop(padding);
+    let lake = replay_ok(&input);
+    assert_eq!(
+        events_by_prefix(&lake),
+        vec![vec![json!("g"), json!(3)], vec![json!("h"), json!(2)]]
+    );
+    let reason = |context: &str| {
+        json!(format!(
+            "record{context} of {} bytes is larger than the 67108864-byte record limit (skipped)",
+            big.len()
+        ))
+    };
+    let dead = dead_letters_by_file(&lake, "reason, length(raw), raw_truncated, line");
+    assert_eq!(
+        dead,
+        vec![
+            vec![
+                json!("lines.jsonl"),
+                reason(""),
+                json!(65536),
+                json!(true),
+                json!(2)
+            ],
+            vec![
+                json!("records.json"),
+                reason(" in the Records array"),
+                json!(65536),
+                json!(true),
+                json!(1)
+            ],
+        ]
+    );
+}
+
+/// `--threads` is bounded by twice the number of CPUs, with a warning.
+#[test]
+fn a_thread_count_beyond_twice_the_cpus_is_lowered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.json");
+    std::fs::write(&input, records_file("t", 30)).expect("write");
+    let lake = dir.path().join("lake");
+    let (code, stdout, stderr) = replay(&[
+        input.to_str().expect("path"),
+        "--out",
+        &lake_str(&lake),
+        "--threads",
+        "100000",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        stderr.contains(&format!(
+            "--threads 100000 is more than twice the {cpus} CPUs of this machine; using {} threads",
+            2 * cpus
+        )),
+        "{stderr}"
+    );
+    assert_eq!(events_by_prefix(&lake), vec![vec![json!("t"), json!(30)]]);
 }
 
 #[test]

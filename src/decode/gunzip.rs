@@ -7,7 +7,12 @@
 //! damage) returns None and the caller streams the file instead, so damaged input is reported
 //! exactly as before.
 
+use std::io::{self, BufRead, Read};
 use std::ptr::NonNull;
+
+use flate2::bufread::GzDecoder;
+
+use super::scan::TrailingData;
 
 use libdeflate_sys::{
     libdeflate_alloc_decompressor, libdeflate_decompressor, libdeflate_free_decompressor,
@@ -47,6 +52,62 @@ pub(super) fn gunzip_whole(gz: &[u8], cap: usize) -> Option<Vec<u8>> {
     // SAFETY: libdeflate initialised the first `used_out` (== `size` <= capacity) bytes.
     unsafe { out.set_len(used_out) };
     Some(out)
+}
+
+/// A streaming gunzip of every gzip member in a row, as `gzip -d` reads them. Bytes after a
+/// member that do not start another one end the content: the read after it fails with a
+/// [`TrailingData`] error holding them (what `gzip -d` warns about and ignores), so the
+/// content before them is kept and they are reported on their own.
+pub(super) struct Members<R: BufRead> {
+    member: Option<GzDecoder<R>>,
+}
+
+impl<R: BufRead> Members<R> {
+    pub(super) fn new(reader: R) -> Self {
+        Members {
+            member: Some(GzDecoder::new(reader)),
+        }
+    }
+}
+
+/// How much of the trailing data is kept for its dead letter.
+const TRAILING_KEPT: usize = 64 << 10;
+
+impl<R: BufRead> Read for Members<R> {
+    fn read(&mut self, into: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(member) = self.member.as_mut() else {
+                return Ok(0);
+            };
+            let n = member.read(into)?;
+            if n > 0 || into.is_empty() {
+                return Ok(n);
+            }
+            // The member ended (its trailer checked): another member, the end, or trailing data.
+            let Some(member) = self.member.take() else {
+                return Ok(0);
+            };
+            let mut reader = member.into_inner();
+            let next = reader.fill_buf()?;
+            if next.is_empty() {
+                return Ok(0);
+            }
+            // One byte buffered that may begin the magic number: its header parse decides.
+            if next.starts_with(&super::GZIP_MAGIC) || next == [super::GZIP_MAGIC[0]] {
+                self.member = Some(GzDecoder::new(reader));
+                continue;
+            }
+            let mut head = Vec::new();
+            (&mut reader)
+                .take(TRAILING_KEPT as u64)
+                .read_to_end(&mut head)?;
+            let len = head.len() as u64 + io::copy(&mut reader, &mut io::sink())?;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                TrailingData { head, len },
+            ));
+        }
+    }
 }
 
 /// A libdeflate decompressor, freed on drop.

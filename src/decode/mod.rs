@@ -5,9 +5,13 @@
 //! - a CloudTrail delivery file `{"Records":[...]}`: the array is streamed element by element;
 //! - a sequence of JSON values (JSON Lines or concatenated, pretty-printed objects).
 //!
-//! Damage handling: inside a `Records` array, a syntax error ends the file (the records before it
-//! are kept, the rest becomes one dead letter with its byte offset). Between top-level values, a
-//! value that never closes is reported line by line so the following lines are still read.
+//! Damage handling: inside a `Records` array, reading resumes after every element whose end is
+//! certain (an element that is not an object, NUL bytes between elements, an element over the
+//! record limit — skipped by scanning, not buffered); a syntax error ends the file (the records
+//! before it are kept, the rest becomes one dead letter with its byte offset). Between top-level
+//! values, a value that never closes is reported line by line so the following lines are still
+//! read, and a line over the record limit is skipped to its end. Bytes after a gzip stream that
+//! are not another gzip member end the content and are reported on their own.
 
 mod gunzip;
 pub mod scan;
@@ -15,8 +19,7 @@ pub mod scan;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::ops::ControlFlow;
 
-use flate2::bufread::MultiGzDecoder;
-use scan::{ScanError, Scanner};
+use scan::{Oversized, ScanError, Scanner};
 
 /// Limits for decoding.
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +100,7 @@ fn open_stream(reader: impl Read + Send + 'static) -> io::Result<Box<dyn Read + 
     let mut buffered = BufReader::with_capacity(128 * 1024, reader);
     let head = buffered.fill_buf()?;
     if head.starts_with(&GZIP_MAGIC) {
-        Ok(Box::new(MultiGzDecoder::new(buffered)))
+        Ok(Box::new(gunzip::Members::new(buffered)))
     } else {
         Ok(Box::new(buffered))
     }
@@ -163,11 +166,15 @@ pub fn split_content(content: Content, limits: DecodeLimits, sink: impl Pieces) 
 /// scanner from where the fast loop stopped, so pieces, offsets and reasons are the same as
 /// for streamed content.
 fn split_whole(bytes: Vec<u8>, limits: DecodeLimits, mut sink: impl Pieces) -> ControlFlow<()> {
-    let mut sc = Scanner::whole(bytes, limits.max_record_bytes);
+    let bytes_len = bytes.len();
+    let mut sc = whole_scanner(bytes, limits);
     // Whole content reads nothing, so the scanner cannot fail here; on an error the plain
     // split below reports it.
-    let records =
-        matches!(sc.peek(), Ok(Some(b'{'))) && sc.lookahead(4096).is_ok_and(is_records_object);
+    // (Content over the record limit is never held whole but by tests: it goes to the scanner,
+    // which enforces the limit.)
+    let records = bytes_len <= limits.max_record_bytes
+        && matches!(sc.peek(), Ok(Some(b'{')))
+        && is_records_object(sc.lookahead(4096));
     if !records {
         return split_scanner(sc, limits, |p| sink.piece(p));
     }
@@ -177,22 +184,18 @@ fn split_whole(bytes: Vec<u8>, limits: DecodeLimits, mut sink: impl Pieces) -> C
     let (mut sc, from, count) = match String::from_utf8(sc.into_buffer()) {
         Ok(text) => {
             let (from, count) = records_from_text(&text, start, &mut sink)?;
-            (
-                Scanner::whole(text.into_bytes(), limits.max_record_bytes),
-                from,
-                count,
-            )
+            (whole_scanner(text.into_bytes(), limits), from, count)
         }
-        Err(e) => (
-            Scanner::whole(e.into_bytes(), limits.max_record_bytes),
-            start,
-            0,
-        ),
+        Err(e) => (whole_scanner(e.into_bytes(), limits), start, 0),
     };
     sc.set_position(from);
     let mut f = |p: Piece<'_>| sink.piece(p);
-    records_elements(&mut sc, count, limits, &mut f)?;
+    records_elements(&mut sc, count, count == 0, limits, &mut f)?;
     split_scanner(sc, limits, f)
+}
+
+fn whole_scanner(bytes: Vec<u8>, limits: DecodeLimits) -> Scanner<io::Empty> {
+    Scanner::whole(bytes, limits.max_record_bytes).with_head_cap(limits.dead_letter_raw_cap)
 }
 
 /// Reads `Records` elements from `text` at `start` (just after the `[`) while each one is
@@ -264,30 +267,56 @@ pub fn split<R: Read>(
     limits: DecodeLimits,
     f: impl FnMut(Piece<'_>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    split_scanner(Scanner::new(reader, limits.max_record_bytes), limits, f)
+    let sc =
+        Scanner::new(reader, limits.max_record_bytes).with_head_cap(limits.dead_letter_raw_cap);
+    split_scanner(sc, limits, f)
 }
 
+/// Splits what the scanner reads, then reports trailing data after a gzip stream, if any, as
+/// one dead letter (unless `f` stopped the split).
 fn split_scanner<R: Read>(
     mut sc: Scanner<R>,
     limits: DecodeLimits,
     mut f: impl FnMut(Piece<'_>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
+    let mut stopped = false;
+    let flow = split_values(&mut sc, limits, &mut |p| {
+        let flow = f(p);
+        stopped |= flow.is_break();
+        flow
+    });
+    if stopped {
+        return flow;
+    }
+    if let Some(trailing) = sc.take_trailing() {
+        let at = sc.buffered_end();
+        let (offset, line) = (sc.offset(at), sc.line(at));
+        f(Piece::Bad {
+            bytes: &trailing.head,
+            truncated: (trailing.head.len() as u64) < trailing.len,
+            offset,
+            line,
+            reason: format!("{trailing} (not gzip; ignored, as gzip -d does)"),
+        })?;
+    }
+    flow
+}
+
+fn split_values<R: Read>(
+    sc: &mut Scanner<R>,
+    limits: DecodeLimits,
+    f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     loop {
         let next = match sc.peek() {
             Ok(next) => next,
-            Err(e) => return report(&mut sc, e, "", limits, &mut f),
+            Err(e) => return report(sc, e, "", limits, f),
         };
         match next {
             None => return ControlFlow::Continue(()),
-            Some(b'{') => {
-                let records = match sc.lookahead(4096) {
-                    Ok(head) => is_records_object(head),
-                    Err(e) => return report(&mut sc, e, "", limits, &mut f),
-                };
-                if records {
-                    records_array(&mut sc, limits, &mut f)?;
-                    continue;
-                }
+            Some(b'{') if is_records_object(sc.lookahead(4096)) => {
+                records_array(sc, limits, f)?;
+                continue;
             }
             Some(_) => {}
         }
@@ -305,7 +334,10 @@ fn split_scanner<R: Read>(
             Err(ScanError::Unterminated { start } | ScanError::TooLarge { start }) => {
                 // Resynchronise on the next line: report the first line of the broken value.
                 let reason = if sc.buffered_end() - start > limits.max_record_bytes {
-                    format!("value larger than {} bytes", limits.max_record_bytes)
+                    format!(
+                        "value larger than {} bytes over several lines",
+                        limits.max_record_bytes
+                    )
                 } else {
                     "JSON value is not closed (truncated line or unbalanced brackets)".to_string()
                 };
@@ -322,9 +354,39 @@ fn split_scanner<R: Read>(
                 })?;
                 sc.set_position(stop + 1);
             }
-            Err(e) => return report(&mut sc, e, "", limits, &mut f),
+            Err(ScanError::Skipped(skipped)) => skipped_piece(skipped, "", limits, f)?,
+            Err(e) => return report(sc, e, "", limits, f),
         }
     }
+}
+
+/// A value over the record limit, skipped: one dead letter with its first bytes.
+fn skipped_piece(
+    skipped: Oversized,
+    context: &str,
+    limits: DecodeLimits,
+    f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let max = limits.max_record_bytes;
+    let reason = if skipped.closed {
+        format!(
+            "record{context} of {} bytes is larger than the {max}-byte record limit (skipped)",
+            skipped.len
+        )
+    } else {
+        format!(
+            "input ends inside a record{context} larger than the {max}-byte record limit, after \
+             {} bytes of it (truncated file?)",
+            skipped.len
+        )
+    };
+    f(Piece::Bad {
+        bytes: &skipped.head,
+        truncated: (skipped.head.len() as u64) < skipped.len,
+        offset: skipped.offset,
+        line: skipped.line,
+        reason,
+    })
 }
 
 /// Streams the elements of a `{"Records":[...]}` object, then skips any other members.
@@ -334,7 +396,7 @@ fn records_array<R: Read>(
     f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     records_prologue(sc, limits, f)?;
-    records_elements(sc, 0, limits, f)
+    records_elements(sc, 0, true, limits, f)
 }
 
 /// Consumes `{ "Records" : [` — the lookahead already proved it is there.
@@ -352,18 +414,28 @@ fn records_prologue<R: Read>(
     ControlFlow::Continue(())
 }
 
+const IN_RECORDS: &str = " in the Records array";
+
 /// Streams the elements of a `Records` array from the scanner's position, `count` of them
-/// having been read already, then skips the object's other members.
+/// having been read already (`element_next`: just after `[` or `,`), then reads the object's other
+/// members: a further `Records` array is read the same way, anything else is skipped.
+///
+/// Reading resumes after every element whose end is certain: an element that is not an object
+/// (a scalar, a string, an array: delimited as JSON) is handed on like any other and becomes
+/// one dead letter; an element over the record limit is skipped by scanning on to its closing
+/// bracket; a run of NUL bytes between elements is one dead letter. Syntax damage (a missing
+/// separator, an element that never closes) ends the file: the rest is one dead letter.
 fn records_elements<R: Read>(
     sc: &mut Scanner<R>,
     mut count: u64,
+    mut element_next: bool,
     limits: DecodeLimits,
     f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     loop {
         let next = match sc.peek() {
             Ok(n) => n,
-            Err(e) => return report(sc, e, " inside the Records array", limits, f),
+            Err(e) => return report(sc, e, IN_RECORDS, limits, f),
         };
         match next {
             None => {
@@ -380,27 +452,35 @@ fn records_elements<R: Read>(
                     reason,
                 });
             }
+            Some(0) => {
+                nul_run(sc, f)?;
+                continue;
+            }
             Some(b']') => {
-                sc.consume(1);
+                sc.consume(1); // a trailing comma is tolerated
                 break;
             }
-            Some(b',') if count > 0 => {
+            Some(b',') => {
+                // An empty element (`[,` or `,,`) holds nothing: tolerated as a trailing comma.
                 sc.consume(1);
-                if matches!(sc.peek(), Ok(Some(b']'))) {
-                    continue; // trailing comma: tolerated
-                }
+                element_next = true;
+                continue;
             }
-            Some(_) if count > 0 => {
+            Some(b) if !element_next || matches!(b, b'}' | b':') => {
                 let at = sc.position();
-                let reason =
-                    format!("expected ',' or ']' after record {count} of the Records array");
+                let reason = if element_next {
+                    format!("expected a record after {count} records of the Records array")
+                } else {
+                    format!("expected ',' or ']' after record {count} of the Records array")
+                };
                 return rest_is_dead(sc, at, reason, limits, f);
             }
             Some(_) => {}
         }
-        match sc.next_value() {
+        element_next = false;
+        count += 1;
+        match sc.next_element() {
             Ok(Some(span)) => {
-                count += 1;
                 let (offset, line) = (sc.offset(span.start), sc.line(span.start));
                 f(Piece::Value {
                     bytes: sc.bytes(span),
@@ -410,23 +490,81 @@ fn records_elements<R: Read>(
                 })?;
             }
             Ok(None) => continue,
-            Err(e) => return report(sc, e, " inside the Records array", limits, f),
+            Err(ScanError::Skipped(skipped)) => {
+                let closed = skipped.closed;
+                skipped_piece(skipped, IN_RECORDS, limits, f)?;
+                if !closed {
+                    return ControlFlow::Break(());
+                }
+            }
+            Err(e) => return report(sc, e, IN_RECORDS, limits, f),
         }
     }
-    // Other members after the array are not records; skip them up to the closing brace.
+    other_members(sc, count, limits, f)
+}
+
+/// A run of NUL bytes (and whitespace) in the Records array: one dead letter.
+fn nul_run<R: Read>(
+    sc: &mut Scanner<R>,
+    f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let at = sc.position();
+    let (offset, line) = (sc.offset(at), sc.line(at));
+    let mut nuls = 0u64;
+    while let Ok(Some(0)) = sc.peek() {
+        let run = sc
+            .lookahead(64 << 10)
+            .iter()
+            .take_while(|&&b| b == 0)
+            .count();
+        sc.consume(run);
+        nuls += run as u64;
+    }
+    f(Piece::Bad {
+        bytes: &[],
+        truncated: false,
+        offset,
+        line,
+        reason: format!("{nuls} NUL bytes in the Records array (skipped)"),
+    })
+}
+
+/// The members of a `Records` object after its array, up to the closing brace: another
+/// `Records` array (a duplicated key) is read like the first, other members are skipped.
+fn other_members<R: Read>(
+    sc: &mut Scanner<R>,
+    count: u64,
+    limits: DecodeLimits,
+    f: &mut impl FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    const AFTER: &str = " after the Records array";
     loop {
         match sc.peek() {
             Ok(Some(b'}')) => {
                 sc.consume(1);
                 return ControlFlow::Continue(());
             }
-            Ok(Some(b',' | b':')) => sc.consume(1),
-            Ok(Some(_)) => match sc.next_value() {
+            Ok(Some(b',' | b':' | 0)) => sc.consume(1),
+            Ok(Some(_)) => match sc.next_element() {
+                Ok(Some(span)) if sc.bytes(span.clone()) == b"\"Records\"" => {
+                    if !matches!(sc.peek(), Ok(Some(b':'))) {
+                        continue;
+                    }
+                    sc.consume(1);
+                    if matches!(sc.peek(), Ok(Some(b'['))) {
+                        sc.consume(1);
+                        return records_elements(sc, count, true, limits, f);
+                    }
+                }
                 Ok(_) => {}
-                Err(e) => return report(sc, e, " after the Records array", limits, f),
+                Err(ScanError::Skipped(skipped)) if skipped.closed => {}
+                Err(ScanError::Skipped(skipped)) => {
+                    return skipped_piece(skipped, AFTER, limits, f);
+                }
+                Err(e) => return report(sc, e, AFTER, limits, f),
             },
             Ok(None) => return ControlFlow::Continue(()),
-            Err(e) => return report(sc, e, " after the Records array", limits, f),
+            Err(e) => return report(sc, e, AFTER, limits, f),
         }
     }
 }
@@ -452,6 +590,10 @@ fn report<R: Read>(
                 limits.max_record_bytes
             ),
         ),
+        ScanError::Skipped(skipped) => {
+            skipped_piece(skipped, context, limits, f)?;
+            return ControlFlow::Break(());
+        }
     };
     rest_is_dead(sc, start, reason, limits, f)?;
     ControlFlow::Break(())
@@ -563,6 +705,196 @@ mod tests {
         let bad: Vec<_> = got.iter().filter(|p| p.1.starts_with("BAD")).collect();
         assert_eq!(bad.len(), 1);
         assert!(bad[0].1.contains("truncated gzip"), "{}", bad[0].1);
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).expect("gzip");
+        gz.finish().expect("gzip")
+    }
+
+    fn records(prefix: &str, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("{{\"eventID\":\"{prefix}{i}\"}}"))
+            .collect()
+    }
+
+    /// Whole in memory and streamed, the same pieces: (in Records, text or "BAD reason").
+    fn both_ways(input: &[u8]) -> Vec<(bool, String, u64)> {
+        let streamed = pieces_from(input);
+        assert_eq!(pieces_of(Content::Whole(input.to_vec())), streamed);
+        streamed
+    }
+
+    #[test]
+    fn an_element_that_is_not_an_object_is_one_piece_and_reading_resumes() {
+        let (a, b) = (records("a", 100), records("b", 100));
+        for junk in [
+            "null",
+            "5",
+            "\"text\"",
+            "[1,[2]]",
+            "true",
+            "\u{0}\u{0}\u{0}",
+            "\u{0}",
+        ] {
+            let input = format!("{{\"Records\":[{},{junk},{}]}}", a.join(","), b.join(","));
+            let got = both_ways(input.as_bytes());
+            assert_eq!(got.len(), 201, "{junk}: {got:?}");
+            let texts: Vec<_> = got.iter().map(|p| p.1.as_str()).collect();
+            assert_eq!(
+                texts[..100],
+                a.iter().map(String::as_str).collect::<Vec<_>>()[..]
+            );
+            assert_eq!(
+                texts[101..],
+                b.iter().map(String::as_str).collect::<Vec<_>>()[..]
+            );
+            if junk.starts_with('\0') {
+                assert_eq!(
+                    got[100].1,
+                    format!(
+                        "BAD {} NUL bytes in the Records array (skipped)",
+                        junk.len()
+                    )
+                );
+            } else {
+                assert_eq!(
+                    got[100],
+                    (
+                        true,
+                        junk.to_string(),
+                        1 + input.find(&format!(",{junk},")).unwrap_or(0) as u64
+                    )
+                );
+            }
+        }
+        // NUL bytes before a separator too.
+        let input = format!("{{\"Records\":[{}\0\0,{}]}}", a[0], b[0]);
+        let got = both_ways(input.as_bytes());
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[2].1, b[0]);
+    }
+
+    #[test]
+    fn a_second_records_array_is_read_too() {
+        let got =
+            both_ways(b"{\"Records\":[{\"a\":1}],\"Records\":[{\"b\":2},{\"c\":3}]}\n{\"d\":4}");
+        let texts: Vec<_> = got.iter().map(|p| (p.0, p.1.as_str())).collect();
+        assert_eq!(
+            texts,
+            vec![
+                (true, "{\"a\":1}"),
+                (true, "{\"b\":2}"),
+                (true, "{\"c\":3}"),
+                (false, "{\"d\":4}")
+            ]
+        );
+    }
+
+    #[test]
+    fn an_oversized_element_is_skipped_and_reading_resumes() {
+        let limits = DecodeLimits {
+            max_record_bytes: 1 << 20,
+            dead_letter_raw_cap: 100,
+        };
+        let big = format!(
+            "{{\"eventID\":\"big\",\"pad\":\"{}\"}}",
+            "}]\\\"".repeat(1 << 19)
+        );
+        let input = format!(
+            "{{\"Records\":[{{\"n\":1}},{big},{{\"n\":2}},{{\"n\":3}}]}}\n{big}\n{{\"n\":4}}"
+        );
+        let mut got = Vec::new();
+        let _ = split(input.as_bytes(), limits, collect(&mut got));
+        let texts: Vec<_> = got.iter().map(|p| &p.1[..p.1.len().min(200)]).collect();
+        let reason = |at: &str| {
+            format!(
+                "BAD record{at} of {} bytes is larger than the 1048576-byte record limit (skipped)",
+                big.len()
+            )
+        };
+        assert_eq!(
+            texts,
+            vec![
+                "{\"n\":1}",
+                &reason(" in the Records array"),
+                "{\"n\":2}",
+                "{\"n\":3}",
+                &reason(""),
+                "{\"n\":4}"
+            ]
+        );
+        // Held whole (content over the limit is not, but a sink may be handed such content).
+        let mut whole = Vec::new();
+        let _ = split_content(
+            Content::Whole(input.into_bytes()),
+            limits,
+            collect(&mut whole),
+        );
+        assert_eq!(whole, got);
+    }
+
+    #[test]
+    fn a_truncated_gzip_keeps_every_complete_line() {
+        let lines: String = (0..3000)
+            .map(|i| format!("{{\"eventID\":\"{i}\",\"n\":{}}}\n", i * 7919))
+            .collect();
+        let gz = gzip(lines.as_bytes());
+        let cut = &gz[..gz.len() * 2 / 3];
+        // What a streaming gunzip gives of the cut file: its complete lines are the values.
+        let mut plain = Vec::new();
+        let _ = flate2::read::GzDecoder::new(cut).read_to_end(&mut plain);
+        let complete = plain.iter().filter(|&&b| b == b'\n').count();
+        assert!(complete > 100);
+        let got =
+            pieces_of(open(Input::Whole(cut.to_vec()), DecodeLimits::default()).expect("open"));
+        assert_eq!(got.len(), complete + 1, "{:?}", got.last());
+        assert!(got[..complete].iter().all(|p| !p.1.starts_with("BAD")));
+        assert!(
+            got[complete].1.contains("truncated gzip"),
+            "{:?}",
+            got[complete]
+        );
+    }
+
+    #[test]
+    fn trailing_data_after_gzip_is_one_piece() {
+        let lines: String = (0..3000)
+            .map(|i| format!("{{\"eventID\":\"{i}\"}}\n"))
+            .collect();
+        let records = format!("{{\"Records\":[{}]}}", records("r", 50).join(","));
+        for content in [lines.as_str(), records.as_str()] {
+            // Two members, then garbage (or NUL padding).
+            let mut gz = gzip(&content.as_bytes()[..content.len() / 2]);
+            gz.extend(gzip(&content.as_bytes()[content.len() / 2..]));
+            for garbage in [&b"GARBAGE\n not gzip"[..], &[0u8; 700][..], b"\x1f"] {
+                let mut input = gz.clone();
+                input.extend_from_slice(garbage);
+                let got =
+                    pieces_of(open(Input::Whole(input), DecodeLimits::default()).expect("open"));
+                let good = got.iter().filter(|p| !p.1.starts_with("BAD")).count();
+                assert_eq!(good, if content == lines { 3000 } else { 50 });
+                let bad: Vec<_> = got.iter().filter(|p| p.1.starts_with("BAD")).collect();
+                assert_eq!(bad.len(), 1, "{bad:?}");
+                if garbage.len() > 1 {
+                    assert_eq!(
+                        bad[0],
+                        &(
+                            false,
+                            format!(
+                                "BAD {} bytes of trailing data after the gzip stream (not gzip; ignored, as gzip -d does)",
+                                garbage.len()
+                            ),
+                            content.len() as u64
+                        )
+                    );
+                } else {
+                    assert!(bad[0].1.contains("gzip"), "{bad:?}");
+                }
+            }
+        }
     }
 
     fn pieces_from(reader: impl Read) -> Vec<(bool, String, u64)> {
@@ -716,6 +1048,17 @@ mod tests {
             b"{\"Records\":[{\"ok\" 1},{\"ok\":2}]}",
             b"{\"x\":1,\"Records\":[{\"ok\":1}]}",
             b"[{\"ok\":1}]",
+            // Elements that are not objects, NUL bytes, empty elements: reading resumes.
+            b"{\"Records\":[{\"ok\":1},null,{\"ok\":2}, 5 ,\"s\",[1,{}],true,x,{\"ok\":3}]}",
+            b"{\"Records\":[null,{\"ok\":1}]}\n{\"c\":3}",
+            b"{\"Records\":[{\"ok\":1},\0\0\0{\"ok\":2}\0\0,\n\0{\"ok\":3}]}",
+            b"{\"Records\":[{\"ok\":1},,{\"ok\":2}]}",
+            b"{\"Records\":[{\"ok\":1},},{\"ok\":2}]}",
+            b"{\"Records\":[{\"ok\":1},nul",
+            // A second Records array; scalar members after the array.
+            b"{\"Records\":[{\"ok\":1}],\"Records\":[{\"ok\":2},{\"ok\":3}]}",
+            b"{\"Records\":[{\"ok\":1}],\"n\":1,\"t\":true}\n{\"c\":3}",
+            b"{\"Records\":[{\"ok\":1}],\"Records\":5,\"Records\":[{\"ok\":2}]}",
         ];
         for case in cases {
             for stop_after in [1, 2, usize::MAX] {
@@ -727,7 +1070,7 @@ mod tests {
     #[test]
     fn damaged_whole_content_gives_the_streamed_pieces() {
         let base: &[u8] = b"{\"Records\": [\n  {\"ok\": 1, \"s\": \"a,}]\\\"\"},\n  {\"no\": [1, {\"b\": 2}]},\n  {\"ok\": {\"deep\": [[]]}}\n]}\n{\"tail\": true}\n";
-        let alphabet: &[u8] = b"{}[],:\" \n\\x\xff";
+        let alphabet: &[u8] = b"{}[],:\" \n\\x\xff\0";
         let mut rng = crate::testing::xorshift(0x2545_F491_4F6C_DD1D);
         let mut read = 0;
         for _ in 0..3000 {

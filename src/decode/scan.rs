@@ -12,9 +12,66 @@ pub enum ScanError {
     Io { start: usize, error: io::Error },
     /// The input ended inside the value that begins at `start`.
     Unterminated { start: usize },
-    /// The value that begins at `start` grew past the size cap.
+    /// The top-level value that begins at `start` grew past the size cap over several lines
+    /// (everything from `start` is still buffered, so the caller can resume on its next line).
     TooLarge { start: usize },
+    /// The value grew past the size cap and was skipped by scanning on (without buffering it).
+    Skipped(Oversized),
 }
+
+/// A value over the size cap, skipped: what a dead letter needs of it.
+#[derive(Debug)]
+pub struct Oversized {
+    /// Its first bytes (up to the head cap).
+    pub head: Vec<u8>,
+    /// Absolute input offset and 1-based line where it starts.
+    pub offset: u64,
+    pub line: u64,
+    /// Bytes scanned: the whole value when `closed`, else up to the end of input.
+    pub len: u64,
+    /// False when the input ended inside it.
+    pub closed: bool,
+}
+
+/// How a value that does not start with `{`, `[` or `"` is delimited.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scalar {
+    /// To the end of its line: stray text between top-level values is one bad record.
+    ToLineEnd,
+    /// To the first whitespace, NUL or JSON punctuation: an element of an array or the value
+    /// of an object member (`null`, `5`, `true`, a stray word), so the next one can be read.
+    Token,
+}
+
+/// Ends a [`Scalar::Token`]: whitespace, NUL and the JSON punctuation.
+fn ends_token(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'\t' | b'\r' | b'\n' | 0 | b',' | b':' | b'[' | b']' | b'{' | b'}' | b'"'
+    )
+}
+
+/// Read by the gzip reader when a gzip stream is followed by bytes that are not another gzip
+/// member; the scanner takes it as the end of the content and keeps it for a dead letter.
+#[derive(Debug)]
+pub struct TrailingData {
+    /// The first bytes (up to 64 KiB).
+    pub head: Vec<u8>,
+    /// How many trailing bytes there were.
+    pub len: u64,
+}
+
+impl std::fmt::Display for TrailingData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes of trailing data after the gzip stream",
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for TrailingData {}
 
 pub struct Scanner<R> {
     reader: R,
@@ -31,6 +88,13 @@ pub struct Scanner<R> {
     lines_to_counted: u64,
     eof: bool,
     max_value: usize,
+    /// How much of a skipped oversized value is kept.
+    head_cap: usize,
+    /// A read error met by [`Scanner::lookahead`], returned by the next read instead: what
+    /// was read before it is scanned first.
+    deferred: Option<io::Error>,
+    /// Trailing data after the gzip stream, met where the content ended.
+    trailing: Option<TrailingData>,
 }
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -48,6 +112,9 @@ impl Scanner<io::Empty> {
             lines_to_counted: 0,
             eof: true,
             max_value,
+            head_cap: 64 << 10,
+            deferred: None,
+            trailing: None,
         }
     }
 }
@@ -64,7 +131,21 @@ impl<R: Read> Scanner<R> {
             lines_to_counted: 0,
             eof: false,
             max_value,
+            head_cap: 64 << 10,
+            deferred: None,
+            trailing: None,
         }
+    }
+
+    /// How much of a skipped oversized value [`ScanError::Skipped`] keeps (default 64 KiB).
+    pub fn with_head_cap(mut self, head_cap: usize) -> Self {
+        self.head_cap = head_cap;
+        self
+    }
+
+    /// Trailing data after the gzip stream, if the content ended there (once).
+    pub fn take_trailing(&mut self) -> Option<TrailingData> {
+        self.trailing.take()
     }
 
     pub fn bytes(&self, span: Range<usize>) -> &[u8] {
@@ -122,9 +203,19 @@ impl<R: Read> Scanner<R> {
             self.pos = self.pos.saturating_sub(keep_from);
             self.base += keep_from as u64;
         }
-        if self.end + READ_CHUNK / 4 > self.buf.len() {
+        // The buffer doubles as a value grows, but never past the size cap and one chunk: a
+        // value over the cap is found before more of it is read (then skipped, not buffered).
+        let most = self
+            .max_value
+            .saturating_add(READ_CHUNK)
+            .max(2 * READ_CHUNK);
+        if self.end + READ_CHUNK / 4 > self.buf.len() && self.buf.len() < most {
             let grow = self.buf.len().max(READ_CHUNK);
-            self.buf.resize(self.buf.len() + grow, 0);
+            self.buf.resize((self.buf.len() + grow).min(most), 0);
+        }
+        if let Some(e) = self.deferred.take() {
+            self.eof = true;
+            return Err(e);
         }
         loop {
             match self.reader.read(&mut self.buf[self.end..]) {
@@ -139,6 +230,14 @@ impl<R: Read> Scanner<R> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.eof = true;
+                    if e.get_ref().is_some_and(|inner| inner.is::<TrailingData>()) {
+                        // The content ends here; the trailing bytes are reported apart.
+                        self.trailing = e
+                            .into_inner()
+                            .and_then(|inner| inner.downcast::<TrailingData>().ok())
+                            .map(|t| *t);
+                        return Ok(keep_from);
+                    }
                     return Err(e);
                 }
             }
@@ -186,22 +285,41 @@ impl<R: Read> Scanner<R> {
 
     /// Makes sure at least `n` bytes after the current position are buffered (unless the input
     /// ends first) and returns them.
-    pub fn lookahead(&mut self, n: usize) -> Result<&[u8], ScanError> {
+    /// A read error is deferred to the next read, so the values buffered before it are still
+    /// delimited (a truncated gzip keeps its complete lines).
+    pub fn lookahead(&mut self, n: usize) -> &[u8] {
         while self.end - self.pos < n && !self.eof {
             let keep = self.pos;
-            self.fill(keep).map_err(|error| ScanError::Io {
-                start: self.pos,
-                error,
-            })?;
+            if let Err(e) = self.fill(keep) {
+                self.deferred = Some(e);
+                self.eof = false;
+                break;
+            }
         }
         let stop = self.end.min(self.pos + n);
-        Ok(&self.buf[self.pos..stop])
+        &self.buf[self.pos..stop]
     }
 
     /// Delimits the next JSON value (after whitespace) and consumes it. A top-level value that
     /// does not start with `{`, `[` or `"` extends to the end of its line, so stray text is
     /// reported as one bad record rather than word by word.
+    ///
+    /// A value over the size cap: when all of it so far is one line, it is skipped to the end
+    /// of that line ([`ScanError::Skipped`]); else [`ScanError::TooLarge`] leaves it buffered
+    /// for the caller to resume on its next line.
     pub fn next_value(&mut self) -> Result<Option<Range<usize>>, ScanError> {
+        self.next(Scalar::ToLineEnd)
+    }
+
+    /// Delimits the next element of an array (or value of an object member) and consumes it:
+    /// a scalar ends at the first whitespace or punctuation, and a value over the size cap is
+    /// skipped to its end by scanning on ([`ScanError::Skipped`]), without buffering it.
+    pub fn next_element(&mut self) -> Result<Option<Range<usize>>, ScanError> {
+        self.next(Scalar::Token)
+    }
+
+    #[inline]
+    fn next(&mut self, scalars: Scalar) -> Result<Option<Range<usize>>, ScanError> {
         let Some(first) = self.peek()? else {
             return Ok(None);
         };
@@ -214,13 +332,12 @@ impl<R: Read> Scanner<R> {
             if i >= self.end {
                 if self.eof {
                     if scalar {
-                        self.pos = self.end;
-                        return Ok(Some(start..self.end));
+                        return self.delimited(start, self.end, self.end);
                     }
                     return Err(ScanError::Unterminated { start });
                 }
                 if self.end - start > self.max_value {
-                    return Err(ScanError::TooLarge { start });
+                    return Err(self.oversized(start, i, scalars, scalar, state));
                 }
                 let shift = self
                     .fill(start)
@@ -230,11 +347,21 @@ impl<R: Read> Scanner<R> {
                 continue;
             }
             if scalar {
-                match memchr::memchr(b'\n', &self.buf[i..self.end]) {
-                    Some(k) => {
-                        self.pos = i + k + 1;
-                        return Ok(Some(start..i + k));
+                let found = match scalars {
+                    Scalar::ToLineEnd => {
+                        memchr::memchr(b'\n', &self.buf[i..self.end]).map(|k| (i + k, i + k + 1))
                     }
+                    Scalar::Token => {
+                        // The first byte belongs to the token even if it is punctuation.
+                        let from = i.max(start + 1);
+                        self.buf[from..self.end]
+                            .iter()
+                            .position(|&b| ends_token(b))
+                            .map(|k| (from + k, from + k))
+                    }
+                };
+                match found {
+                    Some((stop, next)) => return self.delimited(start, stop, next),
                     None => {
                         i = self.end;
                         continue;
@@ -242,12 +369,91 @@ impl<R: Read> Scanner<R> {
                 }
             }
             match state.advance(&self.buf[..self.end], i) {
-                Ok(stop) => {
-                    self.pos = stop;
-                    return Ok(Some(start..stop));
-                }
+                Ok(stop) => return self.delimited(start, stop, stop),
                 Err(resume) => i = resume,
             }
+        }
+    }
+
+    /// The value `start..stop` has been delimited and reading goes on at `next`; one over the
+    /// size cap (possible only when it was all buffered already) is reported as skipped.
+    #[inline]
+    fn delimited(
+        &mut self,
+        start: usize,
+        stop: usize,
+        next: usize,
+    ) -> Result<Option<Range<usize>>, ScanError> {
+        if stop - start > self.max_value {
+            let mut skipped = self.skipped_from(start);
+            skipped.len = (stop - start) as u64;
+            self.pos = next;
+            return Err(ScanError::Skipped(skipped));
+        }
+        self.pos = next;
+        Ok(Some(start..stop))
+    }
+
+    /// An oversized value's head, offset and line, before it is scanned on.
+    fn skipped_from(&mut self, start: usize) -> Oversized {
+        let head = self.buf[start..self.end.min(start + self.head_cap)].to_vec();
+        Oversized {
+            head,
+            offset: self.offset(start),
+            line: self.line(start),
+            len: 0,
+            closed: true,
+        }
+    }
+
+    /// The value at `start` has grown past the cap with everything up to `i` scanned (`i` is
+    /// the buffer's end). A top-level value spanning lines stays buffered for the caller
+    /// ([`ScanError::TooLarge`]); anything else is scanned on to its end without keeping it.
+    #[cold]
+    fn oversized(
+        &mut self,
+        start: usize,
+        mut i: usize,
+        scalars: Scalar,
+        scalar: bool,
+        mut state: Nesting,
+    ) -> ScanError {
+        let one_line = memchr::memchr(b'\n', &self.buf[start..i]).is_none();
+        if scalars == Scalar::ToLineEnd && !one_line {
+            return ScanError::TooLarge { start };
+        }
+        let mut skipped = self.skipped_from(start);
+        loop {
+            // Where the value ends in what is buffered, and where reading resumes.
+            let found = if scalars == Scalar::ToLineEnd {
+                memchr::memchr(b'\n', &self.buf[i..self.end]).map(|k| (i + k, i + k + 1))
+            } else if scalar {
+                // `i` is past the token's first byte (which may be punctuation).
+                self.buf[i..self.end]
+                    .iter()
+                    .position(|&b| ends_token(b))
+                    .map(|k| (i + k, i + k))
+            } else {
+                state.advance(&self.buf[..self.end], i).ok().map(|k| (k, k))
+            };
+            if let Some((stop, next)) = found {
+                skipped.len = self.offset(stop) - skipped.offset;
+                self.pos = next;
+                return ScanError::Skipped(skipped);
+            }
+            i = self.end;
+            if self.eof {
+                skipped.len = self.offset(i) - skipped.offset;
+                skipped.closed = false;
+                self.pos = i;
+                return ScanError::Skipped(skipped);
+            }
+            // Drop everything scanned: the buffer does not grow while the value is skipped.
+            self.pos = i;
+            if let Err(error) = self.fill(i) {
+                return ScanError::Io { start: 0, error };
+            }
+            i = 0;
         }
     }
 
@@ -636,9 +842,86 @@ mod tests {
             sc.next_value(),
             Err(ScanError::Unterminated { start: 0 })
         ));
-        let big = format!("{{\"a\":\"{}\"}}", "x".repeat(5000));
+        // Over several lines, a top-level value stays buffered for the caller to resume on its
+        // next line.
+        let big = format!("{{\"a\":\n\"{}\"}}", "x".repeat(5000));
         let mut sc = Scanner::new(Trickle(big.as_bytes(), 100), 1000);
         assert!(matches!(sc.next_value(), Err(ScanError::TooLarge { .. })));
+    }
+
+    /// Values over the cap are skipped by scanning on, whatever the read sizes: the buffer
+    /// never holds more than the cap and a chunk, the head is kept, reading resumes after them.
+    #[test]
+    fn oversized_values_are_skipped_without_buffering_them() {
+        let cap = 3 * READ_CHUNK;
+        let big = format!("{{\"a\":\"{}\",\"b\":[\"]}}\"]}}", "x".repeat(4 * cap));
+        let scalar = "7".repeat(2 * cap);
+        // A Records array: elements are delimited as JSON, scalars too.
+        let array = format!("{{\"n\":1}},{big},{scalar},{{\"n\":2}}]");
+        // JSON Lines: a line over the cap is skipped to its end.
+        let lines = format!("{{\"n\":1}}\n{big}\n{{\"n\":2}}\n");
+        for trickle in [7, 4096, 1 << 30] {
+            let mut sc = Scanner::new(Trickle(array.as_bytes(), trickle), cap).with_head_cap(10);
+            let mut got = Vec::new();
+            let mut max_buffer = 0;
+            loop {
+                match sc.peek().expect("peek") {
+                    Some(b',') => sc.consume(1),
+                    Some(b']') => break,
+                    _ => {}
+                }
+                got.push(match sc.next_element() {
+                    Ok(Some(span)) => String::from_utf8_lossy(sc.bytes(span)).into_owned(),
+                    Err(ScanError::Skipped(o)) => format!(
+                        "skipped {} {} {} {}",
+                        String::from_utf8_lossy(&o.head),
+                        o.offset,
+                        o.len,
+                        o.closed
+                    ),
+                    other => panic!("{other:?}"),
+                });
+                max_buffer = max_buffer.max(sc.buffer_capacity());
+            }
+            assert_eq!(
+                got,
+                vec![
+                    "{\"n\":1}".to_string(),
+                    format!("skipped {{\"a\":\"xxxx 8 {} true", big.len()),
+                    format!("skipped 7777777777 {} {} true", 9 + big.len(), scalar.len()),
+                    "{\"n\":2}".to_string(),
+                ],
+                "trickle {trickle}"
+            );
+            assert!(
+                max_buffer <= cap + READ_CHUNK,
+                "buffer grew to {max_buffer}"
+            );
+
+            let mut sc = Scanner::new(Trickle(lines.as_bytes(), trickle), cap);
+            assert!(matches!(sc.next_value(), Ok(Some(_))));
+            match sc.next_value() {
+                Err(ScanError::Skipped(o)) => {
+                    assert_eq!((o.offset, o.line, o.len), (8, 2, big.len() as u64));
+                    assert_eq!(o.head.len(), 64 << 10);
+                }
+                other => panic!("{other:?}"),
+            }
+            let span = sc.next_value().expect("scan").expect("value");
+            assert_eq!(sc.line(span.start), 3);
+            assert_eq!(sc.bytes(span), b"{\"n\":2}");
+            assert!(sc.buffer_capacity() <= cap + READ_CHUNK);
+        }
+        // The input ends inside one: skipped to the end, not closed.
+        let cut = &array.as_bytes()[..8 + 2 * cap];
+        let mut sc = Scanner::new(Trickle(cut, 1000), cap);
+        assert_eq!(sc.peek().expect("peek"), Some(b'{'));
+        sc.consume(8);
+        match sc.next_element() {
+            Err(ScanError::Skipped(o)) => assert_eq!((o.len, o.closed), (2 * cap as u64, false)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sc.peek().expect("peek"), None);
     }
 
     #[test]

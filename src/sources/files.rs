@@ -38,8 +38,10 @@ pub struct InputFile {
 }
 
 /// Expands paths into the files to read, in a stable order: files as given, directories
-/// recursively (sorted, hidden entries and `exclude` skipped), `-` as stdin (spooled to a
-/// temporary file in `spool_dir` so it can be hashed and read like any file).
+/// recursively (sorted, hidden entries and `exclude` skipped). `-` (stdin) and any other input
+/// that is not a regular file (a pipe such as `<(gunzip -c f.gz)`, a device) cannot be sized
+/// or read twice: it is spooled to a temporary file in `spool_dir` as it is read, so it is
+/// hashed and read like any file and memory does not grow with it.
 pub fn expand(
     paths: &[PathBuf],
     exclude: Option<&Path>,
@@ -49,15 +51,7 @@ pub fn expand(
     let mut out = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
-            let spooled = spool_dir.join(format!(".stdin-{}.spool", std::process::id()));
-            let mut f = File::create(&spooled).map_err(|source| FilesError::Io {
-                path: spooled.clone(),
-                source,
-            })?;
-            io::copy(&mut io::stdin().lock(), &mut f).map_err(|source| FilesError::Io {
-                path: "-".into(),
-                source,
-            })?;
+            let spooled = spool(&mut io::stdin().lock(), spool_dir, out.len(), path)?;
             out.push(InputFile {
                 path: spooled,
                 name: Arc::from("stdin"),
@@ -74,13 +68,39 @@ pub fn expand(
         if meta.is_dir() {
             walk(path, exclude.as_deref(), &mut out)?;
         } else {
-            out.push(InputFile {
-                path: path.clone(),
-                name: Arc::from(path.display().to_string()),
-            });
+            let name = Arc::from(path.display().to_string());
+            let path = if meta.is_file() {
+                path.clone()
+            } else {
+                let mut f = File::open(path).map_err(|source| FilesError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                spool(&mut f, spool_dir, out.len(), path)?
+            };
+            out.push(InputFile { path, name });
         }
     }
     Ok(out)
+}
+
+/// Copies `input` (read as `given`) into a new file in `spool_dir`; returns its path.
+fn spool(
+    input: &mut impl Read,
+    spool_dir: &Path,
+    n: usize,
+    given: &Path,
+) -> Result<PathBuf, FilesError> {
+    let spooled = spool_dir.join(format!(".input-{}-{n}.spool", std::process::id()));
+    let mut f = File::create(&spooled).map_err(|source| FilesError::Io {
+        path: spooled.clone(),
+        source,
+    })?;
+    io::copy(input, &mut f).map_err(|source| FilesError::Io {
+        path: given.to_path_buf(),
+        source,
+    })?;
+    Ok(spooled)
 }
 
 fn walk(dir: &Path, exclude: Option<&Path>, out: &mut Vec<InputFile>) -> Result<(), FilesError> {
@@ -401,5 +421,33 @@ mod tests {
             assert!(read == bytes, "{name}: the reader gave other bytes");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A pipe is spooled like stdin: a regular file with its bytes, named as given (before,
+    /// it was read whole into memory, however large).
+    #[test]
+    fn a_pipe_is_spooled_like_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let (fifo, bytes) = (fifo.clone(), bytes.clone());
+            std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
+        };
+        let spool = dir.path().join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        let inputs = expand(std::slice::from_ref(&fifo), None, &spool).unwrap();
+        assert_eq!(inputs.len(), 1);
+        assert_eq!(&*inputs[0].name, fifo.display().to_string());
+        // (Not spooled, the writer would wait for a reader: no join before this.)
+        assert!(inputs[0].path.starts_with(&spool), "{:?}", inputs[0].path);
+        writer.join().unwrap();
+        assert!(std::fs::metadata(&inputs[0].path).unwrap().is_file());
+        assert!(std::fs::read(&inputs[0].path).unwrap() == bytes);
     }
 }
