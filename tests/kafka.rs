@@ -7,9 +7,9 @@
 //!   tests that resume from a committed offset on tansu produce one message per batch (see
 //!   `tansu_fetch_inside_a_batch_probe`).
 //! - Against librdkafka's mock cluster (in process; `auditlake run` reaches its brokers over
-//!   loopback too): resuming after SIGKILL at the exact committed offset inside a batch, brokers
-//!   down and back, request errors, and a second consumer joining the group mid-stream — no
-//!   loss, no duplicates.
+//!   loopback too): resuming after SIGKILL at the exact committed offset inside a batch, offsets
+//!   lost to retention reported as a gap, brokers down and back, request errors, and a second
+//!   consumer joining the group mid-stream — no loss, no duplicates.
 
 mod common;
 
@@ -647,6 +647,112 @@ fn mock_cluster_sigkill_then_restart_resumes_at_the_exact_committed_offset_insid
         rows(&[&lake], "dead_letters", "reason").is_empty(),
         "no gap, no dead letter"
     );
+}
+
+/// A CloudAudit event of about `pad` bytes.
+fn big_cloudaudit(id: &str, n: usize, pad: usize) -> String {
+    let mut v: Value = serde_json::from_str(&cloudaudit(id, n)).expect("event");
+    v["requestParameters"] = json!({ "Filters": "f".repeat(pad) });
+    v.to_string()
+}
+
+/// Retention deletes messages the group has not read while auditlake is down: librdkafka
+/// resumes at the log start, and the offsets between the committed one and it are reported —
+/// the `auditlake_kafka_offsets_skipped_total` metric, a warning naming the range, and one
+/// dead letter with the first and last missing offset, committed with the batch.
+/// (librdkafka's mock cluster keeps at most 5 MiB per partition, dropping the oldest batches
+/// beyond it: its retention.)
+#[test]
+fn mock_cluster_offsets_lost_to_retention_are_a_counted_logged_dead_lettered_gap() {
+    let topic = "expiring";
+    let (_cluster, bootstrap) = mock_one_partition(topic);
+    produce_one_per_batch(&bootstrap, topic, "none", &batch("s", 0..10, 1));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let log = dir.path().join("auditlake.log");
+    let config = write_config(dir.path(), &bootstrap, topic, "gappy", "max_age_secs = 1");
+    let first = Daemon::start(&config, &log);
+    wait_until("offset 10 committed", Duration::from_secs(60), || {
+        committed0(&bootstrap, "gappy", topic) == 10
+    });
+    first.stop();
+
+    // While it is down: 30 messages of ~300 KB, more than the partition keeps.
+    let big: Vec<(i32, String)> = (10..40)
+        .map(|n| (0, big_cloudaudit(&format!("b-{n}"), n, 300_000)))
+        .collect();
+    produce_one_per_batch(&bootstrap, topic, "none", &big);
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("consumer");
+    let (log_start, high) = probe
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert!(
+        log_start > 10 && high == 40,
+        "retention dropped offsets 10.. : {log_start}..{high}"
+    );
+    let (first_missing, last_missing) = (10, log_start - 1);
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let second = Daemon::start_with(&config, &log, &["--metrics-listen", &listen]);
+    wait_until("every offset committed", Duration::from_secs(60), || {
+        committed0(&bootstrap, "gappy", topic) == 40
+    });
+    let metrics = http_get(port, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    second.stop();
+
+    let series = format!(
+        "auditlake_kafka_offsets_skipped_total{{pipeline=\"kafka-test\",topic=\"{topic}\",partition=\"0\"}}"
+    );
+    assert_eq!(
+        metric(&metrics, &series),
+        Some((log_start - 10) as f64),
+        "{metrics}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let warning = text
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("kafka offsets skipped"))
+        .unwrap_or_else(|| panic!("no gap warning in\n{text}"));
+    assert!(
+        warning.contains(&format!(
+            "offsets {first_missing}-{last_missing} were never delivered"
+        )),
+        "{warning}"
+    );
+    let dead = rows(
+        &[&lake],
+        "dead_letters",
+        "origin_source, origin_partition, origin_position, reason, \
+         json_extract(raw, '$.first_missing_offset')::bigint, json_extract(raw, '$.last_missing_offset')::bigint",
+    );
+    assert_eq!(dead.len(), 1, "one dead letter per gap: {dead:?}");
+    let d = &dead[0];
+    assert_eq!(
+        (&d[0], &d[1], &d[2], &d[4], &d[5]),
+        (
+            &json!(topic),
+            &json!(0),
+            &json!(first_missing),
+            &json!(first_missing),
+            &json!(last_missing)
+        )
+    );
+    let reason = d[3].as_str().unwrap_or("");
+    assert!(
+        reason.contains(&format!("offsets {first_missing}-{last_missing}"))
+            && reason.contains("missing from the lake"),
+        "{reason}"
+    );
+    // Everything the broker still had is in the lake, once.
+    let kept = 10 + (40 - log_start);
+    assert_eq!(counts(&[&lake]), (kept, kept));
 }
 
 // ---------------------------------------------------------------------------------------------
