@@ -61,6 +61,9 @@ pub struct PipelineMetrics {
     pub sqs_messages_in_flight: AtomicI64,
     pub sqs_visibility_extensions: AtomicU64,
     kafka: Mutex<Option<KafkaHandle>>,
+    /// Kafka offsets never delivered, by (topic, partition), counted once their dead letter
+    /// is committed.
+    kafka_offsets_skipped: Mutex<BTreeMap<(String, i32), u64>>,
 }
 
 impl PipelineMetrics {
@@ -97,6 +100,13 @@ impl PipelineMetrics {
     /// Lag per partition comes from this consumer.
     pub fn set_kafka(&self, handle: KafkaHandle) {
         *lock(&self.kafka) = Some(handle);
+    }
+
+    /// `n` offsets of a partition were skipped (their gap's dead letter is committed).
+    pub fn kafka_offsets_skipped(&self, topic: &str, partition: i32, n: u64) {
+        *lock(&self.kafka_offsets_skipped)
+            .entry((topic.to_string(), partition))
+            .or_insert(0) += n;
     }
 
     /// `None` when ready, else why not.
@@ -487,6 +497,24 @@ impl Registry {
             .iter()
             .filter_map(|p| lock(&p.kafka).clone().map(|h| (p.name.clone(), h)))
             .collect();
+        if pipelines.iter().any(|p| p.source == "kafka") {
+            header(
+                &mut out,
+                "auditlake_kafka_offsets_skipped_total",
+                "counter",
+                "Offsets of a partition the broker never delivered (retention expired, log truncated): their events are missing from the lake; each gap is a dead letter.",
+            );
+            for p in &pipelines {
+                for ((topic, partition), n) in lock(&p.kafka_offsets_skipped).iter() {
+                    let _ = writeln!(
+                        out,
+                        "auditlake_kafka_offsets_skipped_total{{pipeline=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {n}",
+                        esc(&p.name),
+                        esc(topic)
+                    );
+                }
+            }
+        }
         if !kafka.is_empty() {
             header(
                 &mut out,
@@ -673,5 +701,27 @@ mod tests {
         b.started();
         b.tick();
         assert!(registry.readiness().is_ok());
+        assert!(!text.contains("auditlake_kafka_offsets_skipped_total"));
+    }
+
+    #[test]
+    fn kafka_pipelines_export_skipped_offsets_per_partition() {
+        let registry = Registry::default();
+        let k = registry.pipeline("cls", "kafka");
+        let text = registry.render();
+        assert!(
+            text.contains("# TYPE auditlake_kafka_offsets_skipped_total counter"),
+            "{text}"
+        );
+        k.kafka_offsets_skipped("out-1", 2, 14);
+        k.kafka_offsets_skipped("out-1", 2, 1);
+        k.kafka_offsets_skipped("out-1", 0, 3);
+        let text = registry.render();
+        for line in [
+            "auditlake_kafka_offsets_skipped_total{pipeline=\"cls\",topic=\"out-1\",partition=\"0\"} 3",
+            "auditlake_kafka_offsets_skipped_total{pipeline=\"cls\",topic=\"out-1\",partition=\"2\"} 15",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 }

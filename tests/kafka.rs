@@ -3,9 +3,13 @@
 //! - Against a real Kafka-protocol broker (tansu, started here on a free loopback port):
 //!   `auditlake run` consumes CloudAudit messages in every CLS format variant, the lake is read
 //!   with DuckDB, offsets are committed; SIGKILL mid-stream and a restart lose and duplicate
-//!   nothing.
-//! - Against librdkafka's mock cluster (in process): brokers down and back, request errors, and
-//!   a second consumer joining the group mid-stream — no loss, no duplicates.
+//!   nothing. tansu 0.6 skips the rest of a record batch when a fetch starts inside it, so the
+//!   tests that resume from a committed offset on tansu produce one message per batch (see
+//!   `tansu_fetch_inside_a_batch_probe`).
+//! - Against librdkafka's mock cluster (in process; `auditlake run` reaches its brokers over
+//!   loopback too): resuming after SIGKILL at the exact committed offset inside a batch, offsets
+//!   lost to retention reported as a gap, brokers down and back, request errors, and a second
+//!   consumer joining the group mid-stream — no loss, no duplicates.
 
 mod common;
 
@@ -23,12 +27,13 @@ use auditlake::pipeline::{Batcher, DecodeContext, FlushPolicy};
 use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
 use auditlake::sources::kafka::{KafkaConfig, KafkaHandle, KafkaSource, client_config};
-use common::tansu::{Tansu, produce};
+use common::tansu::{Tansu, produce, produce_one_per_batch, send};
 use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
@@ -169,6 +174,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path, log: &Path) -> Daemon {
+        Daemon::start_with(config, log, &[])
+    }
+
+    /// As [`Daemon::start`], with more arguments to `auditlake run`.
+    fn start_with(config: &Path, log: &Path, args: &[&str]) -> Daemon {
         let err = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -176,6 +186,7 @@ impl Daemon {
             .expect("log file");
         let child = Command::new(bin())
             .args(["run", "--config", config.to_str().expect("path")])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(err)
@@ -432,7 +443,11 @@ fn tansu_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once() {
     tansu.create_topic(topic, 2);
     let total = 4000usize;
 
-    // A producer that keeps writing while the consumer is killed and restarted.
+    // A producer that keeps writing while the consumer is killed and restarted. One message
+    // per record batch: the restarted consumer resumes at its committed offset, and tansu
+    // answers a fetch starting inside a batch with the next batch (see
+    // `tansu_fetch_inside_a_batch_probe`), which would lose the rest of that batch for the
+    // broker's fault, not ours.
     let bootstrap = tansu.bootstrap();
     let producer = thread::spawn(move || {
         for chunk in 0..40 {
@@ -442,7 +457,7 @@ fn tansu_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once() {
                     ((n % 2) as i32, cloudaudit(&format!("k-{n}"), n))
                 })
                 .collect();
-            produce(&bootstrap, topic, "lz4", &msgs);
+            produce_one_per_batch(&bootstrap, topic, "lz4", &msgs);
             thread::sleep(Duration::from_millis(100));
         }
     });
@@ -492,6 +507,252 @@ fn tansu_sigkill_mid_stream_then_restart_keeps_every_event_exactly_once() {
     let next = next_offsets(&lake, 2);
     assert_eq!(next.iter().sum::<i64>(), total as i64);
     assert_eq!(committed(&tansu.bootstrap(), "crashy", topic, 2), next);
+}
+
+/// The first offset a fresh consumer gets when it starts fetching partition 0 at `from`.
+fn first_offset_fetched_from(bootstrap: &str, topic: &str, from: i64) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "probe")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(from))
+        .expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no message fetched from {from}");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            return m.offset();
+        }
+    }
+}
+
+/// Ten record batches of 50 messages on partition 0 (offsets 0–499).
+fn produce_ten_batches_of_50(bootstrap: &str, topic: &str) {
+    for b in 0..10 {
+        let msgs: Vec<(i32, String)> = (0..50)
+            .map(|i| (0, cloudaudit(&format!("p-{b}-{i}"), i)))
+            .collect();
+        // A long linger and a flush at the end: the 50 messages go as one batch.
+        send(bootstrap, topic, &[("linger.ms", "1000")], &msgs);
+    }
+}
+
+/// A one-broker mock cluster with `topic` of one partition, and its bootstrap servers.
+fn mock_one_partition(topic: &str) -> (MockCluster<'static, DefaultProducerContext>, String) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(topic, 1, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    (cluster, bootstrap)
+}
+
+/// Pins down what the test broker does, so that its upgrade is noticed. tansu 0.6.0 answers a
+/// fetch that starts inside a record batch with the *next* batch (fetching from offset 25 of
+/// batches of 50 returns offset 50 first: a consumer resuming there silently loses 25
+/// messages), and reports the high watermark as the last batch's first offset + 1 (451, not
+/// 500). librdkafka's mock cluster, like Kafka, returns the batch holding the offset (the
+/// client drops the records before it) and the true high watermark.
+///
+/// When this fails on tansu's side, the broker was fixed: tests resuming on tansu may produce
+/// batches again (`produce` instead of `produce_one_per_batch` in `tansu_sigkill_mid_stream_…`
+/// and `tests/scale_out.rs`), `tansu_cls_variants_…` may compare committed offsets with the high
+/// watermarks, and this probe should assert the correct behaviour for both brokers.
+#[test]
+fn tansu_fetch_inside_a_batch_probe() {
+    let tansu = Tansu::start();
+    tansu.create_topic("probe", 1);
+    produce_ten_batches_of_50(&tansu.bootstrap(), "probe");
+    assert_eq!(
+        first_offset_fetched_from(&tansu.bootstrap(), "probe", 25),
+        50,
+        "tansu now returns offset 25 for a fetch from 25: it was fixed, see this test's doc"
+    );
+    assert_eq!(
+        high_watermarks(&tansu.bootstrap(), "probe", 1),
+        vec![451],
+        "tansu's high watermark changed: see this test's doc"
+    );
+
+    let (_cluster, bootstrap) = mock_one_partition("probe");
+    produce_ten_batches_of_50(&bootstrap, "probe");
+    assert_eq!(first_offset_fetched_from(&bootstrap, "probe", 25), 25);
+    assert_eq!(high_watermarks(&bootstrap, "probe", 1), vec![500]);
+}
+
+/// Committed offsets of `group` on partition 0, 0 when none.
+fn committed0(bootstrap: &str, group: &str, topic: &str) -> i64 {
+    committed(bootstrap, group, topic, 1)[0].max(0)
+}
+
+/// `auditlake run` killed with SIGKILL after it committed offset 40 of a single batch of 50
+/// messages (batches of 20 rows; the last 10 rows were still pending), then restarted: it
+/// resumes at exactly offset 40, inside the batch, against a broker that returns the batch
+/// holding the offset (librdkafka's mock cluster, as Kafka). Every message lands once; a
+/// consumer that resumed one offset late (or early, or at the next batch, as on tansu) fails
+/// here.
+#[test]
+fn mock_cluster_sigkill_then_restart_resumes_at_the_exact_committed_offset_inside_a_batch() {
+    let topic = "resume";
+    let (_cluster, bootstrap) = mock_one_partition(topic);
+    // One batch, offsets 0-49.
+    send(
+        &bootstrap,
+        topic,
+        &[("linger.ms", "1000")],
+        &batch("x", 0..50, 1),
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let log = dir.path().join("auditlake.log");
+    let config = write_config(
+        dir.path(),
+        &bootstrap,
+        topic,
+        "resumer",
+        "max_rows = 20\nmax_age_secs = 600",
+    );
+    let first = Daemon::start(&config, &log);
+    wait_until("offset 40 committed", Duration::from_secs(60), || {
+        committed0(&bootstrap, "resumer", topic) >= 40
+    });
+    first.kill9();
+    let resume_at = committed0(&bootstrap, "resumer", topic);
+    assert_eq!(counts(&[&lake]), (40, 40), "before the restart");
+
+    let config = write_config(dir.path(), &bootstrap, topic, "resumer", "max_age_secs = 1");
+    let second = Daemon::start(&config, &log);
+    wait_until("every offset committed", Duration::from_secs(60), || {
+        committed0(&bootstrap, "resumer", topic) >= 50
+    });
+    second.stop();
+    assert_eq!(
+        counts(&[&lake]),
+        (50, 50),
+        "resumed at committed offset {resume_at}"
+    );
+    assert_eq!(
+        rows(
+            &[&lake],
+            "ciem_events",
+            "min(origin_position), max(origin_position)"
+        ),
+        vec![vec![json!(0), json!(49)]]
+    );
+    assert_eq!(committed0(&bootstrap, "resumer", topic), 50);
+    assert!(
+        rows(&[&lake], "dead_letters", "reason").is_empty(),
+        "no gap, no dead letter"
+    );
+}
+
+/// A CloudAudit event of about `pad` bytes.
+fn big_cloudaudit(id: &str, n: usize, pad: usize) -> String {
+    let mut v: Value = serde_json::from_str(&cloudaudit(id, n)).expect("event");
+    v["requestParameters"] = json!({ "Filters": "f".repeat(pad) });
+    v.to_string()
+}
+
+/// Retention deletes messages the group has not read while auditlake is down: librdkafka
+/// resumes at the log start, and the offsets between the committed one and it are reported —
+/// the `auditlake_kafka_offsets_skipped_total` metric, a warning naming the range, and one
+/// dead letter with the first and last missing offset, committed with the batch.
+/// (librdkafka's mock cluster keeps at most 5 MiB per partition, dropping the oldest batches
+/// beyond it: its retention.)
+#[test]
+fn mock_cluster_offsets_lost_to_retention_are_a_counted_logged_dead_lettered_gap() {
+    let topic = "expiring";
+    let (_cluster, bootstrap) = mock_one_partition(topic);
+    produce_one_per_batch(&bootstrap, topic, "none", &batch("s", 0..10, 1));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let log = dir.path().join("auditlake.log");
+    let config = write_config(dir.path(), &bootstrap, topic, "gappy", "max_age_secs = 1");
+    let first = Daemon::start(&config, &log);
+    wait_until("offset 10 committed", Duration::from_secs(60), || {
+        committed0(&bootstrap, "gappy", topic) == 10
+    });
+    first.stop();
+
+    // While it is down: 30 messages of ~300 KB, more than the partition keeps.
+    let big: Vec<(i32, String)> = (10..40)
+        .map(|n| (0, big_cloudaudit(&format!("b-{n}"), n, 300_000)))
+        .collect();
+    produce_one_per_batch(&bootstrap, topic, "none", &big);
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("consumer");
+    let (log_start, high) = probe
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert!(
+        log_start > 10 && high == 40,
+        "retention dropped offsets 10.. : {log_start}..{high}"
+    );
+    let (first_missing, last_missing) = (10, log_start - 1);
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let second = Daemon::start_with(&config, &log, &["--metrics-listen", &listen]);
+    wait_until("every offset committed", Duration::from_secs(60), || {
+        committed0(&bootstrap, "gappy", topic) == 40
+    });
+    let metrics = http_get(port, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    second.stop();
+
+    let series = format!(
+        "auditlake_kafka_offsets_skipped_total{{pipeline=\"kafka-test\",topic=\"{topic}\",partition=\"0\"}}"
+    );
+    assert_eq!(
+        metric(&metrics, &series),
+        Some((log_start - 10) as f64),
+        "{metrics}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let warning = text
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("kafka offsets skipped"))
+        .unwrap_or_else(|| panic!("no gap warning in\n{text}"));
+    assert!(
+        warning.contains(&format!(
+            "offsets {first_missing}-{last_missing} were never delivered"
+        )),
+        "{warning}"
+    );
+    let dead = rows(
+        &[&lake],
+        "dead_letters",
+        "origin_source, origin_partition, origin_position, reason, \
+         json_extract(raw, '$.first_missing_offset')::bigint, json_extract(raw, '$.last_missing_offset')::bigint",
+    );
+    assert_eq!(dead.len(), 1, "one dead letter per gap: {dead:?}");
+    let d = &dead[0];
+    assert_eq!(
+        (&d[0], &d[1], &d[2], &d[4], &d[5]),
+        (
+            &json!(topic),
+            &json!(0),
+            &json!(first_missing),
+            &json!(first_missing),
+            &json!(last_missing)
+        )
+    );
+    let reason = d[3].as_str().unwrap_or("");
+    assert!(
+        reason.contains(&format!("offsets {first_missing}-{last_missing}"))
+            && reason.contains("missing from the lake"),
+        "{reason}"
+    );
+    // Everything the broker still had is in the lake, once.
+    let kept = 10 + (40 - log_start);
+    assert_eq!(counts(&[&lake]), (kept, kept));
 }
 
 // ---------------------------------------------------------------------------------------------

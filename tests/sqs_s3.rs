@@ -349,8 +349,10 @@ fn poison_messages_are_dead_lettered_after_n_receives_while_the_rest_flows() {
         .iter()
         .find(|r| text(r, 0).ends_with("missing.json.gz"))
         .expect("missing object dead-lettered");
+    // The reason says what the user lost: the object's events are not in the lake.
     assert!(
-        text(missing_row, 1).contains("NoSuchKey"),
+        text(missing_row, 1).contains("NoSuchKey")
+            && text(missing_row, 1).contains("events it held are missing from the lake"),
         "{missing_row:?}"
     );
     let bad_body = rows

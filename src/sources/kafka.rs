@@ -6,6 +6,11 @@
 //! committed to Kafka only after that (auto-commit is off): after every committed batch, the
 //! offset after the highest durable one, per partition. A crash between the two re-reads a few
 //! messages, which the journal recognises and skips, so the lake holds each message once.
+//!
+//! Offsets the broker never delivers are a gap in the lake: when a partition's next message is
+//! beyond the offset expected (the group's committed offset after an assignment, then one past
+//! the previous message), the skipped range becomes a dead letter committed with the batch,
+//! a warning and `auditlake_kafka_offsets_skipped_total` (see [`Gap`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -21,9 +26,9 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 
-use crate::event::now_ms;
+use crate::event::{DeadLetter, Origin, now_ms};
 use crate::normalize::Stamp;
-use crate::pipeline::{Batcher, DecodeContext, Stats, decode_message};
+use crate::pipeline::{Batcher, DecodeContext, Item, Stats, decode_message};
 use crate::sink::SinkError;
 
 #[derive(Debug, thiserror::Error)]
@@ -448,6 +453,96 @@ struct Part {
     first: Option<i64>,
     /// Last offset committed to Kafka in this assignment.
     committed: Option<i64>,
+    /// The offset the next message should have.
+    next: Next,
+    /// Gaps written to the batcher whose batch has not committed yet (then they are counted).
+    gaps: Vec<Gap>,
+}
+
+/// What offset a partition's next message should have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Not looked up yet: the group's committed offset is read when the first message arrives.
+    Unchecked,
+    /// No committed offset (a new group) or it could not be read: the first message sets it.
+    Unknown,
+    At(i64),
+}
+
+/// Offsets of a partition the broker skipped: `first..=last` were never delivered (retention
+/// expired, the log was truncated or records deleted, or a broker answered a fetch with a
+/// later batch). Recorded as one dead letter at position `last`, just before the message that
+/// revealed it, so it commits with that batch and a restart that re-reads the message finds it
+/// in the journal instead of writing it twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Gap {
+    first: i64,
+    last: i64,
+}
+
+impl Gap {
+    /// The gap before a message at `offset` when `next` was expected, if any.
+    fn before(next: Next, offset: i64) -> Option<Gap> {
+        match next {
+            Next::At(expected) if offset > expected => Some(Gap {
+                first: expected,
+                last: offset - 1,
+            }),
+            _ => None,
+        }
+    }
+
+    fn len(self) -> u64 {
+        u64::try_from(self.last - self.first + 1).unwrap_or(0)
+    }
+
+    fn dead_letter(self, ctx: &DecodeContext, stamp: &Stamp) -> DeadLetter {
+        let n = self.len();
+        let (topic, partition) = (&stamp.source, stamp.partition.unwrap_or(-1));
+        let reason = format!(
+            "kafka offsets skipped: {n} message(s) at offsets {first}-{last} of {topic}/{partition} were never read, so their events are missing from the lake (the broker delivered offset {next} when {first} was expected: retention expired, the log was truncated or the records were deleted)",
+            first = self.first,
+            last = self.last,
+            next = self.last + 1,
+        );
+        let raw = serde_json::json!({
+            "topic": &**topic,
+            "partition": partition,
+            "first_missing_offset": self.first,
+            "last_missing_offset": self.last,
+            "skipped": n,
+        })
+        .to_string();
+        DeadLetter::new(
+            ctx.pipeline.clone(),
+            Origin {
+                source: stamp.source.clone(),
+                partition: stamp.partition,
+                position: self.first,
+            },
+            reason,
+            raw.as_bytes(),
+            ctx.limits.dead_letter_raw_cap,
+            stamp.ingest_time_ms,
+        )
+    }
+}
+
+/// The group's committed offset of a partition ([`Next::Unknown`] when there is none or it
+/// cannot be read).
+fn committed_offset(consumer: &BaseConsumer<Ctx>, topic: &str, partition: i32) -> Next {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+        Ok(got) => match got.find_partition(topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Next::At(o),
+            _ => Next::Unknown,
+        },
+        Err(e) => {
+            tracing::warn!(topic, partition, error = %e, "cannot read the committed offset: offsets skipped before the first message read are not detected");
+            Next::Unknown
+        }
+    }
 }
 
 struct Shared {
@@ -488,6 +583,7 @@ impl Shared {
     /// the journal keeps the lake exact meanwhile.
     fn commit(&mut self, consumer: &BaseConsumer<Ctx>, only: Option<&[(String, i32)]>) {
         self.last_commit_try = Instant::now();
+        self.count_committed_gaps();
         let tpl = self.durable_offsets(only);
         if tpl.count() == 0 {
             return;
@@ -523,6 +619,22 @@ impl Shared {
         self.batcher.flush()?;
         self.commit(consumer, only);
         Ok(())
+    }
+
+    /// Counts the gaps whose dead letters are now in committed batches.
+    fn count_committed_gaps(&mut self) {
+        for ((topic, partition), part) in &mut self.parts {
+            let through = self.batcher.committed_through(&part.unit);
+            part.gaps.retain(|gap| {
+                if through.is_none_or(|t| t <= gap.last) {
+                    return true;
+                }
+                if let Some(m) = self.batcher.metrics() {
+                    m.kafka_offsets_skipped(topic, *partition, gap.len());
+                }
+                false
+            });
+        }
     }
 
     fn pending_commit(&self) -> bool {
@@ -656,6 +768,8 @@ impl ConsumerContext for Ctx {
                             topic: Arc::from(e.topic()),
                             first: None,
                             committed: None,
+                            next: Next::Unchecked,
+                            gaps: Vec::new(),
                         },
                     );
                 }
@@ -808,13 +922,35 @@ impl KafkaSource {
                         continue; // a message of a partition no longer ours
                     };
                     let offset = msg.offset();
-                    part.first.get_or_insert(offset);
+                    if part.next == Next::Unchecked {
+                        part.next = committed_offset(&self.consumer, msg.topic(), msg.partition());
+                    }
+                    let gap = Gap::before(part.next, offset);
+                    part.next = Next::At(offset + 1);
+                    part.first.get_or_insert(gap.map_or(offset, |g| g.last));
                     let stamp = Stamp {
                         source: part.topic.clone(),
                         partition: Some(msg.partition()),
                         ingest_time_ms: now_ms(),
                     };
                     let unit = part.unit.clone();
+                    if let Some(gap) = gap {
+                        part.gaps.push(gap);
+                        tracing::warn!(
+                            topic = msg.topic(),
+                            partition = msg.partition(),
+                            first_missing = gap.first,
+                            last_missing = gap.last,
+                            skipped = gap.len(),
+                            "kafka offsets skipped: offsets {}-{} were never delivered; their events are missing from the lake (recorded in dead_letters)",
+                            gap.first,
+                            gap.last
+                        );
+                        let dead = Item::Dead(gap.dead_letter(ctx, &stamp));
+                        if s.batcher.push(&unit, gap.last, dead)?.is_some() {
+                            s.commit(&self.consumer, None);
+                        }
+                    }
                     if let Some(m) = s.batcher.metrics() {
                         m.input_bytes.fetch_add(
                             msg.payload().map_or(0, <[u8]>::len) as u64,

@@ -1,6 +1,14 @@
 //! tansu, a Kafka-protocol broker, for the tests: started on a free loopback port with
 //! in-memory storage, killed when dropped. Its binary is `$AUDITLAKE_TANSU`, else
 //! `~/.cargo/bin/tansu` (`tests/run.sh` installs it).
+//!
+//! tansu 0.6.0 (the newest tansu; its successor nisshi needs a newer rustc) answers a fetch
+//! that starts inside a record batch with the *next* batch, so a consumer resuming from a
+//! committed offset in the middle of a batch never sees the rest of that batch; it also
+//! reports the high watermark as the last batch's first offset + 1. A test that resumes from a
+//! committed offset on tansu therefore produces with [`produce_one_per_batch`]: every offset
+//! starts a batch, and a lost or doubled message is our fault, not the broker's.
+//! `tests/kafka.rs` (`tansu_fetch_inside_a_batch_probe`) pins that behaviour down.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -80,14 +88,46 @@ impl Drop for Tansu {
 }
 
 /// Sends `(partition, payload)` messages with `compression` (`none`, `snappy`, `lz4`, ...) and
-/// waits until every one is acknowledged.
+/// waits until every one is acknowledged. Messages sent within 5 ms share a record batch.
 pub fn produce(bootstrap: &str, topic: &str, compression: &str, messages: &[(i32, String)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("compression.type", compression)
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
+    send(
+        bootstrap,
+        topic,
+        &[("compression.type", compression), ("linger.ms", "5")],
+        messages,
+    );
+}
+
+/// As [`produce`], but every message is a record batch of its own, so that a consumer resuming
+/// at any offset starts at a batch boundary (see the module doc: tansu skips the rest of a
+/// batch a fetch starts inside).
+pub fn produce_one_per_batch(
+    bootstrap: &str,
+    topic: &str,
+    compression: &str,
+    messages: &[(i32, String)],
+) {
+    send(
+        bootstrap,
+        topic,
+        &[
+            ("compression.type", compression),
+            ("linger.ms", "0"),
+            ("batch.num.messages", "1"),
+        ],
+        messages,
+    );
+}
+
+/// Sends `(partition, payload)` messages with the given producer settings and waits until
+/// every one is acknowledged.
+pub fn send(bootstrap: &str, topic: &str, settings: &[(&str, &str)], messages: &[(i32, String)]) {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer = config.create().expect("producer");
     for (partition, payload) in messages {
         let mut record = BaseRecord::<(), String>::to(topic)
             .partition(*partition)

@@ -999,7 +999,18 @@ async fn read_object(
     let mut body = match tokio::time::timeout(stall, request.send()).await {
         Ok(Ok(out)) => out.body,
         Ok(Err(e)) => {
-            let reason = format!("cannot get {url}: {}", error_chain(&e));
+            let gone = e
+                .as_service_error()
+                .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key);
+            let reason = if gone {
+                // Given up after the retries, this is the lake's only record of those events.
+                format!(
+                    "{url} does not exist (NoSuchKey): the events it held are missing from the lake ({})",
+                    error_chain(&e)
+                )
+            } else {
+                format!("cannot get {url}: {}", error_chain(&e))
+            };
             let _ = send_blocking(&ctl, Ctl::Failed { unit, reason });
             return;
         }
