@@ -11,6 +11,7 @@
 //! truncated JSON, where a secret value cut by the end of the text is replaced up to that end.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 /// What replaces a secret value.
 pub const MASK: &str = "\"***\"";
@@ -97,9 +98,33 @@ pub const RULES: &[Rule] = &[
 /// Longest normalised name a whole-name rule can match, and room for the longest suffix.
 const TAIL: usize = 24;
 
+/// The last two normalised characters of every name and suffix in [`RULES`]: bit `b` of entry
+/// `a` is set for the ending `ab`. Most member names end otherwise and are refused on sight.
+fn endings() -> &'static [u128; 128] {
+    static ENDINGS: OnceLock<[u128; 128]> = OnceLock::new();
+    ENDINGS.get_or_init(|| {
+        let mut table = [0u128; 128];
+        for rule in RULES {
+            for pattern in rule.names.iter().chain(rule.suffixes) {
+                if let [.., a, b] = pattern.as_bytes() {
+                    table[usize::from(*a & 0x7f)] |= 1 << (b & 0x7f);
+                }
+            }
+        }
+        table
+    })
+}
+
 /// Whether a member named `name` (raw bytes between its quotes, without escapes) holds a
 /// secret under [`RULES`].
 pub fn is_secret_name(name: &[u8]) -> bool {
+    if let [.., a, b] = name
+        && a.is_ascii_alphanumeric()
+        && b.is_ascii_alphanumeric()
+        && endings()[usize::from(a.to_ascii_lowercase())] >> b.to_ascii_lowercase() & 1 == 0
+    {
+        return false;
+    }
     // The last TAIL normalised characters, backwards; `whole` while that is all of them.
     let mut tail = [0u8; TAIL];
     let mut len = 0;
@@ -137,7 +162,7 @@ fn is_secret_member(quoted: &str) -> bool {
 /// Whether the fast reader must hand a member name to [`redact_json`]: it holds a secret, or it
 /// is escaped (then only the decoded name can tell).
 pub fn needs_redaction(name: &[u8]) -> bool {
-    name.contains(&b'\\') || is_secret_name(name)
+    memchr::memchr(b'\\', name).is_some() || is_secret_name(name)
 }
 
 /// `text` with the value of every secret member replaced by `"***"` (borrowed when there is
@@ -303,6 +328,33 @@ mod tests {
                     rule.kind
                 );
             }
+        }
+    }
+
+    /// The quick refusal by ending never refuses a name a rule matches.
+    #[test]
+    fn endings_refuse_no_rule_name() {
+        for rule in RULES {
+            for name in rule.names {
+                assert!(
+                    is_secret_name(name.to_ascii_uppercase().as_bytes()),
+                    "{name}"
+                );
+            }
+            for suffix in rule.suffixes {
+                let name = format!("x_{}", suffix.to_ascii_uppercase());
+                assert!(is_secret_name(name.as_bytes()), "{name}");
+            }
+        }
+        for kept in [
+            "accessKeyId",
+            "instancesSet",
+            "key",
+            "roleArn",
+            "nextToken",
+            "Name",
+        ] {
+            assert!(!is_secret_name(kept.as_bytes()), "{kept}");
         }
     }
 
