@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::normalize::redact::redact_json;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Provider {
     Aws,
@@ -200,7 +202,9 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// Builds a dead letter, cutting `raw` at `cap` bytes (on a character boundary).
+    /// Builds a dead letter, cutting `raw` at `cap` bytes (on a character boundary). Secrets
+    /// in it are redacted by the rules of [`crate::normalize::redact`] (a secret cut by the cap
+    /// is replaced up to the cut).
     pub fn new(
         pipeline: Arc<str>,
         origin: Origin,
@@ -209,14 +213,17 @@ impl DeadLetter {
         cap: usize,
         now_ms: i64,
     ) -> Self {
-        let truncated = raw.len() > cap;
+        let mut truncated = raw.len() > cap;
         let raw = String::from_utf8_lossy(&raw[..raw.len().min(cap)]);
-        let mut raw = raw.into_owned();
-        if truncated {
-            // from_utf8_lossy may have turned a split character into U+FFFD; that is fine.
-            while raw.len() > cap {
-                raw.pop();
-            }
+        let mut raw = match redact_json(&raw) {
+            Cow::Owned(redacted) => redacted,
+            Cow::Borrowed(_) => raw.into_owned(),
+        };
+        // from_utf8_lossy may have turned a split character into U+FFFD, and a mask may be
+        // longer than the secret it replaced; that is fine.
+        while raw.len() > cap {
+            raw.pop();
+            truncated = true;
         }
         DeadLetter {
             ingest_time_ms: now_ms,
@@ -246,4 +253,47 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_of(raw: &[u8], cap: usize) -> (Option<String>, bool) {
+        let origin = Origin {
+            source: Arc::from("s"),
+            partition: None,
+            position: 0,
+        };
+        let d = DeadLetter::new(Arc::from("p"), origin, "r", raw, cap, 0);
+        (d.raw, d.raw_truncated)
+    }
+
+    /// A dead letter's raw text is redacted by the same rules as events, also where the cap
+    /// cuts a secret and where the text is not JSON.
+    #[test]
+    fn dead_letter_raw_text_is_redacted() {
+        let text = br#"{"eventTime":"2024-02-31T00:00:00Z","responseElements":{"credentials":{"accessKeyId":"ASIA1","sessionToken":"IQoJb3JpZ2luX2VjEXAMPLE"}}"#;
+        assert_eq!(
+            raw_of(text, 1 << 16),
+            (
+                Some(
+                    r#"{"eventTime":"2024-02-31T00:00:00Z","responseElements":{"credentials":{"accessKeyId":"ASIA1","sessionToken":"***"}}"#
+                        .to_string()
+                ),
+                false
+            )
+        );
+        let cut = text.len() - 10;
+        let (raw, truncated) = raw_of(text, cut);
+        let raw = raw.unwrap_or_default();
+        assert!(truncated && raw.len() <= cut, "{raw}");
+        assert!(raw.ends_with(r#""sessionToken":"***""#), "{raw}");
+        assert_eq!(
+            raw_of(b"garbage \"password\": hunter2, more", 100)
+                .0
+                .as_deref(),
+            Some("garbage \"password\": \"***\", more")
+        );
+    }
 }

@@ -25,6 +25,10 @@ pub struct TableSpec {
     pub partitioning: Vec<String>,
     #[serde(default)]
     pub sort_by: Vec<String>,
+    /// Columns whose JSON text the redaction rules ([`crate::normalize::redact`]) apply to;
+    /// the Markdown document lists the rules after the columns.
+    #[serde(default)]
+    pub redacted: Vec<String>,
     pub columns: Vec<ColumnSpec>,
 }
 
@@ -107,6 +111,10 @@ impl TableSpec {
                 cell(&c.tencent),
                 cell(&c.doc)
             ));
+        }
+        if !self.redacted.is_empty() {
+            out.push('\n');
+            out.push_str(&crate::normalize::redact::rules_markdown(&self.redacted));
         }
         out
     }

@@ -373,7 +373,7 @@ fn every_input_variant_is_normalised() {
         (2, "invalid JSON"),
         (3, "not a JSON object"),
         (4, "no eventTime"),
-        (5, "no eventID"),
+        (5, "2024-02 has no day 31"),
         (6, "not closed"),
     ];
     assert_eq!(reasons.len(), expect.len(), "{reasons:?}");

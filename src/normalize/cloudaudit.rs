@@ -2,44 +2,15 @@
 //! Kafka-consumption variants: CLS meta fields (`__SOURCE__`, `__TIMESTAMP__`, ...), `__TAG__`
 //! nested or flattened as `__TAG__.key`, and nested values as objects or JSON-encoded strings.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
+use super::redact::redact_json;
 use super::{
-    Outcome, Stamp, action, activity_id, epoch_number_to_ms, ip_or_domain, parse_time_ms,
-    service_of,
+    Outcome, Stamp, action, activity_id, epoch_number_to_ms, ip_or_domain, parse_time, service_of,
 };
 use crate::event::{CLASS_API_ACTIVITY, CiemEvent, Provider, Resource, Text};
-
-/// Keys whose values are secrets and are never written to the lake.
-const SECRET_KEYS: &[&str] = &[
-    "token",
-    "securitytoken",
-    "x-tc-token",
-    "secretkey",
-    "password",
-    "sessiontoken",
-];
-
-fn is_secret_key(k: &str) -> bool {
-    SECRET_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s))
-}
-
-/// Replaces secret values (session tokens, passwords) anywhere in the value.
-fn redact(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            for (k, val) in map.iter_mut() {
-                if is_secret_key(k) && !val.is_null() {
-                    *val = Value::String("***".into());
-                } else {
-                    redact(val);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        _ => {}
-    }
-}
 
 /// A nested value that may have been logged as JSON text (JsonType=2): decoded when it is.
 fn decoded(v: Option<Value>) -> Option<Value> {
@@ -56,6 +27,18 @@ fn decoded(v: Option<Value>) -> Option<Value> {
         }
         Some(Value::Null) | None => None,
         other => other,
+    }
+}
+
+/// What a JSON value is, for reasons ("a boolean").
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -76,6 +59,14 @@ fn error_code(v: Option<&Value>) -> Option<String> {
 
 fn owned(v: &Option<String>) -> Option<Text<'static>> {
     v.clone().map(Text::Owned)
+}
+
+/// JSON text for the lake, with secrets redacted (see [`redact_json`]).
+fn redacted(text: String) -> String {
+    match redact_json(&text) {
+        Cow::Owned(r) => r,
+        Cow::Borrowed(_) => text,
+    }
 }
 
 fn json_text(v: &Value) -> String {
@@ -128,24 +119,33 @@ pub fn normalize(
         return Outcome::Rejected("CloudAudit event has no eventID".to_string());
     };
     let time = match map.get("eventTime") {
-        Some(Value::Number(n)) => n.as_f64().and_then(epoch_number_to_ms),
-        Some(Value::String(s)) => match s.trim().parse::<f64>() {
-            Ok(n) => epoch_number_to_ms(n),
-            Err(_) => parse_time_ms(s, zoneless_offset_secs),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .and_then(epoch_number_to_ms)
+            .ok_or_else(|| format!("CloudAudit event has an unreadable eventTime {n}: not Unix seconds or milliseconds after 1970")),
+        Some(Value::String(s)) if !s.trim().is_empty() => match s.trim().parse::<f64>() {
+            Ok(n) => epoch_number_to_ms(n).ok_or_else(|| {
+                format!("CloudAudit event has an unreadable eventTime {s:?}: not Unix seconds or milliseconds after 1970")
+            }),
+            Err(_) => parse_time(s, zoneless_offset_secs).map_err(|e| {
+                format!("CloudAudit event has an unreadable eventTime {s:?}: {e}")
+            }),
         },
-        _ => None,
+        // Without eventTime, CLS's own log time is the next best thing.
+        None | Some(Value::Null | Value::String(_)) => match cls.get("timestamp") {
+            Some(Value::Number(n)) => n.as_f64().and_then(epoch_number_to_ms),
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok().and_then(epoch_number_to_ms),
+            _ => None,
+        }
+        .ok_or_else(|| "CloudAudit event has no eventTime".to_string()),
+        Some(other) => Err(format!(
+            "CloudAudit eventTime is {}, expected Unix seconds or a date-time string",
+            json_kind(other)
+        )),
     };
-    // Without eventTime, CLS's own log time is the next best thing.
-    let time = time.or_else(|| match cls.get("timestamp") {
-        Some(Value::Number(n)) => n.as_f64().and_then(epoch_number_to_ms),
-        Some(Value::String(s)) => s.trim().parse::<f64>().ok().and_then(epoch_number_to_ms),
-        _ => None,
-    });
-    let Some(time_ms) = time else {
-        return Outcome::Rejected(match map.get("eventTime") {
-            Some(t) => format!("CloudAudit event has an unreadable eventTime {t}"),
-            None => "CloudAudit event has no eventTime".to_string(),
-        });
+    let time_ms = match time {
+        Ok(ms) => ms,
+        Err(reason) => return Outcome::Rejected(reason),
     };
 
     let identity = match decoded(map.remove("userIdentity")) {
@@ -226,10 +226,7 @@ pub fn normalize(
     }
 
     let body = |map: &mut Map<String, Value>, key: &str| {
-        decoded(map.remove(key)).map(|mut v| {
-            redact(&mut v);
-            json_text(&v)
-        })
+        decoded(map.remove(key)).map(|v| redacted(json_text(&v)))
     };
     let request_data = body(&mut map, "requestParameters");
     let response_data = body(&mut map, "responseElements");
@@ -298,9 +295,97 @@ pub fn normalize(
         additional_data: if extra.is_empty() {
             None
         } else {
-            Some(Text::Owned(Value::Object(extra).to_string()))
+            Some(Text::Owned(redacted(Value::Object(extra).to_string())))
         },
         ingest_time_ms: stamp.ingest_time_ms,
         origin: stamp.origin(position),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn outcome(text: &str) -> Outcome<'static> {
+        let stamp = Stamp {
+            source: Arc::from("s"),
+            partition: None,
+            ingest_time_ms: 0,
+        };
+        normalize(text.as_bytes(), &stamp, 0, 8 * 3600)
+    }
+
+    fn event(time: &str, rest: &str) -> String {
+        format!(
+            r#"{{"eventID":"tc","eventTime":{time},"eventSource":"cam.tencentcloudapi.com","eventName":"CreateAccessKey","eventRegion":"ap-guangzhou","userIdentity":{{"accountId":"1","secretId":"AKID1"}}{rest}}}"#
+        )
+    }
+
+    /// The shared rules apply to Tencent's request, response (also when logged as JSON text)
+    /// and additional data alike.
+    #[test]
+    fn secrets_are_redacted_by_the_shared_rules() {
+        let text = event(
+            "1714557600",
+            r#","requestParameters":"{\"TargetUin\":1,\"Token\":\"t0k\"}","responseElements":{"AccessKey":{"AccessKeyId":"AKID2","SecretAccessKey":"s3c"},"Password":"p"},"__TAG__":{"db_password":"p2"}"#,
+        );
+        let Outcome::Event(e) = outcome(&text) else {
+            panic!("{text}")
+        };
+        assert_eq!(
+            e.request_data.as_deref(),
+            Some(r#"{"TargetUin":1,"Token":"***"}"#)
+        );
+        assert_eq!(
+            e.response_data.as_deref(),
+            Some(
+                r#"{"AccessKey":{"AccessKeyId":"AKID2","SecretAccessKey":"***"},"Password":"***"}"#
+            )
+        );
+        assert_eq!(
+            e.additional_data.as_deref(),
+            Some(r#"{"cls":{"tags":{"db_password":"***"}}}"#)
+        );
+    }
+
+    /// eventTime that is no date, or of no usable type, is refused with why; only a missing
+    /// one falls back to CLS's log time.
+    #[test]
+    fn unreadable_event_times_say_why() {
+        let cases = [
+            (
+                r#""2024-02-30 10:00:00""#,
+                r#"CloudAudit event has an unreadable eventTime "2024-02-30 10:00:00": 2024-02 has no day 30 (it has 29)"#,
+            ),
+            (
+                r#""0000-01-01 00:00:00""#,
+                r#"CloudAudit event has an unreadable eventTime "0000-01-01 00:00:00": year 0000 does not exist"#,
+            ),
+            (
+                "true",
+                "CloudAudit eventTime is a boolean, expected Unix seconds or a date-time string",
+            ),
+            (
+                "[1]",
+                "CloudAudit eventTime is an array, expected Unix seconds or a date-time string",
+            ),
+            (
+                "-5",
+                "CloudAudit event has an unreadable eventTime -5: not Unix seconds or milliseconds after 1970",
+            ),
+        ];
+        for (time, reason) in cases {
+            let text = event(time, r#","__TIMESTAMP__":1714557600000"#);
+            match outcome(&text) {
+                Outcome::Rejected(r) => assert_eq!(r, reason, "{time}"),
+                other => panic!("{time}: {other:?}"),
+            }
+        }
+        let Outcome::Event(e) = outcome(&event("null", r#","__TIMESTAMP__":1714557600000"#)) else {
+            panic!("a missing time falls back to __TIMESTAMP__")
+        };
+        assert_eq!(e.time_ms, 1_714_557_600_000);
+    }
 }

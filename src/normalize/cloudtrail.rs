@@ -3,12 +3,17 @@
 
 mod fast;
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
-use super::loose::{LooseBool, LooseStr, text};
+use super::loose::{Loose, LooseBool, LooseStr, text};
+use super::redact::redact_json;
 use super::{
-    Outcome, Stamp, action, activity_id, ip_or_domain, parse_time_ms, part_of, service_of,
+    Outcome, Stamp, action, activity_id, ip_or_domain, parse_time, parse_time_ms, part_of,
+    service_of,
 };
 use crate::event::{CLASS_API_ACTIVITY, CLASS_AUTHENTICATION, CiemEvent, Provider, Resource, Text};
 
@@ -19,8 +24,8 @@ struct Record<'a> {
     event_version: Option<LooseStr<'a>>,
     #[serde(borrow)]
     user_identity: Option<Identity<'a>>,
-    #[serde(borrow)]
-    event_time: Option<LooseStr<'a>>,
+    #[serde(default, borrow)]
+    event_time: TimeText<'a>,
     #[serde(borrow)]
     event_source: Option<LooseStr<'a>>,
     #[serde(borrow)]
@@ -143,24 +148,69 @@ struct ConsoleLoginExtra<'a> {
     mfa_used: Option<LooseStr<'a>>,
 }
 
-/// A JSON value kept as its text, as serde_json's `RawValue` delimits it.
+/// A JSON value kept as its text, as serde_json's `RawValue` delimits it. `clean`: the fast
+/// reader saw no member name the redaction rules could match in it, so it needs no redaction
+/// scan (serde_json does not look: always false from there).
 #[derive(Debug, Clone, Copy)]
-struct Raw<'a>(&'a str);
+struct Raw<'a> {
+    text: &'a str,
+    clean: bool,
+}
 
 impl<'a> Raw<'a> {
     fn get(self) -> &'a str {
-        self.0
+        self.text
     }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'de RawValue>::deserialize(d).map(|raw| Raw(raw.get()))
+        <&'de RawValue>::deserialize(d).map(|raw| Raw {
+            text: raw.get(),
+            clean: false,
+        })
     }
 }
 
+/// `eventTime` as the record has it: a string, or what else it is (to say so).
+#[derive(Debug, Default)]
+enum TimeText<'a> {
+    #[default]
+    Missing,
+    Null,
+    Str(Cow<'a, str>),
+    /// Not a string: "a number", "a boolean", "an object", "an array".
+    Other(&'static str),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TimeText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Loose::deserialize(d)? {
+            Loose::Str(s) => TimeText::Str(s),
+            Loose::Null => TimeText::Null,
+            other => TimeText::Other(other.kind()),
+        })
+    }
+}
+
+/// The text of a raw value for the lake: null is absent, secrets are redacted.
 fn raw_text(v: Option<Raw<'_>>) -> Option<Text<'_>> {
-    v.map(Raw::get).filter(|s| *s != "null").map(Text::Borrowed)
+    v.filter(|r| r.text != "null").map(|r| {
+        if r.clean {
+            Text::Borrowed(r.text)
+        } else {
+            redact_json(r.text)
+        }
+    })
+}
+
+/// The id of a record without an `eventID` (CloudTrail's eventVersion 1.0 had none): `sha256:`
+/// and the first 32 hex digits of the SHA-256 of the record's JSON text as delivered, without
+/// the whitespace around it. Every byte is content (such a record has no other unique field),
+/// so the same record delivered twice gets the same id, on any run and machine.
+pub fn content_id(record: &[u8]) -> String {
+    let digest = Sha256::digest(record.trim_ascii());
+    format!("sha256:{}", hex::encode(&digest[..16]))
 }
 
 pub fn normalize<'a>(bytes: &'a [u8], stamp: &Stamp, position: i64) -> Outcome<'a> {
@@ -177,7 +227,7 @@ fn normalize_with<'a>(bytes: &'a [u8], stamp: &Stamp, position: i64, fast: bool)
         Err(_) => serde_json::from_slice(bytes),
     };
     match parsed {
-        Ok(r) => event(r, stamp, position),
+        Ok(r) => event(r, bytes, stamp, position),
         Err(e) if e.is_data() && bytes.trim_ascii_start().first() != Some(&b'{') => {
             Outcome::Rejected("record is not a JSON object".to_string())
         }
@@ -194,20 +244,31 @@ pub fn normalize_prefix<'a>(
     position: i64,
 ) -> Option<(Outcome<'a>, usize)> {
     let (r, len) = fast::record_prefix(text)?;
-    Some((event(r, stamp, position), len))
+    let record = text.as_bytes().get(..len)?;
+    Some((event(r, record, stamp, position), len))
 }
 
-/// The event a parsed record makes, or why it makes none.
-fn event<'a>(r: Record<'a>, stamp: &Stamp, position: i64) -> Outcome<'a> {
-    let Some(event_id) = text(&r.event_id) else {
-        return Outcome::Rejected("CloudTrail record has no eventID".to_string());
+/// The event a parsed record makes, or why it makes none. `record` is its JSON text.
+fn event<'a>(r: Record<'a>, record: &[u8], stamp: &Stamp, position: i64) -> Outcome<'a> {
+    let time_ms = match &r.event_time {
+        TimeText::Str(t) => match parse_time(t, 0) {
+            Ok(ms) => ms,
+            Err(e) => {
+                return Outcome::Rejected(format!(
+                    "CloudTrail record has an unreadable eventTime {t:?}: {e}"
+                ));
+            }
+        },
+        TimeText::Other(kind) => {
+            return Outcome::Rejected(format!(
+                "CloudTrail eventTime is {kind}, expected an ISO 8601 string"
+            ));
+        }
+        TimeText::Missing | TimeText::Null => {
+            return Outcome::Rejected("CloudTrail record has no eventTime".to_string());
+        }
     };
-    let Some(time_ms) = r.event_time.as_ref().and_then(|t| parse_time_ms(&t.0, 0)) else {
-        return Outcome::Rejected(match &r.event_time {
-            Some(t) => format!("CloudTrail record has an unreadable eventTime {:?}", t.0),
-            None => "CloudTrail record has no eventTime".to_string(),
-        });
-    };
+    let event_id = text(&r.event_id).unwrap_or_else(|| Text::Owned(content_id(record)));
 
     let identity = r.user_identity.unwrap_or_default();
     let session = identity.session_context.unwrap_or_default();
@@ -298,7 +359,16 @@ fn event<'a>(r: Record<'a>, stamp: &Stamp, position: i64) -> Outcome<'a> {
         ),
         ("edgeDeviceDetails", r.edge_device_details),
     ];
-    let additional_data = join_raw_object(&extras).map(Text::Owned);
+    let additional_data = join_raw_object(&extras).map(|joined| {
+        if extras.iter().all(|(_, v)| v.is_none_or(|v| v.clean)) {
+            return Text::Owned(joined);
+        }
+        let redacted = match redact_json(&joined) {
+            Cow::Owned(redacted) => Some(redacted),
+            Cow::Borrowed(_) => None,
+        };
+        Text::Owned(redacted.unwrap_or(joined))
+    });
 
     Outcome::Event(Box::new(CiemEvent {
         time_ms,

@@ -27,48 +27,86 @@ pub fn text<'a>(v: &Option<LooseStr<'a>>) -> Option<Cow<'a, str>> {
     v.as_ref().and_then(LooseStr::non_empty)
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for LooseStr<'a> {
+/// Any JSON value, with the text of a scalar and only the kind of a container (which is read
+/// and dropped). What [`LooseStr`] and other tolerant fields are read through.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loose<'a> {
+    Str(Cow<'a, str>),
+    /// A number in its JSON spelling (as serde_json prints it).
+    Number(String),
+    Bool(bool),
+    Null,
+    Object,
+    Array,
+}
+
+impl Loose<'_> {
+    /// What the value is, for reasons: "a string", "a number", "an object", ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Loose::Str(_) => "a string",
+            Loose::Number(_) => "a number",
+            Loose::Bool(_) => "a boolean",
+            Loose::Null => "null",
+            Loose::Object => "an object",
+            Loose::Array => "an array",
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = LooseStr<'de>;
+            type Value = Loose<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, number or boolean")
+                f.write_str("any JSON value")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(LooseStr(Cow::Borrowed(v)))
+                Ok(Loose::Str(Cow::Borrowed(v)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(LooseStr(Cow::Owned(v.to_owned())))
+                Ok(Loose::Str(Cow::Owned(v.to_owned())))
             }
             fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(LooseStr(Cow::Owned(v)))
+                Ok(Loose::Str(Cow::Owned(v)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(LooseStr(Cow::Owned(v.to_string())))
+                Ok(Loose::Number(v.to_string()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(LooseStr(Cow::Owned(v.to_string())))
+                Ok(Loose::Number(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(LooseStr(Cow::Owned(v.to_string())))
+                Ok(Loose::Number(v.to_string()))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(LooseStr(Cow::Borrowed(if v { "true" } else { "false" })))
+                Ok(Loose::Bool(v))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(LooseStr::default())
+                Ok(Loose::Null)
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(LooseStr::default())
+                Ok(Loose::Object)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(LooseStr::default())
+                Ok(Loose::Array)
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for LooseStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(LooseStr(match Loose::deserialize(d)? {
+            Loose::Str(s) => s,
+            Loose::Number(n) => Cow::Owned(n),
+            Loose::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
+            Loose::Null | Loose::Object | Loose::Array => Cow::Borrowed(""),
+        }))
     }
 }
 

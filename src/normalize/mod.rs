@@ -5,6 +5,7 @@
 pub mod cloudaudit;
 pub mod cloudtrail;
 pub mod loose;
+pub mod redact;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -487,19 +488,51 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Why a date-time text is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("not an ISO 8601 date-time like 2019-06-18T22:28:31Z")]
+    Shape,
+    #[error("year 0000 does not exist")]
+    YearZero,
+    #[error("month {0} does not exist")]
+    Month(i64),
+    #[error("{year:04}-{month:02} has no day {day} (it has {days})")]
+    Day {
+        year: i64,
+        month: i64,
+        day: i64,
+        days: i64,
+    },
+    #[error("{0:02}:{1:02}:{2:02} is not a time of day")]
+    Clock(i64, i64, i64),
+    #[error("{0:?} is not a UTC offset")]
+    Offset(String),
+}
+
+/// Days in a month of the proleptic Gregorian calendar.
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 /// Parses the timestamp shapes audit logs use into epoch milliseconds:
 /// `2019-06-18T22:28:31Z` (optionally with fraction or offset), `20131102T010628Z`, and
-/// `2019-03-20 12:36:27` (no zone: `zoneless_offset_secs` applies).
-pub fn parse_time_ms(s: &str, zoneless_offset_secs: i64) -> Option<i64> {
+/// `2019-03-20 12:36:27` (no zone: `zoneless_offset_secs` applies). Dates that do not exist
+/// (`2024-02-31`, year 0000, hour 24) are refused, not shifted to a neighbouring day.
+pub fn parse_time(s: &str, zoneless_offset_secs: i64) -> Result<i64, TimeError> {
     let b = s.trim().as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(r)?;
-        if part.is_empty() {
-            return None;
-        }
+    let num = |r: std::ops::Range<usize>| -> Result<i64, TimeError> {
+        let part = b.get(r).filter(|p| !p.is_empty()).ok_or(TimeError::Shape)?;
         // At most 4 digits: no overflow.
         part.iter().try_fold(0i64, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+            c.is_ascii_digit()
+                .then(|| n * 10 + i64::from(c - b'0'))
+                .ok_or(TimeError::Shape)
         })
     };
     let (y, mo, d, h, mi, sec, mut rest) = if b.len() >= 19
@@ -529,10 +562,26 @@ pub fn parse_time_ms(s: &str, zoneless_offset_secs: i64) -> Option<i64> {
             15,
         )
     } else {
-        return None;
+        return Err(TimeError::Shape);
     };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
+    if y == 0 {
+        return Err(TimeError::YearZero);
+    }
+    if !(1..=12).contains(&mo) {
+        return Err(TimeError::Month(mo));
+    }
+    let days = days_in_month(y, mo);
+    if !(1..=days).contains(&d) {
+        return Err(TimeError::Day {
+            year: y,
+            month: mo,
+            day: d,
+            days,
+        });
+    }
+    // Second 60 is a leap second (it reads as the next minute's first).
+    if h > 23 || mi > 59 || sec > 60 {
+        return Err(TimeError::Clock(h, mi, sec));
     }
     let mut millis = 0i64;
     if b.get(rest) == Some(&b'.') {
@@ -542,7 +591,7 @@ pub fn parse_time_ms(s: &str, zoneless_offset_secs: i64) -> Option<i64> {
             end += 1;
         }
         if end == start {
-            return None;
+            return Err(TimeError::Shape);
         }
         let frac = &b[start..end.min(start + 3)];
         let mut v = 0i64;
@@ -554,10 +603,18 @@ pub fn parse_time_ms(s: &str, zoneless_offset_secs: i64) -> Option<i64> {
     }
     let offset = match &b[rest..] {
         [] => zoneless_offset_secs,
-        tail => parse_utc_offset(std::str::from_utf8(tail).ok()?)?,
+        tail => {
+            let tail = String::from_utf8_lossy(tail);
+            parse_utc_offset(&tail).ok_or_else(|| TimeError::Offset(tail.into_owned()))?
+        }
     };
     let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    Some(secs * 1000 + millis)
+    Ok(secs * 1000 + millis)
+}
+
+/// [`parse_time`] for fields where an unreadable time is simply absent.
+pub fn parse_time_ms(s: &str, zoneless_offset_secs: i64) -> Option<i64> {
+    parse_time(s, zoneless_offset_secs).ok()
 }
 
 /// Epoch milliseconds from a number that may be seconds or milliseconds.
@@ -656,6 +713,11 @@ mod tests {
         );
         assert_eq!(parse_time_ms("yesterday", 0), None);
         assert_eq!(parse_time_ms("2019-13-20T12:36:27Z", 0), None);
+        assert_eq!(
+            parse_time_ms("2024-02-29T00:00:00Z", 0),
+            Some(1_709_164_800_000),
+            "a leap day"
+        );
         assert_eq!(epoch_number_to_ms(1_680_513_809.0), Some(1_680_513_809_000));
         assert_eq!(
             epoch_number_to_ms(1_680_513_809_123.0),
@@ -670,6 +732,42 @@ mod tests {
         assert_eq!(
             ip_or_domain(Some("2001:db8::1".into())),
             (Some("2001:db8::1".into()), None)
+        );
+    }
+
+    /// Dates that do not exist are refused with the reason, not shifted to another day.
+    #[test]
+    fn impossible_dates_are_refused() {
+        let cases = [
+            ("2024-02-31T00:00:00Z", "2024-02 has no day 31 (it has 29)"),
+            ("2023-02-29T00:00:00Z", "2023-02 has no day 29 (it has 28)"),
+            ("2100-02-29 00:00:00", "2100-02 has no day 29 (it has 28)"),
+            ("2024-04-31T00:00:00Z", "2024-04 has no day 31 (it has 30)"),
+            ("20240230T000000Z", "2024-02 has no day 30 (it has 29)"),
+            ("2024-06-00T00:00:00Z", "2024-06 has no day 0 (it has 30)"),
+            ("0000-01-01T00:00:00Z", "year 0000 does not exist"),
+            ("2024-00-10T00:00:00Z", "month 0 does not exist"),
+            ("2024-01-10T24:00:00Z", "24:00:00 is not a time of day"),
+            (
+                "2024-01-10T10:00:00+25:00",
+                "\"+25:00\" is not a UTC offset",
+            ),
+            (
+                "June 1st",
+                "not an ISO 8601 date-time like 2019-06-18T22:28:31Z",
+            ),
+        ];
+        for (text, reason) in cases {
+            assert_eq!(
+                parse_time(text, 0).map_err(|e| e.to_string()),
+                Err(reason.to_string()),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_time("2000-02-29T00:00:00Z", 0),
+            Ok(951_782_400_000),
+            "2000 is a leap year"
         );
     }
 }

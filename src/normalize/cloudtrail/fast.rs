@@ -12,8 +12,9 @@
 
 use std::borrow::Cow;
 
-use super::{Attributes, Identity, Issuer, Raw, Record, ResourceRef, SessionContext};
+use super::{Attributes, Identity, Issuer, Raw, Record, ResourceRef, SessionContext, TimeText};
 use crate::normalize::loose::{LooseBool, LooseStr, parse_flag};
+use crate::normalize::redact::needs_redaction;
 
 /// Reads `text` as one CloudTrail record, or None when serde_json has to.
 pub(super) fn record(text: &str) -> Option<Record<'_>> {
@@ -36,7 +37,7 @@ pub(super) fn record_prefix(text: &str) -> Option<(Record<'_>, usize)> {
     c.object(|c, key| match key {
         "eventVersion" => seen.first(0, c.loose(&mut r.event_version)),
         "userIdentity" => seen.first(1, c.identity(&mut r.user_identity)),
-        "eventTime" => seen.first(2, c.loose(&mut r.event_time)),
+        "eventTime" => seen.first(2, c.time(&mut r.event_time)),
         "eventSource" => seen.first(3, c.loose(&mut r.event_source)),
         "eventName" => seen.first(4, c.loose(&mut r.event_name)),
         "awsRegion" => seen.first(5, c.loose(&mut r.aws_region)),
@@ -191,20 +192,47 @@ impl<'a> Cursor<'a> {
 
     /// The JSON value at the current position, as text (see [`value_len`]).
     fn value(&mut self) -> Option<&'a str> {
+        self.value_keys(|_| {})
+    }
+
+    /// [`Cursor::value`], handing `on_key` the name of every object member in it, as written
+    /// between its quotes.
+    fn value_keys(&mut self, on_key: impl FnMut(&[u8])) -> Option<&'a str> {
         self.peek()?;
-        let len = value_len(self.text.as_bytes().get(self.pos..)?)?;
+        let len = value_len(self.text.as_bytes().get(self.pos..)?, on_key)?;
         // The value ends just after an ASCII byte: a character boundary.
         let value = self.text.get(self.pos..self.pos + len)?;
         self.pos += len;
         Some(value)
     }
 
+    /// A raw value, checked for members the redaction rules may match on the way (so that
+    /// values without any are not scanned again).
     fn raw(&mut self, out: &mut Option<Raw<'a>>) -> Option<()> {
         *out = if self.peek()? == b'n' {
             self.word("null")?;
             None
         } else {
-            Some(Raw(self.value()?))
+            let mut secret = false;
+            let text = self.value_keys(|name| secret = secret || needs_redaction(name))?;
+            Some(Raw {
+                text,
+                clean: !secret,
+            })
+        };
+        Some(())
+    }
+
+    /// `eventTime`: a plain string or null; anything else (a number, which serde_json may
+    /// refuse as out of range, an escaped string) is left to serde_json.
+    fn time(&mut self, out: &mut TimeText<'a>) -> Option<()> {
+        *out = match self.peek()? {
+            b'"' => TimeText::Str(Cow::Borrowed(self.plain_str()?)),
+            b'n' => {
+                self.word("null")?;
+                TimeText::Null
+            }
+            _ => return None,
         };
         Some(())
     }
@@ -331,7 +359,9 @@ impl<'a> Cursor<'a> {
 /// when it skips a value: strict JSON (no trailing commas or leading zeros, escapes checked, no
 /// control characters in strings). None for anything else, or for containers nested deeper
 /// than [`MAX_DEPTH`].
-fn value_len(b: &[u8]) -> Option<usize> {
+/// `on_key` gets the name of every object member on the way, as written between its quotes.
+#[inline]
+fn value_len(b: &[u8], mut on_key: impl FnMut(&[u8])) -> Option<usize> {
     // The open containers, innermost in the lowest bit: 1 for an object, 0 for an array.
     let mut open: u128 = 0;
     let mut depth = 0u32;
@@ -355,7 +385,7 @@ fn value_len(b: &[u8]) -> Option<usize> {
                     open >>= 1;
                 } else {
                     if object {
-                        i = member_key_end(b, i)?;
+                        i = member_key_end(b, i, &mut on_key)?;
                     }
                     continue;
                 }
@@ -376,7 +406,7 @@ fn value_len(b: &[u8]) -> Option<usize> {
             let object = open & 1 == 1;
             match (*b.get(i)?, object) {
                 (b',', true) => {
-                    i = member_key_end(b, skip_ws(b, i + 1))?;
+                    i = member_key_end(b, skip_ws(b, i + 1), &mut on_key)?;
                     break;
                 }
                 (b',', false) => {
@@ -401,9 +431,13 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// `"key"` and `:` at `i` (after whitespace): the position after the colon.
-fn member_key_end(b: &[u8], i: usize) -> Option<usize> {
-    let i = skip_ws(b, string_end(b, i)?);
+/// `"key"` and `:` at `i` (after whitespace): the position after the colon. The key's text
+/// goes to `on_key`.
+#[inline]
+fn member_key_end(b: &[u8], i: usize, on_key: &mut impl FnMut(&[u8])) -> Option<usize> {
+    let end = string_end(b, i)?;
+    on_key(b.get(i + 1..end - 1)?);
+    let i = skip_ws(b, end);
     (*b.get(i)? == b':').then_some(i + 1)
 }
 
@@ -544,15 +578,29 @@ mod tests {
         r#"{"eventVersion":"1.09","userIdentity":{"type":"AssumedRole","principalId":"AROA:grace@example.com","arn":"arn:aws:sts::777788889999:assumed-role/Admin/grace@example.com","accountId":"777788889999","accessKeyId":"ASIAOH0B9ATK0EP9XLQA","sessionContext":{"sessionIssuer":{"type":"Role","principalId":"AROA","arn":"arn:aws:iam::777788889999:role/Admin","accountId":"777788889999","userName":"Admin"},"webIdFederationData":{},"attributes":{"creationDate":"2024-03-13T12:34:48Z","mfaAuthenticated":"true"}}},"eventTime":"2024-03-11T13:36:34Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"eu-west-1","sourceIPAddress":"AWS Internal","userAgent":"AWS Internal","requestParameters":{"keyId":"k","encryptionContext":{"a":[1,2.5e3,-0,true,null]}},"responseElements":null,"requestID":"14db089f","eventID":"751b2ad2","readOnly":true,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"777788889999","eventCategory":"Management","resources":[{"accountId":"777788889999","type":"AWS::KMS::Key","ARN":"arn:aws:kms:eu-west-1:777788889999:key/9535"}],"sessionCredentialFromConsole":"true"}"#,
         "{ \"eventVersion\" : \"1.08\" ,\n \"userIdentity\" : { \"type\" : \"AWSService\" , \"invokedBy\" : \"ssm.amazonaws.com\" } ,\r\n\t\"eventTime\":\"2024-03-11T13:33:41Z\",\"eventSource\":\"ec2.amazonaws.com\",\"eventName\":\"DescribeInstanceStatus\",\"awsRegion\":\"eu-west-1\",\"sourceIPAddress\":\"ssm.amazonaws.com\",\"requestParameters\":{\"instancesSet\":{},\"filterSet\":{}},\"eventID\":\"7a81\",\"readOnly\":\"false\",\"resources\":[],\"unknown\":[{\"x\":\"\\u00e9\\n\"}],\"errorCode\":\"AccessDenied\",\"errorMessage\":\"not authorized\",\"responseElements\":{\"m\":\"a \\\"quoted\\\" word\"}} \n",
         r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","principalId":"AIDA","arn":"arn:aws:iam::1:user/bob","accountId":"1","userName":"bob"},"eventTime":"2024-01-01T00:00:00Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","awsRegion":"us-east-1","sourceIPAddress":"203.0.113.9","userAgent":"Mozilla/5.0 é","requestParameters":null,"responseElements":{"ConsoleLogin":"Failure"},"additionalEventData":{"MFAUsed":"No","LoginTo":"https://console"},"eventID":"e1","readOnly":false,"eventType":"AwsConsoleSignIn","recipientAccountId":"1","tlsDetails":{"tlsVersion":"TLSv1.3"},"resources":[{"arn":"a1","type":"t"},{"ARN":"a2","accountId":"1"}]}"#,
+        // eventVersion 1.0 (no eventID), an STS response with a session token, a password.
+        r#"{"eventVersion":"1.0","userIdentity":{"type":"IAMUser","principalId":"AIDA","arn":"arn:aws:iam::1:user/bob","accountId":"1","accessKeyId":"AKIA1","userName":"bob"},"eventTime":"2014-03-06T21:22:54Z","eventSource":"sts.amazonaws.com","eventName":"AssumeRole","awsRegion":"us-east-1","sourceIPAddress":"198.51.100.1","userAgent":"aws-cli/1.3","requestParameters":{"roleArn":"arn:aws:iam::1:role/r","roleSessionName":"s","serialNumber":"m","tokenCode":"123456"},"responseElements":{"credentials":{"accessKeyId":"ASIAEXAMPLE","sessionToken":"AQoDYXdzEPT//////////wEXAMPLE","expiration":"Mar 6, 2014 10:22:54 PM"},"assumedRoleUser":{"assumedRoleId":"AROA:s","arn":"arn:aws:sts::1:assumed-role/r/s"}},"additionalEventData":{"x":[{"masterUserPassword":"hunter2"}]}}"#,
     ];
 
-    fn outcome(text: &[u8], fast: bool) -> String {
-        let stamp = Stamp {
+    fn stamp() -> Stamp {
+        Stamp {
             source: Arc::from("s"),
             partition: None,
             ingest_time_ms: 0,
-        };
-        format!("{:?}", normalize_with(text, &stamp, 7, fast))
+        }
+    }
+
+    fn outcome(text: &[u8], fast: bool) -> String {
+        format!("{:?}", normalize_with(text, &stamp(), 7, fast))
+    }
+
+    /// The event the fast reader makes of the record at the start of `text`, read in place,
+    /// and the record's length.
+    fn in_place(text: &str) -> (crate::event::CiemEvent<'_>, usize) {
+        match super::super::normalize_prefix(text, &stamp(), 7) {
+            Some((crate::normalize::Outcome::Event(e), len)) => (*e, len),
+            other => panic!("{other:?}: {text}"),
+        }
     }
 
     #[test]
@@ -605,7 +653,7 @@ mod tests {
                 Some(Ok(_)) => Some(stream.byte_offset()),
                 _ => None,
             };
-            let ours = value_len(text.as_bytes());
+            let ours = value_len(text.as_bytes(), |_| {});
             if let Some(len) = ours {
                 accepted += 1;
                 assert!(
@@ -625,7 +673,11 @@ mod tests {
             "\"x\"",
             "-0",
         ] {
-            assert_eq!(value_len(good.as_bytes()), Some(good.len()), "{good}");
+            assert_eq!(
+                value_len(good.as_bytes(), |_| {}),
+                Some(good.len()),
+                "{good}"
+            );
         }
         for bad in [
             "[1,]",
@@ -638,10 +690,121 @@ mod tests {
             "{1:2}",
             "tru",
         ] {
-            assert_eq!(value_len(bad.as_bytes()), None, "{bad}");
+            assert_eq!(value_len(bad.as_bytes(), |_| {}), None, "{bad}");
         }
         let deep = format!("{}{}", "[".repeat(97), "]".repeat(97));
-        assert_eq!(value_len(deep.as_bytes()), None);
+        assert_eq!(value_len(deep.as_bytes(), |_| {}), None);
+    }
+
+    fn event(text: &str, fast: bool) -> crate::event::CiemEvent<'_> {
+        match normalize_with(text.as_bytes(), &stamp(), 7, fast) {
+            crate::normalize::Outcome::Event(e) => *e,
+            other => panic!("{other:?}: {text}"),
+        }
+    }
+
+    /// Secrets are redacted whichever reader reads the record: the fast reader, serde_json
+    /// (forced, and because of an escape the fast reader leaves to it), and the fast reader
+    /// reading the record in place (`normalize_prefix`).
+    #[test]
+    fn secrets_are_redacted_on_every_reading_path() {
+        let seed = SEEDS[3];
+        let escaped = seed.replace("aws-cli/1.3", r#"aws-cli/1.3 \"q\""#);
+        assert!(
+            record(&escaped).is_none(),
+            "the escape sends it to serde_json"
+        );
+        let followed = format!("{seed} ,{{\"next\":1}}]");
+        let (prefix, len) = in_place(&followed);
+        assert_eq!(len, seed.len());
+        for e in [
+            event(seed, true),
+            event(seed, false),
+            event(&escaped, true),
+            prefix,
+        ] {
+            let response = e.response_data.as_deref().unwrap_or("");
+            assert!(
+                response.contains(r#""sessionToken":"***""#)
+                    && response.contains(r#""accessKeyId":"ASIAEXAMPLE""#)
+                    && !response.contains("AQoDYXdz"),
+                "{response}"
+            );
+            assert_eq!(
+                e.additional_data.as_deref(),
+                Some(r#"{"additionalEventData":{"x":[{"masterUserPassword":"***"}]}}"#)
+            );
+            assert!(
+                e.request_data
+                    .as_deref()
+                    .is_some_and(|r| r.contains(r#""tokenCode":"123456""#)),
+                "not a secret name: kept"
+            );
+        }
+    }
+
+    /// A record without an eventID gets the id of its content, the same on every reading
+    /// path and whatever whitespace surrounds it; records differing anywhere get other ids.
+    #[test]
+    fn records_without_an_event_id_get_a_content_id_on_every_reading_path() {
+        let seed = SEEDS[3];
+        let id = event(seed, true).metadata_uid.into_owned();
+        assert_eq!(id, super::super::content_id(seed.as_bytes()));
+        assert!(id.starts_with("sha256:") && id.len() == 7 + 32, "{id}");
+        let spaced = format!("  \n{seed}\r\n");
+        let escaped = seed.replace("aws-cli/1.3", r#"aws-cli/1.3 \"q\""#);
+        assert_eq!(event(seed, false).metadata_uid, id.as_str());
+        assert_eq!(event(&spaced, true).metadata_uid, id.as_str());
+        assert_eq!(event(&spaced, false).metadata_uid, id.as_str());
+        let followed = format!("{seed},{{}}]");
+        assert_eq!(in_place(&followed).0.metadata_uid, id.as_str());
+        let other = event(&escaped, true).metadata_uid.into_owned();
+        assert_ne!(other, id);
+        assert_eq!(event(&escaped, false).metadata_uid, other.as_str());
+        // A record with an eventID keeps it.
+        assert_eq!(event(SEEDS[0], true).metadata_uid, "751b2ad2");
+    }
+
+    /// eventTime that is no date, or not a string, is refused with what it is.
+    #[test]
+    fn unreadable_event_times_say_why_on_every_reading_path() {
+        let cases = [
+            (
+                r#""2024-02-31T10:00:00Z""#,
+                r#"CloudTrail record has an unreadable eventTime "2024-02-31T10:00:00Z": 2024-02 has no day 31 (it has 29)"#,
+            ),
+            (
+                r#""0000-01-01T00:00:00Z""#,
+                r#"CloudTrail record has an unreadable eventTime "0000-01-01T00:00:00Z": year 0000 does not exist"#,
+            ),
+            (
+                "1718000000",
+                "CloudTrail eventTime is a number, expected an ISO 8601 string",
+            ),
+            (
+                "true",
+                "CloudTrail eventTime is a boolean, expected an ISO 8601 string",
+            ),
+            (
+                r#"{"t":1}"#,
+                "CloudTrail eventTime is an object, expected an ISO 8601 string",
+            ),
+            (
+                "[1]",
+                "CloudTrail eventTime is an array, expected an ISO 8601 string",
+            ),
+            ("null", "CloudTrail record has no eventTime"),
+        ];
+        for (time, reason) in cases {
+            let text = SEEDS[0].replace(r#""2024-03-11T13:36:34Z""#, time);
+            for fast in [true, false] {
+                assert_eq!(
+                    outcome(text.as_bytes(), fast),
+                    format!("Rejected({reason:?})"),
+                    "{time}"
+                );
+            }
+        }
     }
 
     #[test]
