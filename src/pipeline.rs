@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::decode::{self, DecodeLimits, Piece};
-use crate::event::{CiemEvent, DeadLetter};
+use crate::event::{CiemEvent, DeadLetter, now_ms};
 use crate::normalize::{Normalizer, Outcome, Stamp};
 use crate::sink::SinkError;
 use crate::sink::journal::{Segment, UnitState};
@@ -404,13 +404,6 @@ impl Dedup {
 /// Bytes a pending event key adds to its batch (its date and key).
 const KEY_PENDING_BYTES: usize = 24;
 
-/// Wall-clock time in milliseconds since the epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 struct OpenUnit {
     known: Option<UnitState>,
     /// First position of this unit in the pending batch.
@@ -623,13 +616,14 @@ impl Batcher {
                         .and_then(|(h, now)| keys::day_within(e.time_ms, now, h));
                     let first = match day {
                         Some(day) => {
-                            let key = self.lake.event_key(e.cloud_provider, &e.metadata_uid)?;
-                            let first = self.lake.first_sighting(day, key)?;
-                            if first {
+                            let key =
+                                self.lake
+                                    .first_sighting(day, e.cloud_provider, &e.metadata_uid)?;
+                            if let Some(key) = key {
                                 self.pending.keys.push((day, key));
                                 self.pending_bytes += KEY_PENDING_BYTES;
                             }
-                            first
+                            key.is_some()
                         }
                         None => self.dedup.first_sighting(&e),
                     };

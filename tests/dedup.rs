@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::moto::{Aws, Daemon, Moto};
 use common::tansu::{Tansu, produce_one_per_batch};
 use common::*;
-use serde_json::json;
 
 fn ids(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("{prefix}-{i}")).collect()
@@ -222,23 +221,6 @@ fn sqs_daemon_restarted_with_sigterm_and_sigkill_writes_each_event_once() {
     });
 }
 
-/// A CloudAudit event as CLS delivers it (JSON), at `time` seconds since the epoch.
-fn cloudaudit(id: &str, time: i64) -> String {
-    json!({
-        "userIdentity": {"type": "CAMUser", "principalId": "100000000011", "accountId": "100000000001", "userName": "ops"},
-        "eventTime": time,
-        "eventSource": "cvm.tencentcloudapi.com",
-        "eventName": "DescribeInstances",
-        "eventRegion": "ap-guangzhou",
-        "eventType": "ApiCall",
-        "sourceIPAddress": "192.0.2.1",
-        "requestID": format!("req-{id}"),
-        "eventID": id,
-        "errorCode": 0
-    })
-    .to_string()
-}
-
 #[test]
 fn kafka_daemon_restarted_with_sigterm_and_sigkill_writes_each_event_once() {
     let tansu = Tansu::start();
@@ -260,7 +242,10 @@ fn kafka_daemon_restarted_with_sigterm_and_sigkill_writes_each_event_once() {
     // per batch: the restarts resume from committed offsets, and tansu skips the rest of a
     // batch fetched from its middle (tests/common/tansu.rs).
     deliver_across_restarts(&config, &lake, "k", |_, ids| {
-        let messages: Vec<(i32, String)> = ids.iter().map(|id| (0, cloudaudit(id, now))).collect();
+        let messages: Vec<(i32, String)> = ids
+            .iter()
+            .map(|id| (0, cloudaudit_event(id, now)))
+            .collect();
         produce_one_per_batch(&tansu.bootstrap(), "audit", "none", &messages);
     });
 }

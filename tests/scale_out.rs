@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use common::moto::{Aws, Daemon, Moto};
 use common::tansu::{self, Tansu};
 use common::*;
-use serde_json::json;
 
 /// (count(*), count(distinct metadata_uid)) of the lake's events, as DuckDB reads them.
 fn counts(lake: &Path) -> (i64, i64) {
@@ -157,22 +156,6 @@ max_age_secs = 1
 // ---------------------------------------------------------------------------------------------
 // Kafka: one consumer group
 
-fn cloudaudit(id: &str, n: usize) -> String {
-    json!({
-        "userIdentity": {"type": "CAMUser", "principalId": "100000000011", "accountId": "100000000001", "userName": "ops"},
-        "eventTime": 1714557600 + n as u64,
-        "eventSource": "cvm.tencentcloudapi.com",
-        "eventName": "DescribeInstances",
-        "eventRegion": "ap-guangzhou",
-        "eventType": "ApiCall",
-        "sourceIPAddress": "192.0.2.1",
-        "requestID": format!("req-{id}"),
-        "eventID": id,
-        "errorCode": 0
-    })
-    .to_string()
-}
-
 #[test]
 fn two_processes_in_one_consumer_group_write_every_event_once() {
     const PARTITIONS: i32 = 4;
@@ -217,7 +200,7 @@ max_age_secs = 1
                     let n = chunk * PER_CHUNK + i;
                     (
                         (n % PARTITIONS as usize) as i32,
-                        cloudaudit(&format!("k-{n}"), n),
+                        cloudaudit_event(&format!("k-{n}"), 1714557600 + n as i64),
                     )
                 })
                 .collect();

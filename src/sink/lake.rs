@@ -148,23 +148,26 @@ impl LocalLake {
         }
     }
 
-    /// The key of an event id in this lake.
-    pub fn event_key(&mut self, provider: Provider, id: &str) -> Result<u128, SinkError> {
-        Ok(self.key_store()?.key(provider, id))
-    }
-
-    /// True the first time `key` (of an event of date `day`) is seen, in what the lake has
-    /// committed (every writer's, in a shared lake) or in this process's pending batches.
-    pub fn first_sighting(&mut self, day: i64, key: u128) -> Result<bool, SinkError> {
+    /// The key of the event `id` of `provider`, dated `day`, the first time it is seen in
+    /// what the lake has committed (every writer's, in a shared lake) or in this process's
+    /// pending batches; `None` when it was seen before.
+    pub fn first_sighting(
+        &mut self,
+        day: i64,
+        provider: Provider,
+        id: &str,
+    ) -> Result<Option<u128>, SinkError> {
         self.key_store()?;
         let LocalLake { journal, keys, .. } = self;
         let Some(keys) = keys.as_mut() else {
-            return Ok(true);
+            return Err(SinkError::Schema("key index not open".into()));
         };
+        let key = keys.key(provider, id);
         if journal.is_shared() && !keys.has_day(day) {
             journal.refresh_shared()?;
         }
-        keys.first_sighting(day, key, &|rel| journal.uncommitted_elsewhere(rel))
+        let first = keys.first_sighting(day, key, &|rel| journal.uncommitted_elsewhere(rel))?;
+        Ok(first.then_some(key))
     }
 
     /// Reads the keys other writers of a shared lake committed since they were last read.

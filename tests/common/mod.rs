@@ -150,6 +150,24 @@ pub fn cloudtrail_file_at(ids: &[String], time: &str) -> Vec<u8> {
     cloudtrail_file_with(ids, 0, |_| time.to_string())
 }
 
+/// A Tencent CloudAudit event as CLS delivers it (JSON) with id `id`, at `time` (seconds since
+/// the epoch).
+pub fn cloudaudit_event(id: &str, time: i64) -> String {
+    serde_json::json!({
+        "userIdentity": {"type": "CAMUser", "principalId": "100000000011", "accountId": "100000000001", "userName": "ops"},
+        "eventTime": time,
+        "eventSource": "cvm.tencentcloudapi.com",
+        "eventName": "DescribeInstances",
+        "eventRegion": "ap-guangzhou",
+        "eventType": "ApiCall",
+        "sourceIPAddress": "192.0.2.1",
+        "requestID": format!("req-{id}"),
+        "eventID": id,
+        "errorCode": 0
+    })
+    .to_string()
+}
+
 /// ISO 8601 (UTC, seconds) of `secs` before now (negative: after).
 pub fn iso_ago(secs: i64) -> String {
     (chrono::Utc::now() - chrono::Duration::seconds(secs))
