@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::batch::FlushPolicy;
 use crate::normalize::NormalizeConfig;
-use crate::pipeline::FlushPolicy;
 use crate::sink::keys::DedupConfig;
 use crate::sink::parquet::ParquetOptions;
 use crate::sink::s3::S3LakeConfig;
@@ -23,6 +23,8 @@ pub enum ConfigError {
     },
     #[error("invalid config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("no .toml files found in the given paths")]
+    NoFiles,
 }
 
 #[derive(Debug, Clone, Deserialize)]

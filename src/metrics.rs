@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::pipeline::Stats;
+use crate::batch::Stats;
 use crate::sources::kafka::KafkaHandle;
 use crate::sync::SyncMetrics;
 

@@ -34,6 +34,57 @@ impl FileReport {
     }
 }
 
+/// `auditlake validate`: checks every config file of `paths` (a directory: each `*.toml` in
+/// it) and the memory bound `run` would get for its pipelines, printing one line per file and
+/// each problem under it. True when nothing has a problem.
+pub fn check(paths: &[PathBuf], memory_limit_mib: u64) -> Result<bool, ConfigError> {
+    let files = expand(paths)?;
+    if files.is_empty() {
+        return Err(ConfigError::NoFiles);
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let mut failed = 0;
+    let mut pipelines = 0;
+    for file in &files {
+        let report = validate_file(file, &env);
+        pipelines += usize::from(report.is_pipeline());
+        match (&report.summary, report.ok()) {
+            (Some(summary), true) => println!("{}: ok ({summary})", file.display()),
+            (summary, _) => {
+                failed += 1;
+                let what = summary
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                println!(
+                    "{}: {} problem(s){what}",
+                    file.display(),
+                    report.problems.len()
+                );
+                for p in &report.problems {
+                    for (i, line) in p.lines().enumerate() {
+                        println!("{}{line}", if i == 0 { "  - " } else { "    " });
+                    }
+                }
+            }
+        }
+    }
+    if pipelines > 0 {
+        match crate::memory::plan(memory_limit_mib, pipelines) {
+            Ok(plan) => println!(
+                "memory limit: ok ({memory_limit_mib} MiB for {pipelines} pipeline(s): {} MiB each, a batch budget of {} MiB each)",
+                plan.share_bytes >> 20,
+                plan.batch_bytes >> 20
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("memory limit: 1 problem(s)\n  - {e}");
+            }
+        }
+    }
+    Ok(failed == 0)
+}
+
 /// Expands directories into the `*.toml` files directly inside them (sorted), keeps files.
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
     let mut files = Vec::new();

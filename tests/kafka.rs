@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use auditlake::batch::{Batcher, FlushPolicy};
 use auditlake::decode::DecodeLimits;
+use auditlake::normalize::unit::DecodeContext;
 use auditlake::normalize::{NormalizeConfig, Normalizer};
-use auditlake::pipeline::{Batcher, DecodeContext, FlushPolicy};
 use auditlake::sink::lake::LocalLake;
 use auditlake::sink::parquet::ParquetOptions;
 use auditlake::sources::kafka::{KafkaConfig, KafkaHandle, KafkaSource, client_config};
@@ -780,7 +781,7 @@ lag_report_secs = 1
 struct Running {
     source: KafkaHandle,
     stop: Arc<AtomicBool>,
-    handle: thread::JoinHandle<auditlake::pipeline::Stats>,
+    handle: thread::JoinHandle<auditlake::batch::Stats>,
 }
 
 fn start_consumer(cfg: &KafkaConfig, lake: &Path) -> Running {
@@ -812,7 +813,7 @@ fn start_consumer(cfg: &KafkaConfig, lake: &Path) -> Running {
 }
 
 impl Running {
-    fn stop(self) -> auditlake::pipeline::Stats {
+    fn stop(self) -> auditlake::batch::Stats {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.join().expect("consumer thread")
     }

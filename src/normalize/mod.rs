@@ -6,6 +6,7 @@ pub mod cloudaudit;
 pub mod cloudtrail;
 pub mod loose;
 pub mod redact;
+pub mod unit;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -14,10 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use crate::batch::{Batcher, UnitStart};
 use crate::decode::{self, Content, Input};
 use crate::event::now_ms;
 use crate::normalize::Stamp;
-use crate::pipeline::{Batcher, DecodeContext, Item, UnitStart, decode_content};
+use crate::normalize::unit::{DecodeContext, Item, decode_content};
 use crate::sink::SinkError;
 
 #[derive(Debug, thiserror::Error)]

@@ -26,9 +26,10 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 
+use crate::batch::{Batcher, Stats};
 use crate::event::{DeadLetter, Origin, now_ms};
 use crate::normalize::Stamp;
-use crate::pipeline::{Batcher, DecodeContext, Item, Stats, decode_message};
+use crate::normalize::unit::{DecodeContext, Item, decode_message};
 use crate::sink::SinkError;
 
 #[derive(Debug, thiserror::Error)]

@@ -29,12 +29,11 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde::Deserialize;
 
 use crate::aws::{config_loader, error_chain};
+use crate::batch::{Batcher, CommitReport, UnitStart};
 use crate::decode::Input;
 use crate::event::{DeadLetter, now_ms};
 use crate::normalize::Stamp;
-use crate::pipeline::{
-    Batcher, CommitReport, DecodeContext, ITEMS_PER_CHUNK, Item, UnitStart, decode_unit_chunked,
-};
+use crate::normalize::unit::{DecodeContext, ITEMS_PER_CHUNK, Item, decode_unit_chunked};
 use crate::sink::SinkError;
 use notification::{KeyFilter, KeyVerdict, ObjectRef, classify, parse_body};
 
