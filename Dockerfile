@@ -18,4 +18,4 @@ COPY pipelines /etc/auditlake/pipelines
 USER auditlake
 WORKDIR /var/lib/auditlake
 ENTRYPOINT ["auditlake"]
-CMD ["run", "--config", "/etc/auditlake/pipelines/docker-local.toml"]
+CMD ["run", "--config", "/etc/auditlake/pipelines/docker/local.toml"]

@@ -144,7 +144,16 @@ impl PipelineConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let text = interpolate_env(text, path)?;
+        Self::parse_with_env(text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// [`PipelineConfig::parse`] with `${NAME}` looked up by `env`.
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let text = interpolate_with(text, path, env)?;
         toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -160,7 +169,7 @@ pub fn interpolate_env(text: &str, path: &Path) -> Result<String, ConfigError> {
     interpolate_with(text, path, |name| std::env::var(name).ok())
 }
 
-fn interpolate_with(
+pub fn interpolate_with(
     text: &str,
     path: &Path,
     lookup: impl Fn(&str) -> Option<String>,
@@ -233,7 +242,7 @@ mod tests {
 
     #[test]
     fn shipped_local_configs_parse() {
-        for name in ["local.toml", "docker-local.toml"] {
+        for name in ["local.toml", "docker/local.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("pipelines")
                 .join(name);

@@ -19,85 +19,59 @@ use crate::sources::files;
 use crate::sources::kafka::KafkaSource;
 use crate::sources::sqs_s3;
 use crate::sync;
+use crate::validate;
 
 /// The pipelines `--config` names: one file (run as before: a failure stops the process), or a
-/// directory of pipeline files (each supervised and restarted with backoff).
+/// directory of pipeline files (each supervised and restarted with backoff). Everything
+/// `validate` checks is checked here, by the same functions, before anything starts: a
+/// configuration problem is an error now, not a pipeline restarted forever.
 pub fn load_pipelines(config: Option<&Path>) -> Result<(Vec<(PathBuf, PipelineConfig)>, bool)> {
-    let Some(path) = config else {
-        return Ok((
+    let (pipelines, supervised) = match config {
+        None => (
             vec![(PathBuf::from("(default)"), PipelineConfig::default_inbox())],
             false,
-        ));
-    };
-    if !path.is_dir() {
-        return Ok((
+        ),
+        Some(path) if !path.is_dir() => (
             vec![(path.to_path_buf(), PipelineConfig::load(path)?)],
             false,
-        ));
-    }
-    let invalid = |file: &Path, message: String| ConfigError::Invalid {
-        path: file.to_path_buf(),
-        message,
+        ),
+        Some(path) => {
+            let mut pipelines = Vec::new();
+            for file in validate::expand(&[path.to_path_buf()])? {
+                let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+                    path: file.clone(),
+                    reason: source,
+                })?;
+                if !validate::is_accounts_file(&text) {
+                    let cfg = PipelineConfig::parse(&text, &file)?;
+                    pipelines.push((file, cfg));
+                }
+            }
+            if pipelines.is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: "no pipeline *.toml file in this directory".into(),
+                }
+                .into());
+            }
+            (pipelines, true)
+        }
     };
-    let files = crate::validate::expand(&[path.to_path_buf()])?;
-    let mut pipelines: Vec<(PathBuf, PipelineConfig)> = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
-            path: file.clone(),
-            reason: source,
-        })?;
-        if crate::validate::is_accounts_file(&text) {
-            continue;
-        }
-        let cfg = PipelineConfig::parse(&text, &file)?;
-        let lake = lake_key(&cfg.sink.path);
-        for (other_file, other) in &pipelines {
-            if other.name == cfg.name {
-                return Err(invalid(
-                    &file,
-                    format!(
-                        "pipeline name {:?} is also used by {}; give each pipeline its own `name` (metrics, logs and dead letters use it)",
-                        cfg.name,
-                        other_file.display()
-                    ),
-                )
-                .into());
-            }
-            if lake_key(&other.sink.path) == lake {
-                return Err(invalid(
-                    &file,
-                    format!(
-                        "sink.path {} is also the lake of pipeline {:?} ({}); two pipelines of one process cannot share a lake: give each its own sink.path",
-                        cfg.sink.path.display(),
-                        other.name,
-                        other_file.display()
-                    ),
-                )
-                .into());
-            }
-        }
-        pipelines.push((file, cfg));
-    }
-    if pipelines.is_empty() {
-        return Err(invalid(path, "no pipeline *.toml file in this directory".into()).into());
-    }
-    Ok((pipelines, true))
-}
-
-/// A lake path made absolute and free of `.`/`..`, to compare two pipelines' lakes.
-pub fn lake_key(path: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut out = PathBuf::new();
-    for c in absolute.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
+    let env = |name: &str| std::env::var(name).ok();
+    let mut problems = validate::process_problems(&pipelines);
+    for (file, cfg) in &pipelines {
+        for p in validate::pipeline_problems(cfg, &env, true) {
+            problems.push((file.clone(), p));
         }
     }
-    out
+    if let Some((file, message)) = problems.into_iter().next() {
+        return Err(ConfigError::Invalid {
+            path: file,
+            message,
+        }
+        .into());
+    }
+    Ok((pipelines, supervised))
 }
 
 fn source_kind(source: &SourceConfig) -> &'static str {

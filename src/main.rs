@@ -99,11 +99,16 @@ enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
-    /// Check config files (pipeline or accounts files; a directory means every *.toml in it)
-    /// without touching any cloud or broker. Exit status 2 when any file has a problem.
+    /// Check config files without touching any cloud or broker, as `run --config <path>` would
+    /// load each path: a file as one pipeline, a directory as one process running every
+    /// pipeline file in it (accounts files are checked too). Exit status 2 on any problem.
     Validate {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Do not check this machine's environment: unset `${VAR}`s stand for placeholders and
+        /// secrets are not read (for checking config files where they will not run, e.g. in CI).
+        #[arg(long)]
+        no_environment: bool,
         /// The memory bound `run` would get: checked against the number of pipeline files.
         #[arg(long, env = "AUDITLAKE_MEMORY_LIMIT_MIB", default_value_t = memory::DEFAULT_LIMIT_MIB)]
         memory_limit_mib: u64,
@@ -259,11 +264,20 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Validate {
             paths,
             memory_limit_mib,
-        } => Ok(if auditlake::validate::check(&paths, memory_limit_mib)? {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(EXIT_USAGE)
-        }),
+            no_environment,
+        } => Ok(
+            if auditlake::validate::check(
+                &paths,
+                auditlake::validate::Checks {
+                    memory_limit_mib,
+                    environment: !no_environment,
+                },
+            )? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_USAGE)
+            },
+        ),
         Command::Run {
             config,
             metrics_listen,

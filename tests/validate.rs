@@ -230,3 +230,315 @@ fn errors_name_their_cause_once_and_a_file_given_as_lake_is_called_a_file() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.matches("os error 20").count(), 1, "said once: {err}");
 }
+
+/// Runs `auditlake run --config <config>`, which must refuse to start: exit status 2 within a
+/// minute (a pipeline restarted with backoff would never exit). Returns stderr.
+fn run_refuses(config: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let mut child = Command::new(common::bin())
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "run --config {} did not refuse to start: {}",
+                config.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(status.code(), Some(2), "{}: {stderr}", config.display());
+    stderr
+}
+
+/// `validate <path>` must refuse what `run --config <path>` refuses, for the same reason:
+/// each case is a config `run` rejects before reading anything, as a file and inside a
+/// directory (where `run` supervises its pipelines and restarted a bad one forever).
+#[test]
+fn validate_catches_everything_run_rejects_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let lake_file = root.join("lake-is-a-file");
+    std::fs::write(&lake_file, "x").expect("write");
+    let inbox = root.join("inbox");
+    let kafka =
+        "[source]\ntype = \"kafka\"\nbootstrap_servers = \"127.0.0.1:9\"\ngroup_id = \"g\"\n";
+    let sqs =
+        "[source]\ntype = \"sqs_s3\"\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\n";
+    let files = format!(
+        "[source]\ntype = \"files\"\npath = \"{}\"\n",
+        inbox.display()
+    );
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("unknown-key", format!("{files}poll_secs = 1\n"), "poll_secs"),
+        ("unset-variable", "[source]\ntype = \"files\"\npath = \"${AUDITLAKE_TEST_UNSET_X}\"\n".into(), "AUDITLAKE_TEST_UNSET_X"),
+        ("kafka-empty-topic", format!("{kafka}topic = \" \"\n"), "topic is empty"),
+        ("kafka-reserved-key", format!("{kafka}topic = \"t\"\n[source.librdkafka]\n\"enable.auto.commit\" = \"true\"\n"), "managed by auditlake"),
+        ("kafka-missing-secret", "[source]\ntype = \"kafka\"\nregion = \"ap-guangzhou\"\ntopic = \"t\"\nlogset_id = \"l\"\nsecret_id_env = \"AUDITLAKE_TEST_UNSET_SID\"\nsecret_key_env = \"AUDITLAKE_TEST_UNSET_SKEY\"\n".into(), "AUDITLAKE_TEST_UNSET_SID"),
+        ("sqs-wait-time", format!("{sqs}wait_time_secs = 30\n"), "wait_time_secs must be between 0 and 20"),
+        ("normalize-offset", format!("{files}[normalize]\ntencent_zoneless_time_offset = \"+25:00\"\n"), "tencent_zoneless_time_offset"),
+        ("instance-name", format!("{files}[sink]\ninstance = \"a/b\"\n"), "instance"),
+        ("lake-is-a-file", format!("{files}[sink]\npath = \"{}\"\n", lake_file.display()), "is a file, not a directory"),
+    ];
+    for (name, text, says) in &cases {
+        let file = root.join(format!("{name}.toml"));
+        std::fs::write(&file, text).expect("write");
+        let out = Command::new(common::bin())
+            .arg("validate")
+            .arg(&file)
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "validate {name}: {stdout}");
+        assert!(
+            stdout.contains(says),
+            "validate {name} must say {says:?}: {stdout}"
+        );
+        let stderr = run_refuses(&file, &[]);
+        assert!(
+            stderr.contains(says),
+            "run {name} must say {says:?}: {stderr}"
+        );
+
+        // The same file with a good one, as a directory `run` supervises.
+        let process = root.join(format!("dir-{name}"));
+        std::fs::create_dir(&process).expect("mkdir");
+        std::fs::write(process.join("bad.toml"), text).expect("write");
+        std::fs::write(
+            process.join("good.toml"),
+            format!(
+                "name = \"good\"\n{files}[sink]\npath = \"{}\"\n",
+                root.join("lake-good").display()
+            ),
+        )
+        .expect("write");
+        let out = Command::new(common::bin())
+            .arg("validate")
+            .arg(&process)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "validate dir {name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let stderr = run_refuses(&process, &[]);
+        assert!(
+            stderr.contains(says),
+            "run dir {name} must say {says:?}: {stderr}"
+        );
+    }
+
+    // Across the files of one directory: a name used twice, a lake written by two unnamed
+    // pipelines.
+    for (name, second, says) in [
+        (
+            "same-name",
+            format!(
+                "name = \"a\"\n{files}[sink]\npath = \"{}\"\n",
+                root.join("lake-2").display()
+            ),
+            "pipeline name \"a\" is also used by",
+        ),
+        (
+            "same-lake",
+            format!(
+                "name = \"b\"\n{files}[sink]\npath = \"{}\"\n",
+                root.join("lake-1").display()
+            ),
+            "is also the lake of pipeline \"a\"",
+        ),
+    ] {
+        let process = root.join(name);
+        std::fs::create_dir(&process).expect("mkdir");
+        std::fs::write(
+            process.join("a.toml"),
+            format!(
+                "name = \"a\"\n{files}[sink]\npath = \"{}\"\n",
+                root.join("lake-1").display()
+            ),
+        )
+        .expect("write");
+        std::fs::write(process.join("b.toml"), second).expect("write");
+        let out = Command::new(common::bin())
+            .arg("validate")
+            .arg(&process)
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "validate {name}: {stdout}");
+        assert!(
+            stdout.contains(says),
+            "validate {name} must say {says:?}: {stdout}"
+        );
+        // Each file alone is fine.
+        let out = Command::new(common::bin())
+            .arg("validate")
+            .arg(process.join("b.toml"))
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let stderr = run_refuses(&process, &[]);
+        assert!(
+            stderr.contains(says),
+            "run {name} must say {says:?}: {stderr}"
+        );
+    }
+}
+
+/// The shipped examples validate as shipped: each file, and each directory as the one process
+/// `run --config <dir>` would run — without this machine's secrets (`--no-environment`), and
+/// in full once the variables the examples name are set.
+#[test]
+fn the_shipped_examples_validate_as_shipped() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let validate = |args: &[&std::path::Path], flags: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(common::bin())
+            .arg("validate")
+            .args(flags)
+            .args(args)
+            .env_remove("TENCENTCLOUD_SECRET_ID")
+            .env_remove("AUDITLAKE_AWS_PROD_ACCESS_KEY_ID")
+            .envs(env.iter().copied())
+            .current_dir(root)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    for dir in ["pipelines", "pipelines/docker"] {
+        let dir = root.join(dir);
+        let (code, stdout) = validate(&[&dir], &["--no-environment"], &[]);
+        assert_eq!(code, Some(0), "{}: {stdout}", dir.display());
+        assert!(stdout.contains("memory limit: ok"), "{stdout}");
+        for file in std::fs::read_dir(&dir).expect("read_dir") {
+            let file = file.expect("entry").path();
+            if file.extension().is_some_and(|x| x == "toml") {
+                let (code, stdout) = validate(&[&file], &["--no-environment"], &[]);
+                assert_eq!(code, Some(0), "{stdout}");
+            }
+        }
+    }
+    // Without the variables the examples name, the full check says which are missing ...
+    let pipelines = root.join("pipelines");
+    let (code, stdout) = validate(&[&pipelines], &[], &[]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(stdout.contains("TENCENTCLOUD_SECRET_ID"), "{stdout}");
+    assert!(
+        stdout.contains("--no-environment"),
+        "the way to check the files alone is named: {stdout}"
+    );
+    // ... and passes once they are set.
+    let secrets = [
+        ("TENCENTCLOUD_SECRET_ID", "AKIDexample"),
+        ("TENCENTCLOUD_SECRET_KEY", "example"),
+        ("AUDITLAKE_AWS_PROD_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+        ("AUDITLAKE_AWS_PROD_SECRET_ACCESS_KEY", "example"),
+    ];
+    let (code, stdout) = validate(&[&pipelines], &[], &secrets);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        !stdout.contains("AKIDexample"),
+        "secrets are never printed: {stdout}"
+    );
+}
+
+/// Pipelines of one process may share a lake when each writer has its own `[sink] instance`
+/// (at most one unnamed), as processes sharing a lake do: `validate` accepts the directory and
+/// `run` writes both pipelines' events into the one lake.
+#[test]
+fn pipelines_of_one_process_share_a_lake_under_distinct_instance_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let lake = root.join("lake");
+    let process = root.join("pipelines");
+    std::fs::create_dir(&process).expect("mkdir");
+    for (name, instance) in [("a", ""), ("b", "instance = \"b\"\n")] {
+        let inbox = root.join(format!("inbox-{name}"));
+        std::fs::create_dir(&inbox).expect("mkdir");
+        std::fs::write(
+            inbox.join(format!("{name}.json")),
+            common::cloudtrail_file(name, 3, 0),
+        )
+        .expect("write");
+        std::fs::write(
+            process.join(format!("{name}.toml")),
+            format!(
+                "name = \"{name}\"\n[source]\ntype = \"files\"\npath = \"{}\"\npoll_interval_secs = 1\n[sink]\npath = \"{}\"\n{instance}[flush]\nmax_age_secs = 1\n",
+                inbox.display(),
+                lake.display()
+            ),
+        )
+        .expect("write");
+    }
+    let out = Command::new(common::bin())
+        .arg("validate")
+        .arg(&process)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let mut child = Command::new(common::bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&process)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let count = || {
+        if common::parquet_files(&lake.join("ciem_events")).is_empty() {
+            return 0;
+        }
+        common::scalar(&format!(
+            "select count(*) from {}",
+            common::dataset(&lake, "ciem_events")
+        ))
+        .as_i64()
+        .unwrap_or(-1)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count() < 6 && std::time::Instant::now() < deadline {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "run exited early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(count(), 6, "{log}");
+    assert!(lake.join("_auditlake/journal.jsonl").exists(), "{log}");
+    assert!(lake.join("_auditlake/journal-b.jsonl").exists(), "{log}");
+}

@@ -279,11 +279,20 @@ impl AccountsConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with_env(text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// [`AccountsConfig::parse`] with `${NAME}` looked up by `env`.
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
         };
-        let text = crate::config::interpolate_env(text, path)?;
+        let text = crate::config::interpolate_with(text, path, env)?;
         let cfg: AccountsConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let mut names = std::collections::HashSet::new();
         for a in &cfg.accounts {

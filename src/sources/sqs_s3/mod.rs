@@ -161,7 +161,8 @@ fn default_stall() -> u64 {
 }
 
 impl SqsS3Config {
-    fn validate(&self) -> Result<(), SqsS3Error> {
+    /// The settings' own checks (ranges, required values), without touching AWS.
+    pub fn validate(&self) -> Result<(), SqsS3Error> {
         let bad = |m: &str| Err(SqsS3Error::Config(m.to_string()));
         if self.queue_url.trim().is_empty() {
             return bad("queue_url is empty");
