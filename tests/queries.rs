@@ -1,9 +1,11 @@
-//! Downstream: the DDL in `schemas/` and every query the documentation shows. Two lakes:
-//! the newcomer's (`replay tests/fixtures/samples`, the README's first command), on which the
-//! README's queries and the `duckdb -c` lines in the comments of `pipelines/*.toml` must return
-//! rows as shown; and a fixture lake (samples, variants and query fixtures) on which every SQL
-//! block of the section "CIEM queries" of `docs/queries.md` runs through DuckDB on
-//! `schemas/duckdb_views.sql` and must return the rows the fixtures were crafted to produce.
+//! Downstream: the DDL in `schemas/` and what the documentation shows. Two lakes: the
+//! newcomer's (`replay tests/fixtures/samples --out lake`, the README's first command), on which
+//! the README's queries, the `duckdb -c` lines in the comments of `pipelines/*.toml`, the SQL
+//! blocks of `docs/` and the compose trial's query must return rows as shown; and a fixture lake
+//! (samples, variants and query fixtures) on which every SQL block of the section "CIEM queries"
+//! of `docs/queries.md` runs through DuckDB on `schemas/duckdb_views.sql` and must return the
+//! rows the fixtures were crafted to produce. Also: the README's quoted replay output, the
+//! commands and flags it and `docs/commands.md` show, and every relative link of the pages.
 
 mod common;
 
@@ -835,4 +837,81 @@ fn documentation_links_resolve() {
     }
     assert!(links > 20, "only {links} relative links found");
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The query of the compose file's `query` service (`docker compose --profile try run --rm
+/// query`, in docs/daemon.md) returns rows on a lake like the trial's: its `/lake/*/` is the
+/// directory holding the trial's lakes, here the one holding `lake/`.
+#[test]
+fn the_compose_trial_query_returns_rows() {
+    let (dir, _) = sample_lake();
+    let compose = read("docker-compose.yml");
+    let sql = compose
+        .split("duckdb.sql(\"\"\"")
+        .nth(1)
+        .and_then(|s| s.split("\"\"\")").next())
+        .expect("docker-compose.yml: the query service's duckdb.sql(\"\"\"...\"\"\")");
+    partitions_read_as_strings(sql).unwrap_or_else(|e| panic!("docker-compose.yml: {e}"));
+    assert!(sql.contains("'/lake/*/"), "{sql}");
+    let rows = duckdb_in(dir.path(), &sql.replace("'/lake/*/", "'./*/"));
+    assert!(has_rows(&rows), "{sql}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(&json!("secretsmanager:GetSecretValue"))),
+        "{rows:?}"
+    );
+}
+
+/// The commands of the README's table and of docs/commands.md: each subcommand exists and
+/// each flag shown is one its `--help` lists.
+#[test]
+fn documented_commands_and_flags_exist() {
+    let readme = read("README.md");
+    let mut shown: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `auditlake "))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    assert!(shown.len() >= 6, "README: the commands table: {shown:?}");
+    let page = read("docs/commands.md");
+    let block = page
+        .split("```\n")
+        .nth(1)
+        .expect("docs/commands.md: a code block");
+    let from_page = shown.len();
+    for line in block.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        match line.strip_prefix("auditlake ") {
+            Some(command) => shown.push(command.to_string()),
+            None if line.trim_start().starts_with("[--") => {
+                let last = shown.last_mut().expect("a continuation after a command");
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+            None => {}
+        }
+    }
+    assert!(shown.len() >= from_page + 6, "docs/commands.md: {shown:?}");
+    for command in &shown {
+        let words: Vec<&str> = command
+            .split_whitespace()
+            .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+            .collect();
+        let mut args = words.clone();
+        args.push("--help");
+        let out = auditlake(&args);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "auditlake {words:?}: {help}");
+        for flag in command
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--"))
+        {
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                "`auditlake {command}`: {flag} is not in `auditlake {} --help`",
+                words.join(" ")
+            );
+        }
+    }
 }
