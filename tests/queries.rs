@@ -1,7 +1,11 @@
-//! Downstream: the DDL in `schemas/` and the README's CIEM queries. A fixture lake is built by
-//! replaying the sample, variant and query fixtures; every SQL block of the README section
-//! "CIEM queries" runs through DuckDB on `schemas/duckdb_views.sql` and must return the rows
-//! the fixtures were crafted to produce.
+//! Downstream: the DDL in `schemas/` and what the documentation shows. Two lakes: the
+//! newcomer's (`replay tests/fixtures/samples --out lake`, the README's first command), on which
+//! the README's queries, the `duckdb -c` lines in the comments of `pipelines/*.toml`, the SQL
+//! blocks of `docs/` and the compose trial's query must return rows as shown; and a fixture lake
+//! (samples, variants and query fixtures) on which every SQL block of the section "CIEM queries"
+//! of `docs/queries.md` runs through DuckDB on `schemas/duckdb_views.sql` and must return the
+//! rows the fixtures were crafted to produce. Also: the README's quoted replay output, the
+//! commands and flags it and `docs/commands.md` show, and every relative link of the pages.
 
 mod common;
 
@@ -18,27 +22,354 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(manifest().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
 }
 
-/// Replays samples + variants + the query fixture into a fresh lake.
-fn fixture_lake() -> (tempfile::TempDir, PathBuf) {
+/// Runs `auditlake replay <inputs> --out lake` in a fresh directory, as a user does in the
+/// repository (`inputs` are fixture directories); returns the directory and replay's stdout.
+fn replayed(inputs: &[&str]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
     let f = fixtures();
-    let out = auditlake(&[
-        "replay",
-        f.join("samples").to_str().expect("path"),
-        f.join("variants").to_str().expect("path"),
-        f.join("queries").to_str().expect("path"),
-        "--out",
-        lake.to_str().expect("path"),
-    ]);
+    let out = std::process::Command::new(bin())
+        .arg("replay")
+        .args(inputs.iter().map(|i| f.join(i)))
+        .args(["--out", "lake"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run auditlake");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (dir, stdout)
+}
+
+/// Replays samples + variants + the query fixture into a fresh lake.
+fn fixture_lake() -> (tempfile::TempDir, PathBuf) {
+    let (dir, stdout) = replayed(&["samples", "variants", "queries"]);
     assert!(stdout.contains("54 events written"), "{stdout}");
+    let lake = dir.path().join("lake");
     (dir, lake)
+}
+
+/// The README's first command, `replay tests/fixtures/samples --out lake`: the bundled samples,
+/// one of them damaged on purpose. Returns the directory holding `lake/`.
+fn sample_lake() -> (tempfile::TempDir, String) {
+    replayed(&["samples"])
+}
+
+/// The files of the repository directory `dir` whose names end in `.ext`, by name: (name, text).
+fn files_in(dir: &str, ext: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(manifest().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}/: {e}"))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .map(|p| {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).expect("read"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The SQL of every `duckdb -c "..."` command in `text`: a page, or the comments of a config
+/// file (`#` markers are taken off first, so a command may continue on the next comment line).
+fn duckdb_commands(text: &str, comments: bool) -> Vec<String> {
+    let text: String = text
+        .lines()
+        .filter_map(|l| {
+            if !comments {
+                return Some(l);
+            }
+            l.trim_start().strip_prefix('#').map(str::trim_start)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("duckdb -c \"") {
+        rest = &rest[at + "duckdb -c \"".len()..];
+        let end = rest
+            .find('"')
+            .unwrap_or_else(|| panic!("unclosed `duckdb -c \"`: {rest}"));
+        out.push(rest[..end].to_string());
+        rest = &rest[end + 1..];
+    }
+    out
+}
+
+/// Every `read_parquet(...)` of `sql` keeps the Hive partitions as strings: without
+/// `hive_types_autocast = false` DuckDB turns `account` into a number (dropping the leading
+/// zeros of AWS account ids) and `date` into a date.
+fn partitions_read_as_strings(sql: &str) -> Result<(), String> {
+    let folded: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    for call in folded.split("read_parquet(").skip(1) {
+        let args = call.split(')').next().unwrap_or_default().replace(' ', "");
+        if !args.contains("hive_types_autocast=false") {
+            return Err("read_parquet without hive_types_autocast = false".into());
+        }
+    }
+    Ok(())
+}
+
+/// Every ```sql block of a Markdown page: (the `##` section, the heading just above, the SQL).
+fn sql_blocks(page: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut heading = String::new();
+    let mut block: Option<String> = None;
+    let mut out = Vec::new();
+    for line in page.lines() {
+        if let Some(sql) = block.as_mut() {
+            if line.trim_start().starts_with("```") {
+                let sql = block.take().unwrap_or_default();
+                out.push((section.clone(), heading.clone(), sql));
+            } else {
+                sql.push_str(line);
+                sql.push('\n');
+            }
+        } else if line.trim() == "```sql" {
+            block = Some(String::new());
+        } else if let Some(h) = line.strip_prefix("## ") {
+            section = h.trim().to_string();
+            heading = section.clone();
+        } else if let Some(h) = line.strip_prefix("### ") {
+            heading = h.trim().to_string();
+        }
+    }
+    out
+}
+
+/// A ```sql block as a reader runs it in the directory holding `lake/`: in the DuckDB CLI's
+/// session style, `.read <file>` (a file of this repository) is read in; a block that does not
+/// load the views itself runs after `SET VARIABLE lake = 'lake'` and the views file, as the
+/// pages tell readers to load them first.
+fn as_run(sql: &str) -> String {
+    let mut loads_views = false;
+    let lines: Vec<String> = sql
+        .lines()
+        .map(|l| match l.trim().strip_prefix(".read ") {
+            Some(file) => {
+                loads_views = true;
+                read(file.trim())
+            }
+            None => l.to_string(),
+        })
+        .collect();
+    let sql = lines.join("\n");
+    if loads_views {
+        sql
+    } else {
+        format!(
+            "SET VARIABLE lake = 'lake';\n{}\n{sql}",
+            read("schemas/duckdb_views.sql")
+        )
+    }
+}
+
+/// Whether `rows` are a result a reader can see something in: at least one row, and not only
+/// zeros and nulls (a `count(*)` of nothing is one row too).
+fn has_rows(rows: &[Vec<Value>]) -> bool {
+    let something = |v: &Value| !(v.is_null() || v == &json!(0) || v == &json!(""));
+    rows.iter().any(|r| r.iter().any(something))
+}
+
+/// The first ` ```text ` block of the README after the replay command: what it prints.
+fn readme_replay_output(readme: &str) -> Vec<String> {
+    let after = readme
+        .split("cargo run --release -- replay tests/fixtures/samples --out lake")
+        .nth(1)
+        .expect("README: the first command");
+    let block = after
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("README: a ```text block with what the first command prints");
+    block.lines().map(str::to_string).collect()
+}
+
+/// A summary line without its timing (`..., 0.04 s (413 events/s)`), which varies.
+fn untimed(line: &str) -> &str {
+    line.rsplit_once(", ")
+        .filter(|(_, t)| t.ends_with("events/s)"))
+        .map_or(line, |(l, _)| l)
+}
+
+/// The `python3 -c "..."` commands of `text`, whole, as a reader pastes them into a shell.
+fn python_commands(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("python3 -c \"") {
+        rest = &rest[at..];
+        let body = &rest["python3 -c \"".len()..];
+        let end = body.find('"').expect("unclosed python3 -c \"");
+        out.push(rest[.."python3 -c \"".len() + end + 1].to_string());
+        rest = &body[end + 1..];
+    }
+    out
+}
+
+#[test]
+fn the_readme_and_pipeline_queries_return_rows_on_the_sample_lake() {
+    let (dir, stdout) = sample_lake();
+    let readme = read("README.md");
+    // What the README says the first command prints is what it prints (but for its timing).
+    let shown = readme_replay_output(&readme);
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        shown.iter().map(|l| untimed(l)).collect::<Vec<_>>(),
+        printed.iter().map(|l| untimed(l)).collect::<Vec<_>>(),
+        "README: what `replay tests/fixtures/samples --out lake` prints"
+    );
+
+    let mut problems = Vec::new();
+    let mut check = |place: &str, sql: &str, rows: &[Vec<Value>]| {
+        if let Err(e) = partitions_read_as_strings(sql) {
+            problems.push(format!("{place}: {e}:\n{sql}"));
+        }
+        if !has_rows(rows) {
+            problems.push(format!("{place}: {} rows:\n{sql}", rows.len()));
+        }
+    };
+
+    let commands = duckdb_commands(&readme, false);
+    for sql in &commands {
+        check("README duckdb -c", sql, &duckdb_in(dir.path(), sql));
+    }
+    for (_, heading, sql) in sql_blocks(&readme) {
+        let rows = duckdb_in(dir.path(), &as_run(&sql));
+        check(&format!("README ```sql under {heading:?}"), &sql, &rows);
+    }
+
+    let mut with_queries = Vec::new();
+    for (name, text) in files_in("pipelines", "toml") {
+        for sql in duckdb_commands(&text, true) {
+            let place = format!("pipelines/{name}");
+            check(&place, &sql, &duckdb_in(dir.path(), &sql));
+            with_queries.push(name.clone());
+        }
+    }
+    for name in ["local.toml", "aws-cloudtrail.toml", "tencent-cls.toml"] {
+        if !with_queries.iter().any(|n| n == name) {
+            problems.push(format!(
+                "pipelines/{name} shows no `# ... duckdb -c \"...\"` query"
+            ));
+        }
+    }
+
+    // The first query: the sample of a secrets-retrieval scenario makes 10 GetSecretValue
+    // calls, the most frequent call of the samples.
+    match commands.first() {
+        None => problems.push("README shows no `duckdb -c \"...\"` query".into()),
+        Some(sql) => {
+            let rows = duckdb_in(dir.path(), sql);
+            let top = rows.first().cloned().unwrap_or_default();
+            if !(top.contains(&json!("secretsmanager:GetSecretValue")) && top.contains(&json!(10)))
+            {
+                problems.push(format!("README's first query, first row: {top:?}"));
+            }
+            // The Python alternative is the same query, and runs as pasted into a shell
+            // (`python3` being a Python with duckdb, as after `pip install duckdb`).
+            let pasted = python_commands(&readme);
+            match pasted.first() {
+                None => problems.push("README shows no `python3 -c \"...\"` query".into()),
+                Some(cmd) => {
+                    if !cmd.contains(&format!("duckdb.sql('''{sql}''')")) {
+                        problems.push(format!("README: the Python query is not the first:\n{cmd}"));
+                    }
+                    let script = format!("python3() {{ \"$PY\" \"$@\"; }}\n{cmd}\n");
+                    let out = std::process::Command::new("bash")
+                        .args(["-c", &script])
+                        .env("PY", python())
+                        .current_dir(dir.path())
+                        .output()
+                        .expect("bash");
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    if !(out.status.success() && text.contains("secretsmanager:GetSecretValue")) {
+                        problems.push(format!(
+                            "README's Python query printed:\n{text}\n{}",
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// The blocks of `docs/queries.md` before its CIEM section: what a reader of the README runs
+/// next, on the same lake.
+#[test]
+fn the_queries_page_returns_rows_on_the_sample_lake() {
+    let (dir, _) = sample_lake();
+    let page = read("docs/queries.md");
+    let blocks: Vec<(String, String, String)> = sql_blocks(&page)
+        .into_iter()
+        .filter(|(section, _, _)| section != "CIEM queries")
+        .collect();
+    assert!(
+        blocks.len() >= 3,
+        "docs/queries.md: files, dead letters and views, each a ```sql block: {blocks:?}"
+    );
+    for (_, heading, sql) in &blocks {
+        partitions_read_as_strings(sql).unwrap_or_else(|e| panic!("{heading}: {e}:\n{sql}"));
+        let rows = duckdb_in(dir.path(), &as_run(sql));
+        assert!(
+            has_rows(&rows),
+            "docs/queries.md {heading:?}: {rows:?}\n{sql}"
+        );
+    }
+    // The views example names the samples' AWS account: its 13 events (one of them before the
+    // damage in the damaged file).
+    let (_, _, views) = blocks
+        .iter()
+        .find(|(_, _, sql)| sql.contains(".read schemas/duckdb_views.sql"))
+        .expect("docs/queries.md: the views example");
+    assert_eq!(duckdb_in(dir.path(), &as_run(views)), vec![vec![json!(13)]]);
+    // The dead letter of the damaged sample.
+    let (_, _, dead) = blocks
+        .iter()
+        .find(|(_, _, sql)| sql.contains("lake/dead_letters/"))
+        .expect("docs/queries.md: a dead-letter query");
+    let rows = duckdb_in(dir.path(), &as_run(dead));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(
+        rows[0][0]
+            .as_str()
+            .is_some_and(|s| s.ends_with("aws.execution.ec2-user-data.json")),
+        "{rows:?}"
+    );
+}
+
+/// The SQL blocks of the other pages run on a lake of the samples and the asset-change
+/// fixtures, and return rows — but for the Kafka gap query, which has nothing to find in
+/// replayed files (its rows are checked by `tests/kafka.rs` through the metric and the row).
+#[test]
+fn the_other_pages_queries_run() {
+    let (dir, _) = replayed(&["samples", "asset-changes"]);
+    let mut ran = Vec::new();
+    for (name, text) in files_in("docs", "md") {
+        if name == "queries.md" {
+            continue;
+        }
+        for (section, heading, sql) in sql_blocks(&text) {
+            partitions_read_as_strings(&sql).unwrap_or_else(|e| panic!("{name}: {e}:\n{sql}"));
+            let rows = duckdb_in(dir.path(), &as_run(&sql));
+            if heading != "Gaps" {
+                assert!(
+                    has_rows(&rows),
+                    "docs/{name} {section:?} {heading:?}: no rows\n{sql}"
+                );
+            }
+            ran.push(format!("{name}: {heading}"));
+        }
+    }
+    for want in ["tencent.md: Gaps", "accounts.md: Changes from audit events"] {
+        assert!(
+            ran.iter().any(|r| r == want),
+            "no ```sql block {want:?}: {ran:?}"
+        );
+    }
 }
 
 /// `SET VARIABLE lake` and the checked-in views file, as the README tells users to load them.
@@ -50,32 +381,13 @@ fn with_views(lake: &Path, sql: &str) -> String {
     )
 }
 
-/// Every ```sql block of the README section "CIEM queries", under its `###` heading.
-fn readme_queries() -> Vec<(String, String)> {
-    let readme = read("README.md");
-    let mut in_section = false;
-    let mut heading = String::new();
-    let mut block: Option<String> = None;
-    let mut out = Vec::new();
-    for line in readme.lines() {
-        if let Some(sql) = block.as_mut() {
-            if line.trim_start().starts_with("```") {
-                out.push((heading.clone(), block.take().unwrap_or_default()));
-            } else {
-                sql.push_str(line);
-                sql.push('\n');
-            }
-            continue;
-        }
-        if let Some(h) = line.strip_prefix("## ") {
-            in_section = h.trim() == "CIEM queries";
-        } else if let Some(h) = line.strip_prefix("### ") {
-            heading = h.trim().to_string();
-        } else if in_section && line.trim() == "```sql" {
-            block = Some(String::new());
-        }
-    }
-    out
+/// Every ```sql block of the section "CIEM queries" of `docs/queries.md`, under its heading.
+fn ciem_queries() -> Vec<(String, String)> {
+    sql_blocks(&read("docs/queries.md"))
+        .into_iter()
+        .filter(|(section, _, _)| section == "CIEM queries")
+        .map(|(_, heading, sql)| (heading, sql))
+        .collect()
 }
 
 fn ts(s: &str) -> Value {
@@ -83,7 +395,7 @@ fn ts(s: &str) -> Value {
 }
 
 #[test]
-fn every_readme_ciem_query_returns_its_rows_on_the_fixture_lake() {
+fn every_ciem_query_of_the_docs_returns_its_rows_on_the_fixture_lake() {
     let (_dir, lake) = fixture_lake();
     let bob = "arn:aws:iam::111122223333:user/bob";
     let expected: Vec<(&str, Value)> = vec![
@@ -228,12 +540,12 @@ fn every_readme_ciem_query_returns_its_rows_on_the_fixture_lake() {
         ),
     ];
 
-    let queries = readme_queries();
+    let queries = ciem_queries();
     let headings: Vec<&str> = queries.iter().map(|(h, _)| h.as_str()).collect();
     let expected_headings: Vec<&str> = expected.iter().map(|(h, _)| *h).collect();
     assert_eq!(
         headings, expected_headings,
-        "README \"CIEM queries\": one ```sql block per query heading, each with expected rows here"
+        "docs/queries.md \"CIEM queries\": one ```sql block per query heading, each with expected rows here"
     );
     for ((heading, sql), (_, rows)) in queries.iter().zip(&expected) {
         let got = Value::Array(
@@ -242,7 +554,7 @@ fn every_readme_ciem_query_returns_its_rows_on_the_fixture_lake() {
                 .map(Value::Array)
                 .collect(),
         );
-        assert_eq!(&got, rows, "README query \"{heading}\":\n{sql}");
+        assert_eq!(&got, rows, "docs/queries.md query \"{heading}\":\n{sql}");
     }
 }
 
@@ -461,4 +773,145 @@ fn duckdb_views_read_the_lake_with_the_schema_types() {
         plan.contains(&format!("Scanning Files: {account}/{}", files.len())),
         "{plan}"
     );
+}
+
+/// GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown page's headings (outside code blocks).
+fn anchors(page: &str) -> Vec<String> {
+    let mut fenced = false;
+    let mut out = Vec::new();
+    for line in page.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            out.push(anchor(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// Every relative link of the README and of `docs/` names a file of the repository, and every
+/// `#anchor` a heading of its page: pages moved into `docs/` link with `../`.
+#[test]
+fn documentation_links_resolve() {
+    let mut pages = vec![("README.md".to_string(), read("README.md"))];
+    pages.extend(
+        files_in("docs", "md")
+            .into_iter()
+            .map(|(name, text)| (format!("docs/{name}"), text)),
+    );
+    let mut broken = Vec::new();
+    let mut links = 0;
+    for (name, text) in &pages {
+        let page = manifest().join(name);
+        for target in text.split("](").skip(1).filter_map(|t| t.split(')').next()) {
+            if target.starts_with("http") || target.contains(' ') {
+                continue;
+            }
+            links += 1;
+            let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let path = if file.is_empty() {
+                page.clone()
+            } else {
+                page.parent().expect("dir").join(file)
+            };
+            if !path.exists() {
+                broken.push(format!("{name}: {target} (no such file)"));
+            } else if !fragment.is_empty() {
+                let headings = anchors(&std::fs::read_to_string(&path).unwrap_or_default());
+                if !headings.iter().any(|h| h == fragment) {
+                    broken.push(format!("{name}: {target} (no such heading)"));
+                }
+            }
+        }
+    }
+    assert!(links > 20, "only {links} relative links found");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The query of the compose file's `query` service (`docker compose --profile try run --rm
+/// query`, in docs/daemon.md) returns rows on a lake like the trial's: its `/lake/*/` is the
+/// directory holding the trial's lakes, here the one holding `lake/`.
+#[test]
+fn the_compose_trial_query_returns_rows() {
+    let (dir, _) = sample_lake();
+    let compose = read("docker-compose.yml");
+    let sql = compose
+        .split("duckdb.sql(\"\"\"")
+        .nth(1)
+        .and_then(|s| s.split("\"\"\")").next())
+        .expect("docker-compose.yml: the query service's duckdb.sql(\"\"\"...\"\"\")");
+    partitions_read_as_strings(sql).unwrap_or_else(|e| panic!("docker-compose.yml: {e}"));
+    assert!(sql.contains("'/lake/*/"), "{sql}");
+    let rows = duckdb_in(dir.path(), &sql.replace("'/lake/*/", "'./*/"));
+    assert!(has_rows(&rows), "{sql}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(&json!("secretsmanager:GetSecretValue"))),
+        "{rows:?}"
+    );
+}
+
+/// The commands of the README's table and of docs/commands.md: each subcommand exists and
+/// each flag shown is one its `--help` lists.
+#[test]
+fn documented_commands_and_flags_exist() {
+    let readme = read("README.md");
+    let mut shown: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `auditlake "))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    assert!(shown.len() >= 6, "README: the commands table: {shown:?}");
+    let page = read("docs/commands.md");
+    let block = page
+        .split("```\n")
+        .nth(1)
+        .expect("docs/commands.md: a code block");
+    let from_page = shown.len();
+    for line in block.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        match line.strip_prefix("auditlake ") {
+            Some(command) => shown.push(command.to_string()),
+            None if line.trim_start().starts_with("[--") => {
+                let last = shown.last_mut().expect("a continuation after a command");
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+            None => {}
+        }
+    }
+    assert!(shown.len() >= from_page + 6, "docs/commands.md: {shown:?}");
+    for command in &shown {
+        let words: Vec<&str> = command
+            .split_whitespace()
+            .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+            .collect();
+        let mut args = words.clone();
+        args.push("--help");
+        let out = auditlake(&args);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "auditlake {words:?}: {help}");
+        for flag in command
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--"))
+        {
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                "`auditlake {command}`: {flag} is not in `auditlake {} --help`",
+                words.join(" ")
+            );
+        }
+    }
 }

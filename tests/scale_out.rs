@@ -240,7 +240,7 @@ max_age_secs = 1
     b.terminate();
     assert_eq!(counts(&lake), (total, total), "every event once");
     assert!(files_of(&lake, "a") > 0 && files_of(&lake, "b") > 0);
-    // The README's dedup query (for lakes where a duplicate can occur) keeps every event.
+    // The dedup query of docs/lake.md (for lakes where a duplicate can occur) keeps every event.
     let deduped = scalar(&format!(
         "select count(*) from (select * from {} qualify row_number() over (partition by cloud_provider, metadata_uid) = 1)",
         dataset(&lake, "ciem_events")

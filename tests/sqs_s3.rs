@@ -552,7 +552,7 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Throughput and latency through moto (the README's figures). Not part of the suite:
+/// Throughput and latency through moto (the figures in docs/aws.md). Not part of the suite:
 /// `cargo test --test sqs_s3 -- --ignored --nocapture throughput`; sizes from
 /// AUDITLAKE_BENCH_OBJECTS / AUDITLAKE_BENCH_EVENTS (per object), or a corpus made by
 /// `bench/gen_cloudtrail.py` in AUDITLAKE_BENCH_DIR; the daemon from AUDITLAKE_BENCH_BIN.

@@ -38,6 +38,12 @@ pub fn python() -> PathBuf {
 
 /// Runs SQL in DuckDB and returns the rows as JSON values (timestamps as ISO strings).
 pub fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
+    duckdb_in(Path::new("."), sql)
+}
+
+/// As [`duckdb`], in the directory `dir`: relative paths in the SQL (`'lake/...'`) resolve
+/// against it, as they do for a user who runs the query where the lake was written.
+pub fn duckdb_in(dir: &Path, sql: &str) -> Vec<Vec<serde_json::Value>> {
     let script = r#"
 import duckdb, json, sys, datetime, decimal
 def conv(v):
@@ -53,6 +59,7 @@ print(json.dumps([[conv(v) for v in r] for r in rows]))
 "#;
     let out = Command::new(python())
         .args(["-c", script, sql])
+        .current_dir(dir)
         .output()
         .expect("run python");
     assert!(
@@ -63,7 +70,7 @@ print(json.dumps([[conv(v) for v in r] for r in rows]))
     serde_json::from_slice(&out.stdout).expect("duckdb output is JSON")
 }
 
-/// `read_parquet(...)` over a lake dataset, as the README tells users to read it.
+/// `read_parquet(...)` over a lake dataset, as docs/queries.md tells users to read it.
 pub fn dataset(lake: &Path, name: &str) -> String {
     format!(
         "read_parquet('{}/{name}/**/*.parquet', hive_partitioning = true, hive_types_autocast = false)",
