@@ -123,7 +123,7 @@ enum Command {
         #[arg(long, env = "AUDITLAKE_METRICS_LISTEN")]
         metrics_listen: Option<String>,
         /// Memory bound of the process, in MiB, shared by all its pipelines: batch sizes,
-        /// deduplication windows and queue depths are derived from it (see the README).
+        /// deduplication windows and queue depths are derived from it (see docs/daemon.md).
         #[arg(long, env = "AUDITLAKE_MEMORY_LIMIT_MIB", default_value_t = memory::DEFAULT_LIMIT_MIB)]
         memory_limit_mib: u64,
     },

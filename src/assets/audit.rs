@@ -468,12 +468,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_call_has_one_rule_and_the_readme_lists_it() {
+    fn each_call_has_one_rule_and_the_docs_list_it() {
         let calls: Vec<String> = tracked_calls().collect();
         let unique: std::collections::HashSet<&String> = calls.iter().collect();
         assert_eq!(unique.len(), calls.len(), "a call has two rules");
-        // The README names calls in groups (`Create/DeleteUser`): look for the verb-less noun.
-        let readme = include_str!("../../README.md");
+        // docs/accounts.md names calls in groups (`Create/DeleteUser`): look for the verb-less noun.
+        let readme = include_str!("../../docs/accounts.md");
         const VERBS: &[&str] = &[
             "Create",
             "Delete",
@@ -496,7 +496,7 @@ mod tests {
                 .unwrap_or(r.operation);
             assert!(
                 readme.contains(noun),
-                "README does not mention {}",
+                "docs/accounts.md does not mention {}",
                 r.operation
             );
         }

@@ -130,7 +130,7 @@ fn parse_value(v: &Value, depth: u8, out: &mut Notification) -> Result<(), BodyE
         let key = text(v, "/detail/object/key").ok_or_else(|| missing("detail.object.key"))?;
         out.objects.push(ObjectRef {
             bucket: bucket.to_string(),
-            // EventBridge carries the key as is (unconfirmed: see the README); only
+            // EventBridge carries the key as is (unconfirmed: see docs/aws.md); only
             // notifications URL-encode it.
             key: key.to_string(),
             version_id: text(v, "/detail/object/version-id").map(str::to_string),
