@@ -8,10 +8,11 @@ use serde::Deserialize;
 use crate::batch::FlushPolicy;
 use crate::normalize::NormalizeConfig;
 use crate::sink::keys::DedupConfig;
-use crate::sink::parquet::ParquetOptions;
-use crate::sink::s3::S3LakeConfig;
 use crate::sources::files::InboxConfig;
 use crate::sources::sqs_s3::SqsS3Config;
+
+/// `[sink]`: where the lake is written (its type lives with the sink).
+pub use crate::sink::LakeConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -62,60 +63,6 @@ pub enum SourceConfig {
     Kafka(Box<crate::sources::kafka::KafkaConfig>),
     /// S3 event notifications on an SQS queue; the objects they name are read from S3.
     SqsS3(Box<SqsS3Config>),
-}
-
-/// Where the lake is written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LakeConfig {
-    /// Lake root directory.
-    #[serde(default = "default_lake")]
-    pub path: PathBuf,
-    /// ZSTD level (1 fastest, the default … 22 smallest).
-    #[serde(default = "default_zstd")]
-    pub zstd_level: i32,
-    /// Rows per Parquet row group.
-    #[serde(default = "default_row_group")]
-    pub row_group_rows: usize,
-    /// Publish the lake to S3 instead; `path` then holds the journal and staged files.
-    #[serde(default)]
-    pub s3: Option<S3LakeConfig>,
-    /// This process's name when several processes share the lake (one Kafka consumer group,
-    /// one SQS queue): unique per process and stable across its restarts, e.g.
-    /// `"${HOSTNAME}"`. Unset: the only process writing the lake.
-    #[serde(default)]
-    pub instance: Option<String>,
-}
-
-fn default_lake() -> PathBuf {
-    PathBuf::from("./lake")
-}
-fn default_zstd() -> i32 {
-    ParquetOptions::default().zstd_level
-}
-fn default_row_group() -> usize {
-    ParquetOptions::default().row_group_rows
-}
-
-impl Default for LakeConfig {
-    fn default() -> Self {
-        LakeConfig {
-            path: default_lake(),
-            zstd_level: default_zstd(),
-            row_group_rows: default_row_group(),
-            s3: None,
-            instance: None,
-        }
-    }
-}
-
-impl LakeConfig {
-    pub fn parquet(&self) -> ParquetOptions {
-        ParquetOptions {
-            zstd_level: self.zstd_level,
-            row_group_rows: self.row_group_rows,
-        }
-    }
 }
 
 impl PipelineConfig {
