@@ -67,6 +67,23 @@ pub struct Stats {
     pub batches_committed: u64,
 }
 
+impl Stats {
+    /// What was counted since `before`, for the pipeline's metrics.
+    fn since(&self, before: &Stats) -> crate::metrics::BatchCounts {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        crate::metrics::BatchCounts {
+            inputs: d(self.units, before.units),
+            inputs_already_in_lake: d(self.units_already_in_lake, before.units_already_in_lake),
+            duplicates_dropped: d(self.duplicates_dropped, before.duplicates_dropped),
+            digests_skipped: d(self.digests_skipped, before.digests_skipped),
+            dead_letters: d(self.dead_letters, before.dead_letters),
+            asset_changes_written: d(self.asset_changes_written, before.asset_changes_written),
+            files_committed: d(self.files_committed, before.files_committed),
+            batches_committed: d(self.batches_committed, before.batches_committed),
+        }
+    }
+}
+
 /// Remembers (provider, event id) pairs of events outside the dedup horizon, to drop their
 /// duplicates within one run (those within the horizon are checked against the lake's
 /// committed keys instead, [`crate::sink::keys`]). Two generations bound memory in a
@@ -240,8 +257,7 @@ impl Batcher {
         };
         let flush = share.update(self.pending_bytes);
         if flush && let Some(m) = &self.metrics {
-            m.memory_pressure_flushes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            m.memory_pressure_flushes.inc();
         }
         flush
     }
@@ -520,7 +536,8 @@ impl Batcher {
             self.committed_through.remove(unit);
         }
         if let Some(m) = &self.metrics {
-            m.publish(&self.stats, &mut self.published);
+            m.add_counts(&self.stats.since(&self.published));
+            self.published = self.stats.clone();
             m.batch_committed(&summary.events_by_provider, summary.started.elapsed());
         }
         Ok(CommitReport {

@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use crate::batch::{Batcher, Stats};
 use crate::event::{DeadLetter, Origin, now_ms};
+use crate::metrics::PipelineMetrics;
 use crate::normalize::Stamp;
 use crate::normalize::unit::{DecodeContext, Item, decode_message};
 use crate::sink::SinkError;
@@ -649,6 +650,8 @@ pub struct Ctx {
     shared: Arc<Mutex<Shared>>,
     lag: Arc<Mutex<LagTable>>,
     topic: String,
+    /// Where the consumer reports its partitions and lag.
+    metrics: Option<Arc<PipelineMetrics>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -684,6 +687,11 @@ impl ClientContext for Ctx {
                     lag,
                 },
             );
+        }
+        if let Some(m) = &self.metrics {
+            for ((topic, partition), l) in table.iter() {
+                m.kafka_lag(topic, *partition, l.lag);
+            }
         }
         let total: i64 = table.values().map(|l| l.lag).sum();
         let per_partition: Vec<String> = table
@@ -746,6 +754,9 @@ impl ConsumerContext for Ctx {
                 s.batcher.abandon_unit(&part.unit);
             }
         }
+        if let Some(m) = &self.metrics {
+            m.kafka_partitions_assigned(s.parts.len());
+        }
         tracing::info!(partitions = ?revoked.iter().map(|(_, p)| *p).collect::<Vec<_>>(), "partitions revoked");
     }
 
@@ -774,6 +785,9 @@ impl ConsumerContext for Ctx {
                         },
                     );
                 }
+                if let Some(m) = &self.metrics {
+                    m.kafka_partitions_assigned(s.parts.len());
+                }
                 tracing::info!(partitions = ?assigned, "partitions assigned (resuming from committed offsets)");
             }
             Rebalance::Revoke(_) => {}
@@ -787,7 +801,8 @@ pub fn unit_id(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}/{partition}")
 }
 
-/// Watches a [`KafkaSource`]: its partitions, lag and counters (for metrics and tests).
+/// Watches a [`KafkaSource`]: its partitions, lag and counters (for tests; the source reports
+/// its partitions and lag into the pipeline's metrics itself).
 #[derive(Clone)]
 pub struct KafkaHandle {
     shared: Arc<Mutex<Shared>>,
@@ -849,6 +864,7 @@ impl KafkaSource {
         topic: &str,
         batcher: Batcher,
     ) -> Result<Self, KafkaError> {
+        let metrics = batcher.metrics().cloned();
         let shared = Arc::new(Mutex::new(Shared {
             batcher,
             parts: HashMap::new(),
@@ -860,9 +876,13 @@ impl KafkaSource {
             shared: shared.clone(),
             lag: lag.clone(),
             topic: topic.to_string(),
+            metrics: metrics.clone(),
         };
         let consumer: BaseConsumer<Ctx> = settings.client_config().create_with_context(ctx)?;
         consumer.subscribe(&[topic])?;
+        if let Some(m) = &metrics {
+            m.kafka_consumer_started();
+        }
         tracing::info!(
             topic,
             bootstrap = settings.get("bootstrap.servers").unwrap_or(""),
@@ -953,10 +973,8 @@ impl KafkaSource {
                         }
                     }
                     if let Some(m) = s.batcher.metrics() {
-                        m.input_bytes.fetch_add(
-                            msg.payload().map_or(0, <[u8]>::len) as u64,
-                            Ordering::Relaxed,
-                        );
+                        m.input_bytes
+                            .inc_by(msg.payload().map_or(0, <[u8]>::len) as u64);
                     }
                     let mut items = Vec::with_capacity(1);
                     decode_message(

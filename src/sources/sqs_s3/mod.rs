@@ -541,7 +541,7 @@ async fn heartbeat_loop(
                 Ok(out) if !out.failed().is_empty() => {
                     if let Some(m) = &metrics {
                         m.sqs_visibility_extensions
-                            .fetch_add((out.successful().len()) as u64, Ordering::Relaxed);
+                            .inc_by(out.successful().len() as u64);
                     }
                     tracing::debug!(
                         failed = out.failed().len(),
@@ -551,7 +551,7 @@ async fn heartbeat_loop(
                 Ok(out) => {
                     if let Some(m) = &metrics {
                         m.sqs_visibility_extensions
-                            .fetch_add(out.successful().len() as u64, Ordering::Relaxed);
+                            .inc_by(out.successful().len() as u64);
                     }
                 }
                 Err(e) => {
@@ -764,7 +764,7 @@ impl Coordinator<'_> {
     fn on_message(&mut self, m: Received) -> Result<(), SqsS3Error> {
         self.stats.messages += 1;
         if let Some(m) = self.batcher.metrics() {
-            m.sqs_messages_received.fetch_add(1, Ordering::Relaxed);
+            m.sqs_messages_received.inc();
         }
         let key = self.next_key;
         self.next_key += 1;
@@ -915,8 +915,9 @@ impl Coordinator<'_> {
                     // in flight.
                     metrics
                         .sqs_messages_in_flight
-                        .store(self.messages.len() as i64, Ordering::SeqCst);
-                    metrics.sqs_messages_deleted.fetch_add(1, Ordering::SeqCst);
+                        .set(self.messages.len() as i64);
+                    std::sync::atomic::fence(Ordering::Release);
+                    metrics.sqs_messages_deleted.inc();
                 }
                 let _ = self.ack.blocking_send(Ack::Delete { receipt: m.receipt });
             }
@@ -966,8 +967,7 @@ impl Coordinator<'_> {
 
     fn update_load(&self) {
         if let Some(m) = self.batcher.metrics() {
-            m.sqs_messages_in_flight
-                .store(self.messages.len() as i64, Ordering::Relaxed);
+            m.sqs_messages_in_flight.set(self.messages.len() as i64);
         }
         self.shared
             .load
@@ -1046,8 +1046,7 @@ async fn read_object(
         let sent = match next {
             Some(Ok(chunk)) => {
                 if let Some(m) = &metrics {
-                    m.input_bytes
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    m.input_bytes.inc_by(chunk.len() as u64);
                 }
                 tx.send(Ok(chunk)).await
             }
