@@ -24,6 +24,8 @@ use serde::Deserialize;
 
 use self::parquet::ParquetOptions;
 use self::s3::S3LakeConfig;
+use crate::event::Provider;
+use crate::normalize::date_of_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -72,6 +74,16 @@ impl SinkError {
             source,
         }
     }
+}
+
+/// `ciem_events/provider=…/account=…/date=…` for a partition key.
+fn partition_dir((provider, account, day): (Provider, Option<&str>, i64)) -> String {
+    format!(
+        "ciem_events/provider={}/account={}/date={}",
+        provider.as_str(),
+        partition_value(account),
+        date_of_ms(day * 86_400_000)
+    )
 }
 
 /// A Hive partition value made safe for a path component: bytes outside `[A-Za-z0-9_.-]` are
