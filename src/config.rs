@@ -179,6 +179,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_cls_pipeline_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/tencent-cls.toml");
+        let cfg = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let SourceConfig::Kafka(kafka) = cfg.source else {
+            panic!("not a kafka source");
+        };
+        let keys = |name: &str| match name {
+            "TENCENTCLOUD_SECRET_ID" => Some("AKIDexample".to_string()),
+            "TENCENTCLOUD_SECRET_KEY" => Some("keyEXAMPLE".to_string()),
+            _ => None,
+        };
+        let password = kafka.password(&keys).expect("password");
+        let s = crate::sources::kafka::client_config(&kafka, password.as_ref()).expect("settings");
+        assert_eq!(
+            s.get("bootstrap.servers"),
+            Some("kafkaconsumer-ap-guangzhou.cls.tencentyun.com:9095")
+        );
+        assert_eq!(s.get("security.protocol"), Some("SASL_PLAINTEXT"));
+        assert_eq!(s.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn shipped_sqs_pipeline_parses_and_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("pipelines")
+            .join("aws-cloudtrail.toml");
+        let cfg = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let SourceConfig::SqsS3(source) = cfg.source else {
+            panic!("aws-cloudtrail.toml must use the sqs_s3 source");
+        };
+        source.validate().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(source.visibility_timeout_secs, 300);
+    }
+
+    #[test]
     fn shipped_local_configs_parse() {
         for name in ["local.toml", "docker-local.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -471,23 +471,6 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_cls_pipeline_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/tencent-cls.toml");
-        let cfg = crate::config::PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let crate::config::SourceConfig::Kafka(kafka) = cfg.source else {
-            panic!("not a kafka source");
-        };
-        let password = kafka.password(&env(KEYS)).expect("password");
-        let s = client_config(&kafka, password.as_ref()).expect("settings");
-        assert_eq!(
-            s.get("bootstrap.servers"),
-            Some("kafkaconsumer-ap-guangzhou.cls.tencentyun.com:9095")
-        );
-        assert_eq!(s.get("security.protocol"), Some("SASL_PLAINTEXT"));
-        assert_eq!(s.get("enable.auto.commit"), Some("false"));
-    }
-
-    #[test]
     fn secrets_come_from_files_and_never_show() {
         let dir = tempfile::tempdir().expect("tempdir");
         let id = dir.path().join("id");
