@@ -8,10 +8,11 @@ use serde::Deserialize;
 use crate::batch::FlushPolicy;
 use crate::normalize::NormalizeConfig;
 use crate::sink::keys::DedupConfig;
-use crate::sink::parquet::ParquetOptions;
-use crate::sink::s3::S3LakeConfig;
 use crate::sources::files::InboxConfig;
 use crate::sources::sqs_s3::SqsS3Config;
+
+/// `[sink]`: where the lake is written (its type lives with the sink).
+pub use crate::sink::LakeConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -62,60 +63,6 @@ pub enum SourceConfig {
     Kafka(Box<crate::sources::kafka::KafkaConfig>),
     /// S3 event notifications on an SQS queue; the objects they name are read from S3.
     SqsS3(Box<SqsS3Config>),
-}
-
-/// Where the lake is written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LakeConfig {
-    /// Lake root directory.
-    #[serde(default = "default_lake")]
-    pub path: PathBuf,
-    /// ZSTD level (1 fastest, the default … 22 smallest).
-    #[serde(default = "default_zstd")]
-    pub zstd_level: i32,
-    /// Rows per Parquet row group.
-    #[serde(default = "default_row_group")]
-    pub row_group_rows: usize,
-    /// Publish the lake to S3 instead; `path` then holds the journal and staged files.
-    #[serde(default)]
-    pub s3: Option<S3LakeConfig>,
-    /// This process's name when several processes share the lake (one Kafka consumer group,
-    /// one SQS queue): unique per process and stable across its restarts, e.g.
-    /// `"${HOSTNAME}"`. Unset: the only process writing the lake.
-    #[serde(default)]
-    pub instance: Option<String>,
-}
-
-fn default_lake() -> PathBuf {
-    PathBuf::from("./lake")
-}
-fn default_zstd() -> i32 {
-    ParquetOptions::default().zstd_level
-}
-fn default_row_group() -> usize {
-    ParquetOptions::default().row_group_rows
-}
-
-impl Default for LakeConfig {
-    fn default() -> Self {
-        LakeConfig {
-            path: default_lake(),
-            zstd_level: default_zstd(),
-            row_group_rows: default_row_group(),
-            s3: None,
-            instance: None,
-        }
-    }
-}
-
-impl LakeConfig {
-    pub fn parquet(&self) -> ParquetOptions {
-        ParquetOptions {
-            zstd_level: self.zstd_level,
-            row_group_rows: self.row_group_rows,
-        }
-    }
 }
 
 impl PipelineConfig {
@@ -239,6 +186,41 @@ fn interpolate_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_cls_pipeline_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/tencent-cls.toml");
+        let cfg = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let SourceConfig::Kafka(kafka) = cfg.source else {
+            panic!("not a kafka source");
+        };
+        let keys = |name: &str| match name {
+            "TENCENTCLOUD_SECRET_ID" => Some("AKIDexample".to_string()),
+            "TENCENTCLOUD_SECRET_KEY" => Some("keyEXAMPLE".to_string()),
+            _ => None,
+        };
+        let password = kafka.password(&keys).expect("password");
+        let s = crate::sources::kafka::client_config(&kafka, password.as_ref()).expect("settings");
+        assert_eq!(
+            s.get("bootstrap.servers"),
+            Some("kafkaconsumer-ap-guangzhou.cls.tencentyun.com:9095")
+        );
+        assert_eq!(s.get("security.protocol"), Some("SASL_PLAINTEXT"));
+        assert_eq!(s.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn shipped_sqs_pipeline_parses_and_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("pipelines")
+            .join("aws-cloudtrail.toml");
+        let cfg = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let SourceConfig::SqsS3(source) = cfg.source else {
+            panic!("aws-cloudtrail.toml must use the sqs_s3 source");
+        };
+        source.validate().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(source.visibility_timeout_secs, 300);
+    }
 
     #[test]
     fn shipped_local_configs_parse() {

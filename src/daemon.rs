@@ -127,7 +127,10 @@ pub fn run(
     );
     let budget = MemoryBudget::new(plan);
     let registry = Arc::new(Registry::default());
-    registry.set_memory(budget.clone());
+    registry.set_memory(budget.plan.limit_bytes, budget.batch_total, {
+        let budget = budget.clone();
+        move || budget.pending()
+    });
     let stop = Arc::new(AtomicBool::new(false));
     on_shutdown(stop.clone())?;
     let pipelines: Vec<_> = pipelines
@@ -143,13 +146,16 @@ pub fn run(
         tracing::info!(address = %local, "serving /metrics, /healthz and /readyz");
     }
     let mut account_syncs = Vec::new();
+    let mut sync_metrics = None;
     for (cfg, _) in &pipelines {
         if let Some(path) = &cfg.accounts {
+            let metrics = sync_metrics
+                .get_or_insert_with(|| sync::SyncMetrics::reporting_to(registry.account_sync()));
             account_syncs.push(sync::cli::spawn_account_sync(
                 path,
                 &cfg.sink.path,
                 stop.clone(),
-                registry.account_sync(),
+                metrics.clone(),
             )?);
         }
     }
@@ -216,7 +222,7 @@ fn supervise(
             break;
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
-        m.restarts.fetch_add(1, Ordering::Relaxed);
+        m.restarts.inc();
         tracing::info!("restarting pipeline");
     }
     m.stopped();
@@ -240,11 +246,7 @@ fn run_pipeline(
             files::watch(inbox, &mut batcher, &ctx, stop)?;
             batcher.stats
         }
-        SourceConfig::Kafka(kafka) => {
-            let source = KafkaSource::new(kafka, batcher)?;
-            m.set_kafka(source.handle());
-            source.run(&ctx, stop)?
-        }
+        SourceConfig::Kafka(kafka) => KafkaSource::new(kafka, batcher)?.run(&ctx, stop)?,
         SourceConfig::SqsS3(source) => {
             sqs_s3::run(source, &mut batcher, &ctx, stop)?;
             batcher.stats

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::normalize::redact::redact_json;
+use crate::redact::redact_json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Provider {
@@ -203,7 +203,7 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// Builds a dead letter, cutting `raw` at `cap` bytes (on a character boundary). Secrets
-    /// in it are redacted by the rules of [`crate::normalize::redact`] (a secret cut by the cap
+    /// in it are redacted by the rules of [`crate::redact`] (a secret cut by the cap
     /// is replaced up to the cut).
     pub fn new(
         pipeline: Arc<str>,

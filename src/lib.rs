@@ -19,6 +19,7 @@ pub mod event;
 pub mod memory;
 pub mod metrics;
 pub mod normalize;
+pub mod redact;
 pub mod replay;
 pub mod schema;
 pub mod sink;

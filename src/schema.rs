@@ -25,7 +25,7 @@ pub struct TableSpec {
     pub partitioning: Vec<String>,
     #[serde(default)]
     pub sort_by: Vec<String>,
-    /// Columns whose JSON text the redaction rules ([`crate::normalize::redact`]) apply to;
+    /// Columns whose JSON text the redaction rules ([`crate::redact`]) apply to;
     /// the Markdown document lists the rules after the columns.
     #[serde(default)]
     pub redacted: Vec<String>,
@@ -114,7 +114,7 @@ impl TableSpec {
         }
         if !self.redacted.is_empty() {
             out.push('\n');
-            out.push_str(&crate::normalize::redact::rules_markdown(&self.redacted));
+            out.push_str(&crate::redact::rules_markdown(&self.redacted));
         }
         out
     }

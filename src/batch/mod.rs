@@ -2,18 +2,21 @@
 //! duplicate events, applies the flush policy, and commits each batch together with the input
 //! segments it covers, so a restart resumes exactly after what is in the lake.
 
-use std::collections::{HashMap, HashSet};
+mod dedup;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::event::{CiemEvent, now_ms};
+use crate::event::now_ms;
 use crate::normalize::unit::Item;
 use crate::sink::SinkError;
 use crate::sink::journal::{Segment, UnitState};
-use crate::sink::keys::{self, DedupConfig, Horizon, KeyHash};
+use crate::sink::keys::{self, DedupConfig, Horizon};
 use crate::sink::lake::{CommittedFile, FailedBatch, LocalLake, PendingBatch, WrittenBatch};
+use dedup::Dedup;
 
 /// When a batch is written: whichever limit is reached first.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -67,46 +70,20 @@ pub struct Stats {
     pub batches_committed: u64,
 }
 
-/// Remembers (provider, event id) pairs of events outside the dedup horizon, to drop their
-/// duplicates within one run (those within the horizon are checked against the lake's
-/// committed keys instead, [`crate::sink::keys`]). Two generations bound memory in a
-/// long-running process: when the current one is full, the older is forgotten.
-///
-/// A pair is kept as its 128-bit xxh3 hash (seeded per provider and per process), not as text:
-/// two distinct ids collide with probability ~n²/2¹²⁹, about 10⁻²⁵ for the 16 M ids the two
-/// generations hold at most, so no event is dropped for a collision in practice. The key being
-/// a hash already, the sets use its low 64 bits as their hash instead of hashing it again.
-struct Dedup {
-    current: HashSet<u128, KeyHash>,
-    previous: HashSet<u128, KeyHash>,
-    capacity: usize,
-    /// Per-process seed: ids come from the input, so their hashes must not be predictable
-    /// (a crafted set of ids colliding in the low bits would slow the sets down).
-    seed: u64,
-}
-
-impl Dedup {
-    fn new(capacity: usize) -> Self {
-        use std::hash::BuildHasher;
-        Dedup {
-            current: HashSet::default(),
-            previous: HashSet::default(),
-            capacity,
-            seed: std::collections::hash_map::RandomState::new().hash_one(0u8),
+impl Stats {
+    /// What was counted since `before`, for the pipeline's metrics.
+    fn since(&self, before: &Stats) -> crate::metrics::BatchCounts {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        crate::metrics::BatchCounts {
+            inputs: d(self.units, before.units),
+            inputs_already_in_lake: d(self.units_already_in_lake, before.units_already_in_lake),
+            duplicates_dropped: d(self.duplicates_dropped, before.duplicates_dropped),
+            digests_skipped: d(self.digests_skipped, before.digests_skipped),
+            dead_letters: d(self.dead_letters, before.dead_letters),
+            asset_changes_written: d(self.asset_changes_written, before.asset_changes_written),
+            files_committed: d(self.files_committed, before.files_committed),
+            batches_committed: d(self.batches_committed, before.batches_committed),
         }
-    }
-
-    /// True the first time a key is seen.
-    fn first_sighting(&mut self, e: &CiemEvent<'_>) -> bool {
-        let seed = self.seed ^ (e.cloud_provider as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let key = xxhash_rust::xxh3::xxh3_128_with_seed(e.metadata_uid.as_bytes(), seed);
-        if self.previous.contains(&key) || !self.current.insert(key) {
-            return false;
-        }
-        if self.current.len() >= self.capacity {
-            self.previous = std::mem::take(&mut self.current);
-        }
-        true
     }
 }
 
@@ -240,8 +217,7 @@ impl Batcher {
         };
         let flush = share.update(self.pending_bytes);
         if flush && let Some(m) = &self.metrics {
-            m.memory_pressure_flushes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            m.memory_pressure_flushes.inc();
         }
         flush
     }
@@ -520,7 +496,8 @@ impl Batcher {
             self.committed_through.remove(unit);
         }
         if let Some(m) = &self.metrics {
-            m.publish(&self.stats, &mut self.published);
+            m.add_counts(&self.stats.since(&self.published));
+            self.published = self.stats.clone();
             m.batch_committed(&summary.events_by_provider, summary.started.elapsed());
         }
         Ok(CommitReport {

@@ -6,11 +6,11 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::redact::redact_json;
 use super::{
     Outcome, Stamp, action, activity_id, epoch_number_to_ms, ip_or_domain, parse_time, service_of,
 };
 use crate::event::{CLASS_API_ACTIVITY, CiemEvent, Provider, Resource, Text};
+use crate::redact::redact_json;
 
 /// A nested value that may have been logged as JSON text (JsonType=2): decoded when it is.
 fn decoded(v: Option<Value>) -> Option<Value> {

@@ -10,12 +10,12 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::loose::{Loose, LooseBool, LooseStr, text};
-use super::redact::redact_json;
 use super::{
     Outcome, Stamp, action, activity_id, ip_or_domain, parse_time, parse_time_ms, part_of,
     service_of,
 };
 use crate::event::{CLASS_API_ACTIVITY, CLASS_AUTHENTICATION, CiemEvent, Provider, Resource, Text};
+use crate::redact::redact_json;
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -5,7 +5,6 @@
 pub mod cloudaudit;
 pub mod cloudtrail;
 pub mod loose;
-pub mod redact;
 pub mod unit;
 
 use std::net::IpAddr;

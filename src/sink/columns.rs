@@ -571,7 +571,7 @@ impl EventColumns {
         let slot = match self.keys.get(&key) {
             Some(&slot) => slot,
             None => {
-                let dir = super::lake::partition_dir((key.0, key.1.as_deref(), key.2));
+                let dir = super::partition_dir((key.0, key.1.as_deref(), key.2));
                 let slot = match self.partitions.iter().position(|(d, _)| *d == dir) {
                     Some(slot) => slot,
                     None => {

@@ -78,16 +78,6 @@ pub fn batch_id(segments: &[Segment]) -> String {
     format!("{:032x}", h.digest128())
 }
 
-/// `ciem_events/provider=…/account=…/date=…` for a partition key.
-pub(super) fn partition_dir((provider, account, day): (Provider, Option<&str>, i64)) -> String {
-    format!(
-        "ciem_events/provider={}/account={}/date={}",
-        provider.as_str(),
-        partition_value(account),
-        date_of_ms(day * 86_400_000)
-    )
-}
-
 impl LocalLake {
     pub fn open(root: &Path, options: ParquetOptions) -> Result<Self, SinkError> {
         Self::open_instance(root, options, None, None)

@@ -20,6 +20,13 @@ pub mod s3;
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
+use self::parquet::ParquetOptions;
+use self::s3::S3LakeConfig;
+use crate::event::Provider;
+use crate::normalize::date_of_ms;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("cannot {op} {path}: {source}")]
@@ -69,6 +76,16 @@ impl SinkError {
     }
 }
 
+/// `ciem_events/provider=…/account=…/date=…` for a partition key.
+fn partition_dir((provider, account, day): (Provider, Option<&str>, i64)) -> String {
+    format!(
+        "ciem_events/provider={}/account={}/date={}",
+        provider.as_str(),
+        partition_value(account),
+        date_of_ms(day * 86_400_000)
+    )
+}
+
 /// A Hive partition value made safe for a path component: bytes outside `[A-Za-z0-9_.-]` are
 /// percent-encoded (so `/`, `\` and NUL cannot appear), a leading dot too (no `.` or `..`
 /// entries, no hidden directories), empty becomes `unknown`, and length is capped.
@@ -91,6 +108,60 @@ pub fn partition_value(value: Option<&str>) -> String {
         }
     }
     out
+}
+
+/// Where the lake is written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Lake root directory.
+    #[serde(default = "default_lake")]
+    pub path: PathBuf,
+    /// ZSTD level (1 fastest, the default … 22 smallest).
+    #[serde(default = "default_zstd")]
+    pub zstd_level: i32,
+    /// Rows per Parquet row group.
+    #[serde(default = "default_row_group")]
+    pub row_group_rows: usize,
+    /// Publish the lake to S3 instead; `path` then holds the journal and staged files.
+    #[serde(default)]
+    pub s3: Option<S3LakeConfig>,
+    /// This process's name when several processes share the lake (one Kafka consumer group,
+    /// one SQS queue): unique per process and stable across its restarts, e.g.
+    /// `"${HOSTNAME}"`. Unset: the only process writing the lake.
+    #[serde(default)]
+    pub instance: Option<String>,
+}
+
+fn default_lake() -> PathBuf {
+    PathBuf::from("./lake")
+}
+fn default_zstd() -> i32 {
+    ParquetOptions::default().zstd_level
+}
+fn default_row_group() -> usize {
+    ParquetOptions::default().row_group_rows
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            path: default_lake(),
+            zstd_level: default_zstd(),
+            row_group_rows: default_row_group(),
+            s3: None,
+            instance: None,
+        }
+    }
+}
+
+impl LakeConfig {
+    pub fn parquet(&self) -> ParquetOptions {
+        ParquetOptions {
+            zstd_level: self.zstd_level,
+            row_group_rows: self.row_group_rows,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::SinkError;
 use super::lake::{LocalLake, Remote};
+use super::{LakeConfig, SinkError};
 use crate::aws::{config_loader, error_chain};
-use crate::config::LakeConfig;
 
 /// `[sink.s3]`: publish the lake to a bucket.
 #[derive(Debug, Clone, Deserialize)]

@@ -366,7 +366,7 @@ pub fn watch(
             }
             replay(std::slice::from_ref(&input), batcher, ctx, 1, &mut |_| {})?;
             if let Some(m) = batcher.metrics() {
-                m.input_bytes.fetch_add(sig.0, Ordering::Relaxed);
+                m.input_bytes.inc_by(sig.0);
             }
             seen.insert(input.path.clone(), (sig, true));
             if batcher.is_due() {

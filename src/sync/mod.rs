@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 
 use crate::assets::{AssetChange, ChangeOrigin, ChangeType, InventoryItem};
 use crate::event::{Provider, now_ms};
+use crate::metrics::AccountSyncMetrics;
 use crate::sink::SinkError;
 use crate::sink::lake::{PendingBatch, write_unjournaled};
 use crate::sink::parquet::ParquetOptions;
@@ -170,18 +171,42 @@ pub struct KeyCheck {
     pub checked_at_ms: i64,
 }
 
-/// Key-check results of every account, ready for a Prometheus endpoint: one
-/// `auditlake_access_key_status` gauge per account and status (1 for the current status).
+/// Key-check results of every account (the last check of each), and where the sync reports
+/// them and its runs: the daemon's `/metrics` ([`crate::metrics::AccountSyncMetrics`]), or
+/// nowhere (the `sync` command).
 #[derive(Debug, Clone, Default)]
 pub struct SyncMetrics {
     checks: Arc<Mutex<BTreeMap<String, KeyCheck>>>,
-    /// Periodic sync runs by (account, outcome).
-    runs: Arc<Mutex<BTreeMap<(String, &'static str), u64>>>,
+    report: Option<AccountSyncMetrics>,
 }
 
 impl SyncMetrics {
+    /// Results reported into the daemon's metrics.
+    pub fn reporting_to(report: AccountSyncMetrics) -> Self {
+        SyncMetrics {
+            checks: Arc::default(),
+            report: Some(report),
+        }
+    }
+
     /// Records a check; returns the previous status (to log state changes once).
     pub fn record(&self, check: KeyCheck) -> Option<KeyStatus> {
+        if let Some(report) = &self.report {
+            let statuses = [
+                KeyStatus::Valid,
+                KeyStatus::Invalid,
+                KeyStatus::InsufficientPermission,
+                KeyStatus::Unknown,
+            ]
+            .map(|s| (s.as_str(), check.status == s));
+            report.key_checked(
+                &check.account,
+                check.provider.as_str(),
+                &statuses,
+                check.error_code.as_deref().unwrap_or(""),
+                check.checked_at_ms / 1000,
+            );
+        }
         let mut map = self.checks.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(check.account.clone(), check)
             .map(|previous| previous.status)
@@ -189,66 +214,14 @@ impl SyncMetrics {
 
     /// Counts a periodic sync run of `account` (`auditlake_account_sync_runs_total`).
     pub fn record_run(&self, account: &str, ok: bool) {
-        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = if ok { "ok" } else { "failed" };
-        *runs.entry((account.to_string(), outcome)).or_insert(0) += 1;
+        if let Some(report) = &self.report {
+            report.sync_run(account, ok);
+        }
     }
 
     pub fn get(&self, account: &str) -> Option<KeyCheck> {
         let map = self.checks.lock().unwrap_or_else(|p| p.into_inner());
         map.get(account).cloned()
-    }
-
-    /// The Prometheus text exposition of the key checks.
-    pub fn render_prometheus(&self) -> String {
-        let map = self.checks.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::from(
-            "# HELP auditlake_access_key_status AccessKey status of a synced account (1 = current status).\n\
-             # TYPE auditlake_access_key_status gauge\n",
-        );
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        for c in map.values() {
-            for s in [
-                KeyStatus::Valid,
-                KeyStatus::Invalid,
-                KeyStatus::InsufficientPermission,
-                KeyStatus::Unknown,
-            ] {
-                out.push_str(&format!(
-                    "auditlake_access_key_status{{account=\"{}\",provider=\"{}\",status=\"{}\",code=\"{}\"}} {}\n",
-                    esc(&c.account),
-                    c.provider.as_str(),
-                    s.as_str(),
-                    esc(c.error_code.as_deref().unwrap_or("")),
-                    u8::from(c.status == s)
-                ));
-            }
-        }
-        out.push_str(
-            "# HELP auditlake_access_key_checked_seconds When the AccessKey was last checked.\n\
-             # TYPE auditlake_access_key_checked_seconds gauge\n",
-        );
-        for c in map.values() {
-            out.push_str(&format!(
-                "auditlake_access_key_checked_seconds{{account=\"{}\",provider=\"{}\"}} {}\n",
-                esc(&c.account),
-                c.provider.as_str(),
-                c.checked_at_ms / 1000
-            ));
-        }
-        drop(map);
-        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        out.push_str(
-            "# HELP auditlake_account_sync_runs_total Periodic account sync runs, by outcome.\n\
-             # TYPE auditlake_account_sync_runs_total counter\n",
-        );
-        for ((account, outcome), n) in runs.iter() {
-            out.push_str(&format!(
-                "auditlake_account_sync_runs_total{{account=\"{}\",outcome=\"{outcome}\"}} {n}\n",
-                esc(account)
-            ));
-        }
-        out
     }
 }
 
@@ -868,7 +841,8 @@ mod tests {
 
     #[test]
     fn metrics_render_one_gauge_per_status() {
-        let m = SyncMetrics::default();
+        let registry = crate::metrics::Registry::default();
+        let m = SyncMetrics::reporting_to(registry.account_sync());
         assert_eq!(
             m.record(KeyCheck {
                 account: "prod".into(),
@@ -879,7 +853,7 @@ mod tests {
             }),
             None
         );
-        let text = m.render_prometheus();
+        let text = registry.render().expect("render");
         assert!(text.contains("auditlake_access_key_status{account=\"prod\",provider=\"tencent\",status=\"invalid\",code=\"AuthFailure.SecretIdNotFound\"} 1"), "{text}");
         assert!(text.contains("status=\"valid\",code=\"AuthFailure.SecretIdNotFound\"} 0"));
         assert!(text.contains(
@@ -888,7 +862,7 @@ mod tests {
         m.record_run("prod", true);
         m.record_run("prod", false);
         m.record_run("prod", true);
-        let text = m.render_prometheus();
+        let text = registry.render().expect("render");
         assert!(
             text.contains("auditlake_account_sync_runs_total{account=\"prod\",outcome=\"ok\"} 2"),
             "{text}"

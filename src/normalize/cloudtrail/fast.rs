@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 use super::{Attributes, Identity, Issuer, Raw, Record, ResourceRef, SessionContext, TimeText};
 use crate::normalize::loose::{LooseBool, LooseStr, parse_flag};
-use crate::normalize::redact::needs_redaction;
+use crate::redact::needs_redaction;
 
 /// Reads `text` as one CloudTrail record, or None when serde_json has to.
 pub(super) fn record(text: &str) -> Option<Record<'_>> {
