@@ -7,24 +7,41 @@
 //!   positioned items ([`normalize::unit`]);
 //! - [`batch`]: batching, deduplication and the flush policy;
 //! - [`sink`]: Parquet files committed to the lake through a journal.
+//!
+//! Beside the flow: the rows and their schema ([`event`], [`schema`], [`redact`]), asset
+//! changes ([`assets`]) and the account sync ([`sync`]); the commands that run it ([`replay`],
+//! [`daemon`]) with their configuration ([`config`], [`validate`]); and the leaves every part
+//! reports into or draws from ([`metrics`], [`memory`], [`errors`], [`aws`]).
 
-pub mod assets;
-pub mod aws;
+// The flow, in its order.
+pub mod sources;
+// then
+pub mod decode;
+// then
+pub mod normalize;
+// then
 pub mod batch;
+// then
+pub mod sink;
+
+// What flows: rows, their schema, what is redacted, asset changes; the account sync.
+pub mod assets;
+pub mod event;
+pub mod redact;
+pub mod schema;
+pub mod sync;
+
+// The commands and their configuration.
 pub mod config;
 pub mod daemon;
-pub mod decode;
+pub mod replay;
+pub mod validate;
+
+// Leaves.
+pub mod aws;
 pub mod errors;
-pub mod event;
 pub mod memory;
 pub mod metrics;
-pub mod normalize;
-pub mod redact;
-pub mod replay;
-pub mod schema;
-pub mod sink;
-pub mod sources;
-pub mod sync;
+
 #[cfg(test)]
 mod testing;
-pub mod validate;
