@@ -15,13 +15,13 @@
 
 // The flow, in its order.
 pub mod sources;
-// then
+
 pub mod decode;
-// then
+
 pub mod normalize;
-// then
+
 pub mod batch;
-// then
+
 pub mod sink;
 
 // What flows: rows, their schema, what is redacted, asset changes; the account sync.
