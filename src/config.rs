@@ -118,8 +118,14 @@ impl LakeConfig {
     }
 }
 
+/// See [`PipelineConfig::default_inbox`].
+pub const INBOX_MAX_AGE_SECS: u64 = 5;
+
 impl PipelineConfig {
     /// The embedded default: watch `./inbox`, write `./lake`.
+    /// `max_age_secs` of the inbox pipeline (`run` without --config, `pipelines/local.toml`):
+    /// a file dropped into the inbox shows as rows within seconds. The library's default
+    /// (60 s) stays for the other sources, whose steady streams make fewer, larger files so.
     pub fn default_inbox() -> Self {
         PipelineConfig {
             name: default_name(),
@@ -128,7 +134,10 @@ impl PipelineConfig {
                 poll_interval_secs: 2,
             }),
             sink: LakeConfig::default(),
-            flush: FlushPolicy::default(),
+            flush: FlushPolicy {
+                max_age_secs: INBOX_MAX_AGE_SECS,
+                ..FlushPolicy::default()
+            },
             dedup: DedupConfig::default(),
             normalize: NormalizeConfig::default(),
             accounts: None,

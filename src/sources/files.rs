@@ -162,19 +162,19 @@ fn unit_id_streaming(f: &mut File) -> io::Result<String> {
 /// twice cost ~5 % of a replay.
 const READ_ONCE_UP_TO: u64 = 8 << 20;
 
-/// Opens a file as a unit: its id and its bytes (whole, or a reader of them).
-fn open_unit(path: &Path) -> io::Result<(String, Input)> {
+/// Opens a file as a unit: its id, its size and its bytes (whole, or a reader of them).
+fn open_unit(path: &Path) -> io::Result<(String, u64, Input)> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     if len <= READ_ONCE_UP_TO {
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
         f.read_to_end(&mut bytes)?;
         let id = unit_id(xxhash_rust::xxh3::xxh3_128(&bytes));
-        return Ok((id, Input::Whole(bytes)));
+        return Ok((id, len, Input::Whole(bytes)));
     }
     let id = unit_id_streaming(&mut f)?;
     f.seek(io::SeekFrom::Start(0))?;
-    Ok((id, Input::Stream(Box::new(f))))
+    Ok((id, len, Input::Stream(Box::new(f))))
 }
 
 /// A file opened as a unit: its id and its content (read, hashed and, when held whole,
@@ -182,6 +182,8 @@ fn open_unit(path: &Path) -> io::Result<(String, Input)> {
 enum Opened {
     Unit {
         id: String,
+        /// The file's size.
+        bytes: u64,
         content: io::Result<Content>,
     },
     Unreadable(io::Error),
@@ -189,8 +191,9 @@ enum Opened {
 
 fn open_file(input: &InputFile, ctx: &DecodeContext) -> Opened {
     match open_unit(&input.path) {
-        Ok((id, file)) => Opened::Unit {
+        Ok((id, bytes, file)) => Opened::Unit {
             id,
+            bytes,
             content: decode::open(file, ctx.limits),
         },
         Err(e) => Opened::Unreadable(e),
@@ -211,11 +214,11 @@ fn consume(
         ingest_time_ms: now_ms(),
     };
     // Unreadable input is a dead letter of its own, keyed by path.
-    let (id, content) = match opened {
-        Opened::Unit { id, content } => (id, Ok(content)),
-        Opened::Unreadable(e) => (format!("unreadable:{}", input.name), Err(e)),
+    let (id, bytes, content) = match opened {
+        Opened::Unit { id, bytes, content } => (id, Some(bytes), Ok(content)),
+        Opened::Unreadable(e) => (format!("unreadable:{}", input.name), None, Err(e)),
     };
-    if batcher.begin_unit(&id) == UnitStart::AlreadyInLake {
+    if batcher.begin_named_unit(&id, &input.name, bytes) == UnitStart::AlreadyInLake {
         return Ok(());
     }
     match content {
@@ -407,7 +410,7 @@ mod tests {
             let path = dir.join(name);
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             std::fs::write(&path, &bytes).unwrap();
-            let (id, input) = open_unit(&path).unwrap();
+            let (id, _, input) = open_unit(&path).unwrap();
             let streamed = unit_id_streaming(&mut File::open(&path).unwrap()).unwrap();
             assert_eq!(id, streamed, "{name}");
             assert_eq!(matches!(input, Input::Whole(_)), name == "small", "{name}");
