@@ -944,3 +944,63 @@ fn schema_command_prints_the_checked_in_files() {
         "schemas/dead_letters.md is stale: regenerate with `auditlake schema --markdown --dead-letters > schemas/dead_letters.md`"
     );
 }
+
+/// The first command of the README, off a terminal (piped, as here): the damaged sample's
+/// dead-letter warning is a human-readable line, not JSON; `AUDITLAKE_LOG_FORMAT=json` or
+/// `--log-format json` asks for JSON.
+#[test]
+fn replay_warnings_are_text_lines_unless_json_is_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let samples = fixtures().join("samples");
+    let run = |lake: &str, env: Option<&str>, flag: Option<&str>| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("replay")
+            .arg(&samples)
+            .args(["--out", &lake_str(&dir.path().join(lake))])
+            .env_remove("AUDITLAKE_LOG_FORMAT");
+        if let Some(env) = env {
+            cmd.env("AUDITLAKE_LOG_FORMAT", env);
+        }
+        if let Some(flag) = flag {
+            cmd.args(["--log-format", flag]);
+        }
+        let out = cmd.output().expect("run replay");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let text = run("a", None, None);
+    let warning = text
+        .lines()
+        .find(|l| l.contains("dead letter"))
+        .unwrap_or_else(|| panic!("a dead-letter warning: {text}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("aws.execution.ec2-user-data.json"),
+        "{warning}"
+    );
+    assert!(
+        serde_json::from_str::<Value>(warning).is_err(),
+        "not JSON: {warning}"
+    );
+    assert!(
+        !warning.contains('\u{1b}'),
+        "no colour codes off a terminal: {warning:?}"
+    );
+
+    for (lake, env, flag) in [("b", Some("json"), None), ("c", None, Some("json"))] {
+        let json = run(lake, env, flag);
+        let warning = json
+            .lines()
+            .find(|l| l.contains("dead letter"))
+            .unwrap_or_else(|| panic!("a dead-letter warning: {json}"));
+        let warning: Value = serde_json::from_str(warning).expect("a JSON line");
+        assert_eq!(warning["level"], json!("WARN"), "{warning}");
+    }
+    // The flag wins over the variable.
+    let text = run("d", Some("json"), Some("text"));
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dead letter") && serde_json::from_str::<Value>(l).is_err()),
+        "{text}"
+    );
+}
