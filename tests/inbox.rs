@@ -257,3 +257,37 @@ fn the_inbox_daemon_says_what_it_reads_and_skips() {
     );
     assert_eq!(count(&lake), 6);
 }
+
+/// A directory linked into the inbox is watched like one in it (it was passed over in
+/// silence). With `AUDITLAKE_LOG_FORMAT=text` the daemon logs text lines off a terminal.
+#[test]
+fn the_inbox_follows_symlinked_directories() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&inbox).expect("mkdir");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, inbox.join("linked")).expect("symlink");
+    std::fs::create_dir_all(inbox.join("sub")).expect("mkdir");
+    std::os::unix::fs::symlink("..", inbox.join("sub/loop")).expect("symlink");
+    std::fs::copy(
+        fixtures().join("variants/cloudtrail-export.jsonl"),
+        elsewhere.join("a.jsonl"),
+    )
+    .expect("copy");
+    let daemon = start_logged(&[], dir.path(), &[("AUDITLAKE_LOG_FORMAT", "text")]);
+    let finished = daemon.wait_for_line(&["input finished", "inbox/linked/a.jsonl"]);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&finished).is_err() && finished.contains("INFO"),
+        "a text line: {finished}"
+    );
+    wait_for_rows(&dir.path().join("lake"), 6);
+    let log = daemon.stop();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("symbolic link loop") && l.contains("sub/loop"))
+            .count(),
+        1,
+        "the loop is reported once, however many scans: {log}"
+    );
+}

@@ -1004,3 +1004,49 @@ fn replay_warnings_are_text_lines_unless_json_is_asked_for() {
         "{text}"
     );
 }
+
+/// A tree with a symbolic link to a directory elsewhere: its files are read (they were passed
+/// over in silence). A link back up the tree ends the walk there, with a warning naming it.
+#[test]
+fn symlinked_directories_are_followed_and_a_loop_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tree = dir.path().join("tree");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(tree.join("real")).expect("mkdir");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let variants = fixtures().join("variants");
+    std::fs::copy(
+        variants.join("cloudtrail-export.jsonl"),
+        tree.join("real/a.jsonl"),
+    )
+    .expect("copy");
+    std::fs::copy(variants.join("cls-kafka.jsonl"), elsewhere.join("b.jsonl")).expect("copy");
+    std::os::unix::fs::symlink(&elsewhere, tree.join("linked")).expect("symlink");
+    std::os::unix::fs::symlink("..", tree.join("real/loop")).expect("symlink");
+
+    let lake = dir.path().join("lake");
+    let (code, stdout, stderr) = replay(&[tree.to_str().expect("path"), "--out", &lake_str(&lake)]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("2 files"), "both files are read: {stdout}");
+    assert_eq!(
+        scalar(&format!(
+            "select count(*) from {} where origin_source like '%/tree/linked/b.jsonl'",
+            dataset(&lake, "ciem_events")
+        )),
+        json!(5),
+        "the linked directory's file is named by its path in the tree"
+    );
+    assert_eq!(
+        scalar(&format!(
+            "select count(*) from {}",
+            dataset(&lake, "ciem_events")
+        )),
+        json!(11)
+    );
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("symbolic link loop"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "the loop is reported once: {stderr}");
+    assert!(warnings[0].contains("real/loop"), "{stderr}");
+}

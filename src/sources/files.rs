@@ -48,6 +48,16 @@ pub fn expand(
     exclude: Option<&Path>,
     spool_dir: &Path,
 ) -> Result<Vec<InputFile>, FilesError> {
+    expand_tree(paths, exclude, spool_dir, &mut Tree::default())
+}
+
+/// [`expand`], walking directories with `tree`.
+fn expand_tree(
+    paths: &[PathBuf],
+    exclude: Option<&Path>,
+    spool_dir: &Path,
+    tree: &mut Tree,
+) -> Result<Vec<InputFile>, FilesError> {
     let exclude = exclude.and_then(|p| p.canonicalize().ok());
     let mut out = Vec::new();
     for path in paths {
@@ -67,7 +77,7 @@ pub fn expand(
             },
         })?;
         if meta.is_dir() {
-            walk(path, exclude.as_deref(), &mut out)?;
+            tree.walk(path, exclude.as_deref(), &mut out)?;
         } else {
             let name = Arc::from(path.display().to_string());
             let path = if meta.is_file() {
@@ -104,35 +114,105 @@ fn spool(
     Ok(spooled)
 }
 
-fn walk(dir: &Path, exclude: Option<&Path>, out: &mut Vec<InputFile>) -> Result<(), FilesError> {
-    if exclude.is_some_and(|ex| dir.canonicalize().is_ok_and(|d| d == ex)) {
-        return Ok(());
-    }
-    let io_err = |source| FilesError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io_err)?
-        .collect::<Result<_, _>>()
-        .map_err(io_err)?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
+/// A walk of directory trees that follows symbolic links to directories, each directory at
+/// most once: a link back up the tree (a loop), or to a directory already read, is not
+/// followed, and said once in a warning (once per `Tree`: the inbox keeps one across scans).
+#[derive(Default)]
+pub(crate) struct Tree {
+    /// Links already warned about.
+    reported: std::collections::HashSet<PathBuf>,
+}
+
+/// A directory's identity: (device, inode).
+fn dir_key(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// One walk of a [`Tree`].
+struct Walk<'a> {
+    tree: &'a mut Tree,
+    exclude: Option<&'a Path>,
+    /// Directories walked so far, and those being walked (the current path from the root).
+    visited: std::collections::HashSet<(u64, u64)>,
+    ancestors: Vec<(u64, u64)>,
+    out: &'a mut Vec<InputFile>,
+}
+
+impl Tree {
+    /// Adds the files under `dir` to `out`, sorted by name.
+    pub(crate) fn walk(
+        &mut self,
+        dir: &Path,
+        exclude: Option<&Path>,
+        out: &mut Vec<InputFile>,
+    ) -> Result<(), FilesError> {
+        Walk {
+            tree: self,
+            exclude,
+            visited: Default::default(),
+            ancestors: Vec::new(),
+            out,
         }
-        let path = entry.path();
-        let kind = entry.file_type().map_err(io_err)?;
-        if kind.is_dir() {
-            walk(&path, exclude, out)?;
-        } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
-            out.push(InputFile {
-                name: Arc::from(path.display().to_string()),
-                path,
-            });
-        }
+        .dir(dir)
     }
-    Ok(())
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, dir: &Path) -> Result<(), FilesError> {
+        if self
+            .exclude
+            .is_some_and(|ex| dir.canonicalize().is_ok_and(|d| d == ex))
+        {
+            return Ok(());
+        }
+        let io_err = |source| FilesError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let key = dir_key(&std::fs::metadata(dir).map_err(io_err)?);
+        if !self.visited.insert(key) {
+            if self.tree.reported.insert(dir.to_path_buf()) {
+                let target = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+                if self.ancestors.contains(&key) {
+                    tracing::warn!(link = %dir.display(), target = %target.display(), "symbolic link loop: the link leads back to a directory it is in; not followed");
+                } else {
+                    tracing::warn!(link = %dir.display(), target = %target.display(), "directory already read by another path (a symbolic link); not read again");
+                }
+            }
+            return Ok(());
+        }
+        self.ancestors.push(key);
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io_err)?
+            .collect::<Result<_, _>>()
+            .map_err(io_err)?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let mut kind = entry.file_type().map_err(io_err)?;
+            if kind.is_symlink() {
+                // Followed; a dangling link is passed over, as before.
+                match std::fs::metadata(&path) {
+                    Ok(target) => kind = target.file_type(),
+                    Err(_) => continue,
+                }
+            }
+            if kind.is_dir() {
+                self.dir(&path)?;
+            } else if kind.is_file() {
+                self.out.push(InputFile {
+                    name: Arc::from(path.display().to_string()),
+                    path,
+                });
+            }
+        }
+        self.ancestors.pop();
+        Ok(())
+    }
 }
 
 /// The unit id of a file: a hash of its bytes (XXH3-128; the one-shot and streaming digests
@@ -344,11 +424,13 @@ pub fn watch(
     // path → (size, mtime) when last seen, and whether it has been handled.
     let mut seen: HashMap<PathBuf, ((u64, Option<SystemTime>), bool)> = HashMap::new();
     let exclude = batcher.lake().root().to_path_buf();
+    let mut tree = Tree::default();
     while !stop.load(Ordering::SeqCst) {
-        let files = expand(
+        let files = expand_tree(
             std::slice::from_ref(&config.path),
             Some(&exclude),
             &config.path,
+            &mut tree,
         )?;
         for input in files {
             if stop.load(Ordering::SeqCst) {
