@@ -1050,3 +1050,55 @@ fn symlinked_directories_are_followed_and_a_loop_is_reported() {
     assert_eq!(warnings.len(), 1, "the loop is reported once: {stderr}");
     assert!(warnings[0].contains("real/loop"), "{stderr}");
 }
+
+/// One big file, off a terminal: `progress:` lines come while it is read (not only between
+/// files), with bytes read of the total, the time left and the events read so far.
+#[test]
+fn progress_lines_show_bytes_and_events_while_one_big_file_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sample =
+        std::fs::read_to_string(fixtures().join("variants/cloudtrail-export.jsonl")).expect("read");
+    let line = sample.lines().next().expect("a record");
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(dir.path().join("big.jsonl")).expect("create"),
+    );
+    let n = 30_000;
+    for i in 0..n {
+        writeln!(
+            file,
+            "{}",
+            line.replace("\"ct-1\"", &format!("\"big-{i}\""))
+        )
+        .expect("write");
+    }
+    drop(file);
+    let out = Command::new(bin())
+        .arg("replay")
+        .arg(dir.path().join("big.jsonl"))
+        .args(["--out", &lake_str(&dir.path().join("lake"))])
+        .env("AUDITLAKE_PROGRESS_INTERVAL_MS", "20")
+        .output()
+        .expect("run replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{n} events written")),
+        "{out:?}"
+    );
+    let events_read = |l: &str| -> Option<u64> {
+        l.split(", ")
+            .find_map(|part| part.strip_suffix(" events read"))
+            .and_then(|n| n.parse().ok())
+    };
+    // Lines while the file is being read: some bytes of the total, some of the events.
+    let midway: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("progress: 0/1 files, "))
+        .filter(|l| l.contains(" MiB of ") && l.contains(" left"))
+        .filter(|l| events_read(l).is_some_and(|e| e > 0 && e < n))
+        .collect();
+    assert!(
+        !midway.is_empty(),
+        "progress lines with bytes and events before the end: {stderr}"
+    );
+}

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -215,6 +215,53 @@ impl Walk<'_> {
     }
 }
 
+/// How far a replay has read, for its progress display; updated as files are parsed.
+#[derive(Debug, Default)]
+pub struct ReadCounters {
+    /// Files parsed.
+    pub files: AtomicU64,
+    /// Bytes of the files parsed.
+    done_bytes: AtomicU64,
+    /// Bytes read of the file being parsed, when it is streamed (over [`READ_ONCE_UP_TO`]);
+    /// one read in memory counts when it is parsed.
+    current_bytes: AtomicU64,
+    /// Events read (before deduplication).
+    pub events: AtomicU64,
+}
+
+impl ReadCounters {
+    /// Bytes of input read so far.
+    pub fn bytes(&self) -> u64 {
+        self.done_bytes.load(Ordering::Relaxed) + self.current_bytes.load(Ordering::Relaxed)
+    }
+
+    fn file_done(&self, bytes: u64) {
+        self.current_bytes.store(0, Ordering::Relaxed);
+        self.done_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.files.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A file being streamed, counting the bytes read from it into [`ReadCounters`] (one atomic
+/// add per read of the decoder's 128 KiB buffer).
+struct Counting {
+    file: File,
+    counters: Arc<ReadCounters>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.counters
+            .current_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Events are added to [`ReadCounters::events`] in steps of this many.
+const EVENTS_STEP: u64 = 1024;
+
 /// The unit id of a file: a hash of its bytes (XXH3-128; the one-shot and streaming digests
 /// agree, so a file gets the same id whichever way it was read).
 fn unit_id(digest: u128) -> String {
@@ -243,7 +290,7 @@ fn unit_id_streaming(f: &mut File) -> io::Result<String> {
 const READ_ONCE_UP_TO: u64 = 8 << 20;
 
 /// Opens a file as a unit: its id, its size and its bytes (whole, or a reader of them).
-fn open_unit(path: &Path) -> io::Result<(String, u64, Input)> {
+fn open_unit(path: &Path, counters: &Arc<ReadCounters>) -> io::Result<(String, u64, Input)> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     if len <= READ_ONCE_UP_TO {
@@ -254,7 +301,11 @@ fn open_unit(path: &Path) -> io::Result<(String, u64, Input)> {
     }
     let id = unit_id_streaming(&mut f)?;
     f.seek(io::SeekFrom::Start(0))?;
-    Ok((id, len, Input::Stream(Box::new(f))))
+    let counting = Counting {
+        file: f,
+        counters: counters.clone(),
+    };
+    Ok((id, len, Input::Stream(Box::new(counting))))
 }
 
 /// A file opened as a unit: its id and its content (read, hashed and, when held whole,
@@ -269,8 +320,8 @@ enum Opened {
     Unreadable(io::Error),
 }
 
-fn open_file(input: &InputFile, ctx: &DecodeContext) -> Opened {
-    match open_unit(&input.path) {
+fn open_file(input: &InputFile, ctx: &DecodeContext, counters: &Arc<ReadCounters>) -> Opened {
+    match open_unit(&input.path, counters) {
         Ok((id, bytes, file)) => Opened::Unit {
             id,
             bytes,
@@ -287,6 +338,7 @@ fn consume(
     opened: Opened,
     batcher: &mut Batcher,
     ctx: &DecodeContext,
+    counters: &ReadCounters,
 ) -> Result<(), SinkError> {
     let stamp = Stamp {
         source: input.name.clone(),
@@ -299,20 +351,31 @@ fn consume(
         Opened::Unreadable(e) => (format!("unreadable:{}", input.name), None, Err(e)),
     };
     if batcher.begin_named_unit(&id, &input.name, bytes) == UnitStart::AlreadyInLake {
+        counters.file_done(bytes.unwrap_or(0));
         return Ok(());
     }
     match content {
         Ok(content) => {
             let mut result = Ok(());
-            decode_content(content, ctx, &stamp, &mut |position, item| match batcher
-                .push(&id, position, item)
-            {
-                Ok(_) => ControlFlow::Continue(()),
-                Err(e) => {
-                    result = Err(e);
-                    ControlFlow::Break(())
+            let mut events = 0u64;
+            decode_content(content, ctx, &stamp, &mut |position, item| {
+                if matches!(item, Item::Event(_)) {
+                    events += 1;
+                    if events.is_multiple_of(EVENTS_STEP) {
+                        counters.events.fetch_add(EVENTS_STEP, Ordering::Relaxed);
+                    }
+                }
+                match batcher.push(&id, position, item) {
+                    Ok(_) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        result = Err(e);
+                        ControlFlow::Break(())
+                    }
                 }
             });
+            counters
+                .events
+                .fetch_add(events % EVENTS_STEP, Ordering::Relaxed);
             result?;
         }
         Err(e) => {
@@ -328,6 +391,7 @@ fn consume(
         }
     }
     batcher.end_unit(&id);
+    counters.file_done(bytes.unwrap_or(0));
     Ok(())
 }
 
@@ -338,18 +402,24 @@ fn consume(
 /// never copied into owned rows or freed across threads. The batcher receives files in input
 /// order, so batches (and file names) are the same whatever the thread count. Memory stays
 /// bounded: each helper holds at most one opened file ahead (content over
-/// [`crate::decode::WHOLE_UP_TO`] is a stream, decompressed as it is parsed).
+/// [`crate::decode::WHOLE_UP_TO`] is a stream, decompressed as it is parsed). `counters`
+/// follow the reading as it goes.
 pub fn replay(
     inputs: &[InputFile],
     batcher: &mut Batcher,
     ctx: &DecodeContext,
     threads: usize,
-    on_file: &mut dyn FnMut(&Batcher),
+    counters: &Arc<ReadCounters>,
 ) -> Result<(), SinkError> {
     if threads <= 1 {
         for input in inputs {
-            consume(input, open_file(input, ctx), batcher, ctx)?;
-            on_file(batcher);
+            consume(
+                input,
+                open_file(input, ctx, counters),
+                batcher,
+                ctx,
+                counters,
+            )?;
         }
         return Ok(());
     }
@@ -375,7 +445,7 @@ pub fn replay(
                         Err(_) => return,
                     };
                     let Ok((input, tx)) = job else { return };
-                    if tx.send(open_file(input, ctx)).is_err() {
+                    if tx.send(open_file(input, ctx, counters)).is_err() {
                         return;
                     }
                 }
@@ -383,9 +453,10 @@ pub fn replay(
         }
         for (input, rx) in order_rx {
             // A helper that died (it cannot, short of a panic) leaves the file to this thread.
-            let opened = rx.recv().unwrap_or_else(|_| open_file(input, ctx));
-            consume(input, opened, batcher, ctx)?;
-            on_file(batcher);
+            let opened = rx
+                .recv()
+                .unwrap_or_else(|_| open_file(input, ctx, counters));
+            consume(input, opened, batcher, ctx, counters)?;
         }
         Ok(())
     })
@@ -425,6 +496,7 @@ pub fn watch(
     let mut seen: HashMap<PathBuf, ((u64, Option<SystemTime>), bool)> = HashMap::new();
     let exclude = batcher.lake().root().to_path_buf();
     let mut tree = Tree::default();
+    let counters = Arc::new(ReadCounters::default());
     while !stop.load(Ordering::SeqCst) {
         let files = expand_tree(
             std::slice::from_ref(&config.path),
@@ -449,7 +521,7 @@ pub fn watch(
                 seen.insert(input.path.clone(), (sig, false));
                 continue;
             }
-            replay(std::slice::from_ref(&input), batcher, ctx, 1, &mut |_| {})?;
+            replay(std::slice::from_ref(&input), batcher, ctx, 1, &counters)?;
             if let Some(m) = batcher.metrics() {
                 m.input_bytes.fetch_add(sig.0, Ordering::Relaxed);
             }
@@ -492,7 +564,7 @@ mod tests {
             let path = dir.join(name);
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             std::fs::write(&path, &bytes).unwrap();
-            let (id, _, input) = open_unit(&path).unwrap();
+            let (id, _, input) = open_unit(&path, &Arc::default()).unwrap();
             let streamed = unit_id_streaming(&mut File::open(&path).unwrap()).unwrap();
             assert_eq!(id, streamed, "{name}");
             assert_eq!(matches!(input, Input::Whole(_)), name == "small", "{name}");
