@@ -129,10 +129,7 @@ impl PipelineConfig {
     pub fn default_inbox() -> Self {
         PipelineConfig {
             name: default_name(),
-            source: SourceConfig::Files(InboxConfig {
-                path: PathBuf::from("./inbox"),
-                poll_interval_secs: 2,
-            }),
+            source: SourceConfig::Files(InboxConfig::new(PathBuf::from("./inbox"))),
             sink: LakeConfig::default(),
             flush: FlushPolicy {
                 max_age_secs: INBOX_MAX_AGE_SECS,

@@ -101,6 +101,7 @@ fn inbox_daemon_reads_each_file_once_across_restarts() {
     );
 }
 
+/// (The inbox is scanned here, without notifications: the fallback is tested too.)
 #[test]
 fn sigterm_mid_file_commits_what_was_read() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -111,7 +112,7 @@ fn sigterm_mid_file_commits_what_was_read() {
     std::fs::write(
         &config,
         format!(
-            "[source]\ntype = \"files\"\npath = \"{}\"\npoll_interval_secs = 1\n[sink]\npath = \"{}\"\n[flush]\nmax_age_secs = 3600\n",
+            "[source]\ntype = \"files\"\npath = \"{}\"\npoll_interval_secs = 1\nnotifications = false\n[sink]\npath = \"{}\"\n[flush]\nmax_age_secs = 3600\n",
             inbox.display(),
             lake.display()
         ),
@@ -290,4 +291,35 @@ fn the_inbox_follows_symlinked_directories() {
         1,
         "the loop is reported once, however many scans: {log}"
     );
+}
+
+/// New files are learnt from file-system notifications: one written into a deep directory made
+/// after the start is read promptly although the full rescan would come only in an hour.
+#[test]
+fn a_file_in_a_new_deep_directory_is_read_on_notification() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    let lake = dir.path().join("lake");
+    let config = dir.path().join("c.toml");
+    // Relative paths, as in the shipped config (the daemon runs in `dir`).
+    std::fs::write(
+        &config,
+        "[source]\ntype = \"files\"\npath = \"./inbox\"\npoll_interval_secs = 1\nrescan_interval_secs = 3600\n[sink]\npath = \"./lake\"\n[flush]\nmax_age_secs = 1\n",
+    )
+    .expect("write");
+    let daemon = start(&config, dir.path());
+    let watching = daemon.wait_for_line(&["watching inbox"]);
+    assert!(watching.contains("\"notifications\":true"), "{watching}");
+    // After the first scan, only a notification tells of the new directory.
+    daemon.wait_for_line(&["inbox scanned", "\"files\":0"]);
+    let deep = inbox.join("2024/05/01/us-east-1/deeper");
+    std::fs::create_dir_all(&deep).expect("mkdir");
+    std::fs::copy(
+        fixtures().join("variants/cloudtrail-export.jsonl"),
+        deep.join("a.jsonl"),
+    )
+    .expect("copy");
+    daemon.wait_for_line(&["input finished", "us-east-1/deeper/a.jsonl"]);
+    wait_for_rows(&lake, 6);
+    daemon.stop();
 }

@@ -2,7 +2,6 @@
 //! stdin, and watches an inbox directory in daemon mode. A file is one input unit, identified by
 //! a hash of its content, so a copy under another name is not ingested twice.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::ops::ControlFlow;
@@ -10,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -20,6 +19,7 @@ use crate::event::now_ms;
 use crate::normalize::Stamp;
 use crate::normalize::unit::{DecodeContext, Item, decode_content};
 use crate::sink::SinkError;
+use crate::sources::inbox::Inbox;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -52,7 +52,7 @@ pub fn expand(
 }
 
 /// [`expand`], walking directories with `tree`.
-fn expand_tree(
+pub(crate) fn expand_tree(
     paths: &[PathBuf],
     exclude: Option<&Path>,
     spool_dir: &Path,
@@ -468,14 +468,42 @@ pub fn replay(
 pub struct InboxConfig {
     /// Directory watched recursively for new files.
     pub path: PathBuf,
-    /// Seconds between scans; a file is read once its size and modification time have not
-    /// changed for one interval (so files still being copied are not read half-way).
+    /// A file is read once its size and modification time have not changed for this many
+    /// seconds (so files still being copied are not read half-way); without notifications,
+    /// also the time between scans.
     #[serde(default = "default_poll_secs")]
     pub poll_interval_secs: u64,
+    /// Learn of new and changed files from file-system notifications (inotify, FSEvents, …)
+    /// instead of scanning every `poll_interval_secs`. Off for file systems that do not send
+    /// them for changes made elsewhere (NFS, SMB, some container bind mounts).
+    #[serde(default = "default_notifications")]
+    pub notifications: bool,
+    /// With notifications: seconds between full scans of the inbox, a safety net for changes
+    /// the notifications missed.
+    #[serde(default = "default_rescan_secs")]
+    pub rescan_interval_secs: u64,
+}
+
+impl InboxConfig {
+    /// The defaults, watching `path`.
+    pub fn new(path: PathBuf) -> Self {
+        InboxConfig {
+            path,
+            poll_interval_secs: default_poll_secs(),
+            notifications: default_notifications(),
+            rescan_interval_secs: default_rescan_secs(),
+        }
+    }
 }
 
 fn default_poll_secs() -> u64 {
     2
+}
+fn default_notifications() -> bool {
+    true
+}
+fn default_rescan_secs() -> u64 {
+    60
 }
 
 /// Watches the inbox until `stop` is set: each new, settled file is read once (the lake's
@@ -491,55 +519,29 @@ pub fn watch(
         path: config.path.clone(),
         source,
     })?;
-    tracing::info!(inbox = %config.path.display(), lake = %batcher.lake().root().display(), "watching inbox");
-    // path → (size, mtime) when last seen, and whether it has been handled.
-    let mut seen: HashMap<PathBuf, ((u64, Option<SystemTime>), bool)> = HashMap::new();
-    let exclude = batcher.lake().root().to_path_buf();
-    let mut tree = Tree::default();
+    let mut inbox = Inbox::open(config, batcher.lake().root());
+    tracing::info!(inbox = %config.path.display(), lake = %batcher.lake().root().display(), notifications = inbox.notified(), "watching inbox");
     let counters = Arc::new(ReadCounters::default());
     while !stop.load(Ordering::SeqCst) {
-        let files = expand_tree(
-            std::slice::from_ref(&config.path),
-            Some(&exclude),
-            &config.path,
-            &mut tree,
-        )?;
-        for input in files {
+        for (path, sig) in inbox.ready(Duration::from_millis(100))? {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            let Ok(meta) = std::fs::metadata(&input.path) else {
-                continue;
+            let input = InputFile {
+                name: Arc::from(path.display().to_string()),
+                path,
             };
-            let sig = (meta.len(), meta.modified().ok());
-            let settled = match seen.get(&input.path) {
-                Some((_, true)) if seen[&input.path].0 == sig => continue,
-                Some((prev, false)) => *prev == sig,
-                _ => false,
-            };
-            if !settled {
-                seen.insert(input.path.clone(), (sig, false));
-                continue;
-            }
             replay(std::slice::from_ref(&input), batcher, ctx, 1, &counters)?;
             if let Some(m) = batcher.metrics() {
                 m.input_bytes.fetch_add(sig.0, Ordering::Relaxed);
             }
-            seen.insert(input.path.clone(), (sig, true));
+            inbox.read(input.path, sig);
             if batcher.is_due() {
                 batcher.flush()?;
             }
         }
         if batcher.is_due() {
             batcher.flush()?;
-        }
-        let deadline =
-            std::time::Instant::now() + Duration::from_secs(config.poll_interval_secs.max(1));
-        while std::time::Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(100));
-            if batcher.is_due() {
-                batcher.flush()?;
-            }
         }
     }
     batcher.flush()?;
