@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::batch::FlushPolicy;
 use crate::normalize::NormalizeConfig;
 use crate::sink::keys::DedupConfig;
-use crate::sources::files::InboxConfig;
+use crate::sources::inbox::InboxConfig;
 use crate::sources::sqs_s3::SqsS3Config;
 
 /// `[sink]`: where the lake is written (its type lives with the sink).
@@ -65,17 +65,23 @@ pub enum SourceConfig {
     SqsS3(Box<SqsS3Config>),
 }
 
+/// See [`PipelineConfig::default_inbox`].
+pub const INBOX_MAX_AGE_SECS: u64 = 5;
+
 impl PipelineConfig {
     /// The embedded default: watch `./inbox`, write `./lake`.
+    /// `max_age_secs` of the inbox pipeline (`run` without --config, `pipelines/local.toml`):
+    /// a file dropped into the inbox shows as rows within seconds. The library's default
+    /// (60 s) stays for the other sources, whose steady streams make fewer, larger files so.
     pub fn default_inbox() -> Self {
         PipelineConfig {
             name: default_name(),
-            source: SourceConfig::Files(InboxConfig {
-                path: PathBuf::from("./inbox"),
-                poll_interval_secs: 2,
-            }),
+            source: SourceConfig::Files(InboxConfig::new(PathBuf::from("./inbox"))),
             sink: LakeConfig::default(),
-            flush: FlushPolicy::default(),
+            flush: FlushPolicy {
+                max_age_secs: INBOX_MAX_AGE_SECS,
+                ..FlushPolicy::default()
+            },
             dedup: DedupConfig::default(),
             normalize: NormalizeConfig::default(),
             accounts: None,

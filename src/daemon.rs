@@ -15,7 +15,7 @@ use crate::errors::{UsageError, error_text};
 use crate::memory::{self, MemoryBudget};
 use crate::metrics::{self, PipelineMetrics, Registry};
 use crate::normalize::unit::DecodeContext;
-use crate::sources::files;
+use crate::sources::inbox;
 use crate::sources::kafka::KafkaSource;
 use crate::sources::sqs_s3;
 use crate::sync;
@@ -243,7 +243,7 @@ fn run_pipeline(
         .with_budget(budget.share());
     let stats = match &cfg.source {
         SourceConfig::Files(inbox) => {
-            files::watch(inbox, &mut batcher, &ctx, stop)?;
+            inbox::watch(inbox, &mut batcher, &ctx, stop)?;
             batcher.stats
         }
         SourceConfig::Kafka(kafka) => KafkaSource::new(kafka, batcher)?.run(&ctx, stop)?,

@@ -25,6 +25,17 @@ use auditlake::{daemon, sync};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `text` (human-readable lines) or `json` (one object a line). By
+    /// default `text`, except `run` and `sync` without --once off a terminal (journald, files,
+    /// log shippers), which log JSON.
+    #[arg(long, global = true, env = "AUDITLAKE_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -155,10 +166,13 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_DEAD_LETTERS: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(
-        cli.command,
-        Command::Run { .. } | Command::Sync { once: false, .. }
-    ));
+    init_logging(
+        matches!(
+            cli.command,
+            Command::Run { .. } | Command::Sync { once: false, .. }
+        ),
+        cli.log_format,
+    );
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -169,17 +183,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(daemon: bool) {
+/// Daemons (`run`, `sync` without --once) log at info, JSON off a terminal; the other
+/// commands log warnings as text lines. `--log-format` / `AUDITLAKE_LOG_FORMAT` override the
+/// format, `RUST_LOG` the level.
+fn init_logging(daemon: bool, format: Option<LogFormat>) {
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal);
+    let json = match format {
+        Some(format) => format == LogFormat::Json,
+        None => daemon && !terminal,
+    };
+    if json {
         builder.json().init();
+    } else {
+        builder.init();
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -54,12 +56,17 @@ pub fn replay(
         batcher = batcher.pipelined();
     }
     let started = Instant::now();
-    let progress = Progress::new(inputs.len() as u64);
-    files::replay(&inputs, &mut batcher, &ctx, threads, &mut |b| {
-        progress.update(&b.stats, started)
+    let counters = Arc::new(files::ReadCounters::default());
+    let progress = Progress::new(&inputs, counters.clone());
+    let (done, ticks) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let progress = &progress;
+        scope.spawn(move || progress.run(&ticks, started));
+        let read = files::replay(&inputs, &mut batcher, &ctx, threads, &counters);
+        drop(done);
+        read
     })?;
     batcher.finish()?;
-    progress.finish();
     let s = &batcher.stats;
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -85,55 +92,115 @@ pub fn replay(
     Ok(batcher.stats.clone())
 }
 
-/// A progress bar on a terminal, plain lines every 10 s otherwise.
+/// Progress of a replay, as it reads: a bar on a terminal (bytes, events, and the time left
+/// when the inputs' total size is known), plain `progress:` lines every 10 s otherwise
+/// (`AUDITLAKE_PROGRESS_INTERVAL_MS` sets another interval).
 struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    last_line: std::cell::Cell<Instant>,
-    total: u64,
+    counters: Arc<files::ReadCounters>,
+    files: u64,
+    /// The inputs' total size; `None` when one cannot be sized.
+    total_bytes: Option<u64>,
+    terminal: bool,
 }
 
+/// How often the bar is redrawn.
+const BAR_TICK: Duration = Duration::from_millis(200);
+/// How often a plain line is printed off a terminal, unless `AUDITLAKE_PROGRESS_INTERVAL_MS`
+/// says otherwise.
+const LINE_INTERVAL: Duration = Duration::from_secs(10);
+
 impl Progress {
-    fn new(total: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files {msg}")
-            {
-                bar.set_style(style);
-            }
-            bar
-        });
+    fn new(inputs: &[files::InputFile], counters: Arc<files::ReadCounters>) -> Self {
+        let total_bytes = inputs
+            .iter()
+            .map(|i| std::fs::metadata(&i.path).ok().map(|m| m.len()))
+            .sum();
         Progress {
-            bar,
-            last_line: std::cell::Cell::new(Instant::now()),
-            total,
+            counters,
+            files: inputs.len() as u64,
+            total_bytes,
+            terminal: std::io::stderr().is_terminal(),
         }
     }
 
-    fn update(&self, s: &Stats, started: Instant) {
-        let rate = s.events_written as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(s.units);
-                bar.set_message(format!(
-                    "{} events committed, {rate:.0} events/s",
-                    s.events_written
-                ));
+    /// Shows the progress until `done` is dropped.
+    fn run(&self, done: &mpsc::Receiver<()>, started: Instant) {
+        let bar = self.terminal.then(|| self.bar());
+        let interval = match &bar {
+            Some(_) => BAR_TICK,
+            None => std::env::var("AUDITLAKE_PROGRESS_INTERVAL_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map_or(LINE_INTERVAL, Duration::from_millis),
+        };
+        while let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(interval) {
+            let c = &self.counters;
+            let (files, bytes, events) = (
+                c.files.load(Ordering::Relaxed),
+                c.bytes(),
+                c.events.load(Ordering::Relaxed),
+            );
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let rate = events as f64 / secs;
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(bytes);
+                    bar.set_message(format!(
+                        "{files}/{} files, {events} events, {rate:.0} events/s",
+                        self.files
+                    ));
+                }
+                None => eprintln!("{}", self.line(files, bytes, events, secs)),
             }
-            None if self.last_line.get().elapsed().as_secs() >= 10 => {
-                self.last_line.set(Instant::now());
-                eprintln!(
-                    "progress: {}/{} files, {} events committed, {rate:.0} events/s",
-                    s.units, self.total, s.events_written
-                );
-            }
-            None => {}
         }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+    }
+
+    fn bar(&self) -> indicatif::ProgressBar {
+        let (bar, template) = match self.total_bytes {
+            Some(total) => (
+                indicatif::ProgressBar::new(total),
+                "{bar:30} {bytes}/{total_bytes} {msg}, {eta} left",
+            ),
+            None => (
+                indicatif::ProgressBar::no_length(),
+                "{spinner} {bytes} read, {msg}",
+            ),
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        bar
+    }
+
+    /// A plain progress line: files, bytes (of the total, with the time left), events.
+    fn line(&self, files: u64, bytes: u64, events: u64, secs: f64) -> String {
+        use indicatif::{HumanBytes, HumanDuration};
+        let read = match self.total_bytes {
+            Some(total) if total > 0 => {
+                let left = (bytes > 0 && bytes < total).then(|| {
+                    let secs = secs * (total - bytes) as f64 / bytes as f64;
+                    format!(
+                        ", about {} left",
+                        HumanDuration(Duration::from_secs_f64(secs))
+                    )
+                });
+                format!(
+                    "{} of {} read ({:.0} %){}",
+                    HumanBytes(bytes),
+                    HumanBytes(total),
+                    bytes as f64 * 100.0 / total as f64,
+                    left.unwrap_or_default()
+                )
+            }
+            _ => format!("{} read", HumanBytes(bytes)),
+        };
+        format!(
+            "progress: {files}/{} files, {read}, {events} events read, {:.0} events/s",
+            self.files,
+            events as f64 / secs
+        )
     }
 }

@@ -944,3 +944,161 @@ fn schema_command_prints_the_checked_in_files() {
         "schemas/dead_letters.md is stale: regenerate with `auditlake schema --markdown --dead-letters > schemas/dead_letters.md`"
     );
 }
+
+/// The first command of the README, off a terminal (piped, as here): the damaged sample's
+/// dead-letter warning is a human-readable line, not JSON; `AUDITLAKE_LOG_FORMAT=json` or
+/// `--log-format json` asks for JSON.
+#[test]
+fn replay_warnings_are_text_lines_unless_json_is_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let samples = fixtures().join("samples");
+    let run = |lake: &str, env: Option<&str>, flag: Option<&str>| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("replay")
+            .arg(&samples)
+            .args(["--out", &lake_str(&dir.path().join(lake))])
+            .env_remove("AUDITLAKE_LOG_FORMAT");
+        if let Some(env) = env {
+            cmd.env("AUDITLAKE_LOG_FORMAT", env);
+        }
+        if let Some(flag) = flag {
+            cmd.args(["--log-format", flag]);
+        }
+        let out = cmd.output().expect("run replay");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let text = run("a", None, None);
+    let warning = text
+        .lines()
+        .find(|l| l.contains("dead letter"))
+        .unwrap_or_else(|| panic!("a dead-letter warning: {text}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("aws.execution.ec2-user-data.json"),
+        "{warning}"
+    );
+    assert!(
+        serde_json::from_str::<Value>(warning).is_err(),
+        "not JSON: {warning}"
+    );
+    assert!(
+        !warning.contains('\u{1b}'),
+        "no colour codes off a terminal: {warning:?}"
+    );
+
+    for (lake, env, flag) in [("b", Some("json"), None), ("c", None, Some("json"))] {
+        let json = run(lake, env, flag);
+        let warning = json
+            .lines()
+            .find(|l| l.contains("dead letter"))
+            .unwrap_or_else(|| panic!("a dead-letter warning: {json}"));
+        let warning: Value = serde_json::from_str(warning).expect("a JSON line");
+        assert_eq!(warning["level"], json!("WARN"), "{warning}");
+    }
+    // The flag wins over the variable.
+    let text = run("d", Some("json"), Some("text"));
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dead letter") && serde_json::from_str::<Value>(l).is_err()),
+        "{text}"
+    );
+}
+
+/// A tree with a symbolic link to a directory elsewhere: its files are read (they were passed
+/// over in silence). A link back up the tree ends the walk there, with a warning naming it.
+#[test]
+fn symlinked_directories_are_followed_and_a_loop_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tree = dir.path().join("tree");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(tree.join("real")).expect("mkdir");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let variants = fixtures().join("variants");
+    std::fs::copy(
+        variants.join("cloudtrail-export.jsonl"),
+        tree.join("real/a.jsonl"),
+    )
+    .expect("copy");
+    std::fs::copy(variants.join("cls-kafka.jsonl"), elsewhere.join("b.jsonl")).expect("copy");
+    std::os::unix::fs::symlink(&elsewhere, tree.join("linked")).expect("symlink");
+    std::os::unix::fs::symlink("..", tree.join("real/loop")).expect("symlink");
+
+    let lake = dir.path().join("lake");
+    let (code, stdout, stderr) = replay(&[tree.to_str().expect("path"), "--out", &lake_str(&lake)]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("2 files"), "both files are read: {stdout}");
+    assert_eq!(
+        scalar(&format!(
+            "select count(*) from {} where origin_source like '%/tree/linked/b.jsonl'",
+            dataset(&lake, "ciem_events")
+        )),
+        json!(5),
+        "the linked directory's file is named by its path in the tree"
+    );
+    assert_eq!(
+        scalar(&format!(
+            "select count(*) from {}",
+            dataset(&lake, "ciem_events")
+        )),
+        json!(11)
+    );
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("symbolic link loop"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "the loop is reported once: {stderr}");
+    assert!(warnings[0].contains("real/loop"), "{stderr}");
+}
+
+/// One big file, off a terminal: `progress:` lines come while it is read (not only between
+/// files), with bytes read of the total, the time left and the events read so far.
+#[test]
+fn progress_lines_show_bytes_and_events_while_one_big_file_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sample =
+        std::fs::read_to_string(fixtures().join("variants/cloudtrail-export.jsonl")).expect("read");
+    let line = sample.lines().next().expect("a record");
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(dir.path().join("big.jsonl")).expect("create"),
+    );
+    let n = 30_000;
+    for i in 0..n {
+        writeln!(
+            file,
+            "{}",
+            line.replace("\"ct-1\"", &format!("\"big-{i}\""))
+        )
+        .expect("write");
+    }
+    drop(file);
+    let out = Command::new(bin())
+        .arg("replay")
+        .arg(dir.path().join("big.jsonl"))
+        .args(["--out", &lake_str(&dir.path().join("lake"))])
+        .env("AUDITLAKE_PROGRESS_INTERVAL_MS", "20")
+        .output()
+        .expect("run replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{n} events written")),
+        "{out:?}"
+    );
+    let events_read = |l: &str| -> Option<u64> {
+        l.split(", ")
+            .find_map(|part| part.strip_suffix(" events read"))
+            .and_then(|n| n.parse().ok())
+    };
+    // Lines while the file is being read: some bytes of the total, some of the events.
+    let midway: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("progress: 0/1 files, "))
+        .filter(|l| l.contains(" MiB of ") && l.contains(" left"))
+        .filter(|l| events_read(l).is_some_and(|e| e > 0 && e < n))
+        .collect();
+    assert!(
+        !midway.is_empty(),
+        "progress lines with bytes and events before the end: {stderr}"
+    );
+}

@@ -208,6 +208,14 @@ fn notifications_from_a_trail_bucket_land_in_the_lake_and_every_message_is_delet
     assert_eq!(stats["objects"], json!(4), "{stats}");
     assert_eq!(stats["deleted"], json!(7), "{stats}");
     assert_eq!(stats["left_on_queue"], json!(0), "{stats}");
+    // The log says which objects were read, and each commit names the objects it covers.
+    for what in ["input taken", "input finished", "batch committed"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(what) && l.contains("s3://trail-bucket/AWSLogs/111122223333/")),
+            "{what}: {log}"
+        );
+    }
 }
 
 #[test]

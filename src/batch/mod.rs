@@ -96,6 +96,13 @@ struct OpenUnit {
     from: Option<i64>,
     /// One past the last position seen.
     to: i64,
+    /// What the logs call it (a file's name; the unit id otherwise).
+    name: Arc<str>,
+    started: Instant,
+    /// Rows this unit added, for its "input finished" log line.
+    events: u64,
+    duplicates: u64,
+    dead_letters: u64,
 }
 
 /// What a commit achieved.
@@ -129,6 +136,8 @@ pub struct Batcher {
     /// When this writer last deleted key files the horizon no longer reaches.
     pruned_at: Option<Instant>,
     pub stats: Stats,
+    /// The names of the units the pending segments belong to, for the commit's log line.
+    pending_inputs: Vec<Arc<str>>,
     metrics: Option<Arc<crate::metrics::PipelineMetrics>>,
     /// What `metrics` has been given of `stats`.
     published: Stats,
@@ -159,6 +168,7 @@ impl Batcher {
             horizon_ms: Horizon::DEFAULT.millis(),
             pruned_at: None,
             stats: Stats::default(),
+            pending_inputs: Vec::new(),
             metrics: None,
             published: Stats::default(),
             budget: None,
@@ -239,7 +249,15 @@ impl Batcher {
 
     /// Starts a unit (a file, an object, a Kafka partition). A unit the journal records as
     /// complete is not read again; positions already committed are skipped when pushed.
+    /// The logs name the unit by its id (see [`Batcher::begin_named_unit`]).
     pub fn begin_unit(&mut self, id: &str) -> UnitStart {
+        self.begin_named_unit(id, id, None)
+    }
+
+    /// [`Batcher::begin_unit`] for a unit whose id is not what its user calls it (a file,
+    /// known by the hash of its content): the logs say `name`, and `bytes` when known.
+    pub fn begin_named_unit(&mut self, id: &str, name: &str, bytes: Option<u64>) -> UnitStart {
+        tracing::info!(input = %name, bytes, "input taken");
         self.stats.units += 1;
         let known = self.lake.unit_shared(id);
         // Another writer of a shared lake may have committed events this unit repeats.
@@ -248,6 +266,7 @@ impl Batcher {
         }
         if known.as_ref().is_some_and(|k| k.complete) {
             self.stats.units_already_in_lake += 1;
+            tracing::info!(input = %name, "input already in the lake, skipped");
             return UnitStart::AlreadyInLake;
         }
         self.open.insert(
@@ -256,6 +275,11 @@ impl Batcher {
                 known,
                 from: None,
                 to: 0,
+                name: Arc::from(name),
+                started: Instant::now(),
+                events: 0,
+                duplicates: 0,
+                dead_letters: 0,
             },
         );
         UnitStart::Read
@@ -321,12 +345,15 @@ impl Batcher {
                         // Copied into the batch's columns while still in cache; the
                         // event itself is dropped here.
                         self.pending_bytes += self.pending.events.push(&e);
+                        unit.events += 1;
                     } else {
                         self.stats.duplicates_dropped += 1;
+                        unit.duplicates += 1;
                     }
                 }
                 Item::Digest => self.stats.digests_skipped += 1,
                 Item::Dead(d) => {
+                    unit.dead_letters += 1;
                     tracing::warn!(source = %d.origin.source, partition = d.origin.partition, position = d.origin.position, offset = d.byte_offset, reason = %d.reason, "dead letter");
                     self.pending_bytes += d.estimated_bytes();
                     self.pending.dead_letters.push(d);
@@ -345,6 +372,15 @@ impl Batcher {
     /// Ends a unit: it is complete once the batch holding its end commits.
     pub fn end_unit(&mut self, id: &str) {
         if let Some(unit) = self.open.remove(id) {
+            tracing::info!(
+                input = %unit.name,
+                events = unit.events,
+                duplicates = unit.duplicates,
+                dead_letters = unit.dead_letters,
+                seconds = format_args!("{:.2}", unit.started.elapsed().as_secs_f64()),
+                "input finished"
+            );
+            self.pending_inputs.push(unit.name);
             let from = unit.from.unwrap_or(unit.to);
             self.pending.segments.push(Segment {
                 unit: id.to_string(),
@@ -366,6 +402,7 @@ impl Batcher {
         if let Some(unit) = self.open.remove(id)
             && let Some(from) = unit.from
         {
+            self.pending_inputs.push(unit.name);
             self.pending.segments.push(Segment {
                 unit: id.to_string(),
                 from,
@@ -401,6 +438,7 @@ impl Batcher {
         open.sort_by(|a, b| a.0.cmp(b.0)); // stable batch ids
         for (id, unit) in open {
             if let Some(from) = unit.from.take() {
+                self.pending_inputs.push(unit.name.clone());
                 self.pending.segments.push(Segment {
                     unit: id.clone(),
                     from,
@@ -410,6 +448,7 @@ impl Batcher {
             }
         }
         let batch = std::mem::take(&mut self.pending);
+        let inputs = std::mem::take(&mut self.pending_inputs);
         self.pending_bytes = 0;
         self.opened_at = None;
         if let Err(e) = self.prune_keys() {
@@ -419,14 +458,14 @@ impl Batcher {
             if batch.segments.is_empty() {
                 return Ok(CommitReport::default());
             }
-            let summary = BatchSummary::of(&batch);
+            let summary = BatchSummary::of(&batch, inputs);
             let result = self.lake.commit(batch);
             return self.account(summary, result);
         }
         // Pipelined: publish the batch written in the background, then hand this one over.
         let report = self.wait_in_flight()?;
         if !batch.segments.is_empty() {
-            let summary = BatchSummary::of(&batch);
+            let summary = BatchSummary::of(&batch, inputs);
             match self.lake.stage(batch) {
                 Ok(Some(staged)) => {
                     self.in_flight = Some((summary, std::thread::spawn(move || staged.write())));
@@ -483,6 +522,13 @@ impl Batcher {
                 return Err(e);
             }
         };
+        tracing::info!(
+            events = summary.events,
+            dead_letters = summary.dead_letters,
+            files = files.len(),
+            inputs = %summary.inputs(),
+            "batch committed"
+        );
         self.stats.events_written += summary.events;
         self.stats.dead_letters += summary.dead_letters;
         self.stats.asset_changes_written += summary.asset_changes;
@@ -517,10 +563,24 @@ struct BatchSummary {
     open_through: Vec<(String, i64)>,
     events_by_provider: Vec<(&'static str, u64)>,
     started: Instant,
+    /// The names of the units the batch has segments of.
+    inputs: Vec<Arc<str>>,
 }
 
+/// How many inputs a commit's log line names before "and N more".
+const INPUTS_NAMED: usize = 3;
+
 impl BatchSummary {
-    fn of(batch: &PendingBatch) -> Self {
+    /// The inputs the batch covers, for its log line: a few names, then "and N more".
+    fn inputs(&self) -> String {
+        let mut text = self.inputs[..self.inputs.len().min(INPUTS_NAMED)].join(", ");
+        if self.inputs.len() > INPUTS_NAMED {
+            text.push_str(&format!(" and {} more", self.inputs.len() - INPUTS_NAMED));
+        }
+        text
+    }
+
+    fn of(batch: &PendingBatch, inputs: Vec<Arc<str>>) -> Self {
         let events_by_provider = batch
             .events
             .by_provider()
@@ -528,6 +588,7 @@ impl BatchSummary {
             .collect();
         BatchSummary {
             events_by_provider,
+            inputs,
             started: Instant::now(),
             events: batch.events.len() as u64,
             asset_changes: batch.asset_changes.len() as u64,
@@ -694,5 +755,24 @@ mod tests {
         assert_eq!(report.completed_units, vec!["empty".to_string()]);
         assert!(!batcher.is_due());
         assert_eq!(batcher.begin_unit("empty"), UnitStart::AlreadyInLake);
+    }
+
+    #[test]
+    fn a_commit_names_a_few_inputs_then_counts_the_rest() {
+        let summary = |n: usize| BatchSummary {
+            inputs: (0..n)
+                .map(|i| Arc::from(format!("inbox/{i}.json")))
+                .collect(),
+            ..BatchSummary::of(&PendingBatch::default(), Vec::new())
+        };
+        assert_eq!(summary(1).inputs(), "inbox/0.json");
+        assert_eq!(
+            summary(3).inputs(),
+            "inbox/0.json, inbox/1.json, inbox/2.json"
+        );
+        assert_eq!(
+            summary(5).inputs(),
+            "inbox/0.json, inbox/1.json, inbox/2.json and 2 more"
+        );
     }
 }

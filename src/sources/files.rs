@@ -1,18 +1,15 @@
 //! The files source: replays files and directory trees (as copied from a trail bucket) or
-//! stdin, and watches an inbox directory in daemon mode. A file is one input unit, identified by
-//! a hash of its content, so a copy under another name is not ingested twice.
+//! stdin; the inbox daemon ([`super::inbox`]) reads its files with the same functions. A file
+//! is one input unit, identified by a hash of its content, so a copy under another name is not
+//! ingested twice.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-
-use serde::Deserialize;
 
 use crate::batch::{Batcher, UnitStart};
 use crate::decode::{self, Content, Input};
@@ -48,6 +45,16 @@ pub fn expand(
     exclude: Option<&Path>,
     spool_dir: &Path,
 ) -> Result<Vec<InputFile>, FilesError> {
+    expand_tree(paths, exclude, spool_dir, &mut Tree::default())
+}
+
+/// [`expand`], walking directories with `tree`.
+pub(crate) fn expand_tree(
+    paths: &[PathBuf],
+    exclude: Option<&Path>,
+    spool_dir: &Path,
+    tree: &mut Tree,
+) -> Result<Vec<InputFile>, FilesError> {
     let exclude = exclude.and_then(|p| p.canonicalize().ok());
     let mut out = Vec::new();
     for path in paths {
@@ -67,7 +74,7 @@ pub fn expand(
             },
         })?;
         if meta.is_dir() {
-            walk(path, exclude.as_deref(), &mut out)?;
+            tree.walk(path, exclude.as_deref(), &mut out)?;
         } else {
             let name = Arc::from(path.display().to_string());
             let path = if meta.is_file() {
@@ -104,36 +111,153 @@ fn spool(
     Ok(spooled)
 }
 
-fn walk(dir: &Path, exclude: Option<&Path>, out: &mut Vec<InputFile>) -> Result<(), FilesError> {
-    if exclude.is_some_and(|ex| dir.canonicalize().is_ok_and(|d| d == ex)) {
-        return Ok(());
-    }
-    let io_err = |source| FilesError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io_err)?
-        .collect::<Result<_, _>>()
-        .map_err(io_err)?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        let kind = entry.file_type().map_err(io_err)?;
-        if kind.is_dir() {
-            walk(&path, exclude, out)?;
-        } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
-            out.push(InputFile {
-                name: Arc::from(path.display().to_string()),
-                path,
-            });
-        }
-    }
-    Ok(())
+/// A walk of directory trees that follows symbolic links to directories, each directory at
+/// most once: a link back up the tree (a loop), or to a directory already read, is not
+/// followed, and said once in a warning (once per `Tree`: the inbox keeps one across scans).
+#[derive(Default)]
+pub(crate) struct Tree {
+    /// Links already warned about.
+    reported: std::collections::HashSet<PathBuf>,
 }
+
+/// A directory's identity: (device, inode).
+fn dir_key(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// One walk of a [`Tree`].
+struct Walk<'a> {
+    tree: &'a mut Tree,
+    exclude: Option<&'a Path>,
+    /// Directories walked so far, and those being walked (the current path from the root).
+    visited: std::collections::HashSet<(u64, u64)>,
+    ancestors: Vec<(u64, u64)>,
+    out: &'a mut Vec<InputFile>,
+}
+
+impl Tree {
+    /// Adds the files under `dir` to `out`, sorted by name.
+    pub(crate) fn walk(
+        &mut self,
+        dir: &Path,
+        exclude: Option<&Path>,
+        out: &mut Vec<InputFile>,
+    ) -> Result<(), FilesError> {
+        Walk {
+            tree: self,
+            exclude,
+            visited: Default::default(),
+            ancestors: Vec::new(),
+            out,
+        }
+        .dir(dir)
+    }
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, dir: &Path) -> Result<(), FilesError> {
+        if self
+            .exclude
+            .is_some_and(|ex| dir.canonicalize().is_ok_and(|d| d == ex))
+        {
+            return Ok(());
+        }
+        let io_err = |source| FilesError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let key = dir_key(&std::fs::metadata(dir).map_err(io_err)?);
+        if !self.visited.insert(key) {
+            if self.tree.reported.insert(dir.to_path_buf()) {
+                let target = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+                if self.ancestors.contains(&key) {
+                    tracing::warn!(link = %dir.display(), target = %target.display(), "symbolic link loop: the link leads back to a directory it is in; not followed");
+                } else {
+                    tracing::warn!(link = %dir.display(), target = %target.display(), "directory already read by another path (a symbolic link); not read again");
+                }
+            }
+            return Ok(());
+        }
+        self.ancestors.push(key);
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io_err)?
+            .collect::<Result<_, _>>()
+            .map_err(io_err)?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let mut kind = entry.file_type().map_err(io_err)?;
+            if kind.is_symlink() {
+                // Followed; a dangling link is passed over, as before.
+                match std::fs::metadata(&path) {
+                    Ok(target) => kind = target.file_type(),
+                    Err(_) => continue,
+                }
+            }
+            if kind.is_dir() {
+                self.dir(&path)?;
+            } else if kind.is_file() {
+                self.out.push(InputFile {
+                    name: Arc::from(path.display().to_string()),
+                    path,
+                });
+            }
+        }
+        self.ancestors.pop();
+        Ok(())
+    }
+}
+
+/// How far a replay has read, for its progress display; updated as files are parsed.
+#[derive(Debug, Default)]
+pub struct ReadCounters {
+    /// Files parsed.
+    pub files: AtomicU64,
+    /// Bytes of the files parsed.
+    done_bytes: AtomicU64,
+    /// Bytes read of the file being parsed, when it is streamed (over [`READ_ONCE_UP_TO`]);
+    /// one read in memory counts when it is parsed.
+    current_bytes: AtomicU64,
+    /// Events read (before deduplication).
+    pub events: AtomicU64,
+}
+
+impl ReadCounters {
+    /// Bytes of input read so far.
+    pub fn bytes(&self) -> u64 {
+        self.done_bytes.load(Ordering::Relaxed) + self.current_bytes.load(Ordering::Relaxed)
+    }
+
+    fn file_done(&self, bytes: u64) {
+        self.current_bytes.store(0, Ordering::Relaxed);
+        self.done_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.files.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A file being streamed, counting the bytes read from it into [`ReadCounters`] (one atomic
+/// add per read of the decoder's 128 KiB buffer).
+struct Counting {
+    file: File,
+    counters: Arc<ReadCounters>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.counters
+            .current_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Events are added to [`ReadCounters::events`] in steps of this many.
+const EVENTS_STEP: u64 = 1024;
 
 /// The unit id of a file: a hash of its bytes (XXH3-128; the one-shot and streaming digests
 /// agree, so a file gets the same id whichever way it was read).
@@ -162,19 +286,23 @@ fn unit_id_streaming(f: &mut File) -> io::Result<String> {
 /// twice cost ~5 % of a replay.
 const READ_ONCE_UP_TO: u64 = 8 << 20;
 
-/// Opens a file as a unit: its id and its bytes (whole, or a reader of them).
-fn open_unit(path: &Path) -> io::Result<(String, Input)> {
+/// Opens a file as a unit: its id, its size and its bytes (whole, or a reader of them).
+fn open_unit(path: &Path, counters: &Arc<ReadCounters>) -> io::Result<(String, u64, Input)> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     if len <= READ_ONCE_UP_TO {
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
         f.read_to_end(&mut bytes)?;
         let id = unit_id(xxhash_rust::xxh3::xxh3_128(&bytes));
-        return Ok((id, Input::Whole(bytes)));
+        return Ok((id, len, Input::Whole(bytes)));
     }
     let id = unit_id_streaming(&mut f)?;
     f.seek(io::SeekFrom::Start(0))?;
-    Ok((id, Input::Stream(Box::new(f))))
+    let counting = Counting {
+        file: f,
+        counters: counters.clone(),
+    };
+    Ok((id, len, Input::Stream(Box::new(counting))))
 }
 
 /// A file opened as a unit: its id and its content (read, hashed and, when held whole,
@@ -182,15 +310,18 @@ fn open_unit(path: &Path) -> io::Result<(String, Input)> {
 enum Opened {
     Unit {
         id: String,
+        /// The file's size.
+        bytes: u64,
         content: io::Result<Content>,
     },
     Unreadable(io::Error),
 }
 
-fn open_file(input: &InputFile, ctx: &DecodeContext) -> Opened {
-    match open_unit(&input.path) {
-        Ok((id, file)) => Opened::Unit {
+fn open_file(input: &InputFile, ctx: &DecodeContext, counters: &Arc<ReadCounters>) -> Opened {
+    match open_unit(&input.path, counters) {
+        Ok((id, bytes, file)) => Opened::Unit {
             id,
+            bytes,
             content: decode::open(file, ctx.limits),
         },
         Err(e) => Opened::Unreadable(e),
@@ -204,6 +335,7 @@ fn consume(
     opened: Opened,
     batcher: &mut Batcher,
     ctx: &DecodeContext,
+    counters: &ReadCounters,
 ) -> Result<(), SinkError> {
     let stamp = Stamp {
         source: input.name.clone(),
@@ -211,25 +343,36 @@ fn consume(
         ingest_time_ms: now_ms(),
     };
     // Unreadable input is a dead letter of its own, keyed by path.
-    let (id, content) = match opened {
-        Opened::Unit { id, content } => (id, Ok(content)),
-        Opened::Unreadable(e) => (format!("unreadable:{}", input.name), Err(e)),
+    let (id, bytes, content) = match opened {
+        Opened::Unit { id, bytes, content } => (id, Some(bytes), Ok(content)),
+        Opened::Unreadable(e) => (format!("unreadable:{}", input.name), None, Err(e)),
     };
-    if batcher.begin_unit(&id) == UnitStart::AlreadyInLake {
+    if batcher.begin_named_unit(&id, &input.name, bytes) == UnitStart::AlreadyInLake {
+        counters.file_done(bytes.unwrap_or(0));
         return Ok(());
     }
     match content {
         Ok(content) => {
             let mut result = Ok(());
-            decode_content(content, ctx, &stamp, &mut |position, item| match batcher
-                .push(&id, position, item)
-            {
-                Ok(_) => ControlFlow::Continue(()),
-                Err(e) => {
-                    result = Err(e);
-                    ControlFlow::Break(())
+            let mut events = 0u64;
+            decode_content(content, ctx, &stamp, &mut |position, item| {
+                if matches!(item, Item::Event(_)) {
+                    events += 1;
+                    if events.is_multiple_of(EVENTS_STEP) {
+                        counters.events.fetch_add(EVENTS_STEP, Ordering::Relaxed);
+                    }
+                }
+                match batcher.push(&id, position, item) {
+                    Ok(_) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        result = Err(e);
+                        ControlFlow::Break(())
+                    }
                 }
             });
+            counters
+                .events
+                .fetch_add(events % EVENTS_STEP, Ordering::Relaxed);
             result?;
         }
         Err(e) => {
@@ -245,6 +388,7 @@ fn consume(
         }
     }
     batcher.end_unit(&id);
+    counters.file_done(bytes.unwrap_or(0));
     Ok(())
 }
 
@@ -255,18 +399,24 @@ fn consume(
 /// never copied into owned rows or freed across threads. The batcher receives files in input
 /// order, so batches (and file names) are the same whatever the thread count. Memory stays
 /// bounded: each helper holds at most one opened file ahead (content over
-/// [`crate::decode::WHOLE_UP_TO`] is a stream, decompressed as it is parsed).
+/// [`crate::decode::WHOLE_UP_TO`] is a stream, decompressed as it is parsed). `counters`
+/// follow the reading as it goes.
 pub fn replay(
     inputs: &[InputFile],
     batcher: &mut Batcher,
     ctx: &DecodeContext,
     threads: usize,
-    on_file: &mut dyn FnMut(&Batcher),
+    counters: &Arc<ReadCounters>,
 ) -> Result<(), SinkError> {
     if threads <= 1 {
         for input in inputs {
-            consume(input, open_file(input, ctx), batcher, ctx)?;
-            on_file(batcher);
+            consume(
+                input,
+                open_file(input, ctx, counters),
+                batcher,
+                ctx,
+                counters,
+            )?;
         }
         return Ok(());
     }
@@ -292,7 +442,7 @@ pub fn replay(
                         Err(_) => return,
                     };
                     let Ok((input, tx)) = job else { return };
-                    if tx.send(open_file(input, ctx)).is_err() {
+                    if tx.send(open_file(input, ctx, counters)).is_err() {
                         return;
                     }
                 }
@@ -300,94 +450,13 @@ pub fn replay(
         }
         for (input, rx) in order_rx {
             // A helper that died (it cannot, short of a panic) leaves the file to this thread.
-            let opened = rx.recv().unwrap_or_else(|_| open_file(input, ctx));
-            consume(input, opened, batcher, ctx)?;
-            on_file(batcher);
+            let opened = rx
+                .recv()
+                .unwrap_or_else(|_| open_file(input, ctx, counters));
+            consume(input, opened, batcher, ctx, counters)?;
         }
         Ok(())
     })
-}
-
-/// Settings of the inbox watcher (`auditlake run` with a files source).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InboxConfig {
-    /// Directory watched recursively for new files.
-    pub path: PathBuf,
-    /// Seconds between scans; a file is read once its size and modification time have not
-    /// changed for one interval (so files still being copied are not read half-way).
-    #[serde(default = "default_poll_secs")]
-    pub poll_interval_secs: u64,
-}
-
-fn default_poll_secs() -> u64 {
-    2
-}
-
-/// Watches the inbox until `stop` is set: each new, settled file is read once (the lake's
-/// journal is the checkpoint, so restarts do not re-read files). On stop, the file being read
-/// is finished and everything pending is committed.
-pub fn watch(
-    config: &InboxConfig,
-    batcher: &mut Batcher,
-    ctx: &DecodeContext,
-    stop: &AtomicBool,
-) -> Result<(), FilesError> {
-    std::fs::create_dir_all(&config.path).map_err(|source| FilesError::Io {
-        path: config.path.clone(),
-        source,
-    })?;
-    tracing::info!(inbox = %config.path.display(), lake = %batcher.lake().root().display(), "watching inbox");
-    // path → (size, mtime) when last seen, and whether it has been handled.
-    let mut seen: HashMap<PathBuf, ((u64, Option<SystemTime>), bool)> = HashMap::new();
-    let exclude = batcher.lake().root().to_path_buf();
-    while !stop.load(Ordering::SeqCst) {
-        let files = expand(
-            std::slice::from_ref(&config.path),
-            Some(&exclude),
-            &config.path,
-        )?;
-        for input in files {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(meta) = std::fs::metadata(&input.path) else {
-                continue;
-            };
-            let sig = (meta.len(), meta.modified().ok());
-            let settled = match seen.get(&input.path) {
-                Some((_, true)) if seen[&input.path].0 == sig => continue,
-                Some((prev, false)) => *prev == sig,
-                _ => false,
-            };
-            if !settled {
-                seen.insert(input.path.clone(), (sig, false));
-                continue;
-            }
-            replay(std::slice::from_ref(&input), batcher, ctx, 1, &mut |_| {})?;
-            if let Some(m) = batcher.metrics() {
-                m.input_bytes.inc_by(sig.0);
-            }
-            seen.insert(input.path.clone(), (sig, true));
-            if batcher.is_due() {
-                batcher.flush()?;
-            }
-        }
-        if batcher.is_due() {
-            batcher.flush()?;
-        }
-        let deadline =
-            std::time::Instant::now() + Duration::from_secs(config.poll_interval_secs.max(1));
-        while std::time::Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(100));
-            if batcher.is_due() {
-                batcher.flush()?;
-            }
-        }
-    }
-    batcher.flush()?;
-    tracing::info!("inbox watcher stopped; everything read is committed");
-    Ok(())
 }
 
 #[cfg(test)]
@@ -407,7 +476,7 @@ mod tests {
             let path = dir.join(name);
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             std::fs::write(&path, &bytes).unwrap();
-            let (id, input) = open_unit(&path).unwrap();
+            let (id, _, input) = open_unit(&path, &Arc::default()).unwrap();
             let streamed = unit_id_streaming(&mut File::open(&path).unwrap()).unwrap();
             assert_eq!(id, streamed, "{name}");
             assert_eq!(matches!(input, Input::Whole(_)), name == "small", "{name}");
