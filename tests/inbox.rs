@@ -15,15 +15,7 @@ fn start(config: &Path, cwd: &Path) -> Logged {
 }
 
 fn count(lake: &Path) -> i64 {
-    if parquet_files(&lake.join("ciem_events")).is_empty() {
-        return 0;
-    }
-    scalar(&format!(
-        "select count(*) from {}",
-        dataset(lake, "ciem_events")
-    ))
-    .as_i64()
-    .unwrap_or(-1)
+    event_count(lake)
 }
 
 fn wait_for_rows(lake: &Path, want: i64) {

@@ -231,6 +231,19 @@ fn errors_name_their_cause_once_and_a_file_given_as_lake_is_called_a_file() {
     assert_eq!(err.matches("os error 20").count(), 1, "said once: {err}");
 }
 
+/// `auditlake validate <path>`: exit status and stdout.
+fn validate(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(common::bin())
+        .arg("validate")
+        .arg(path)
+        .output()
+        .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// Runs `auditlake run --config <config>`, which must refuse to start: exit status 2 within a
 /// minute (a pipeline restarted with backoff would never exit). Returns stderr.
 fn run_refuses(config: &std::path::Path, env: &[(&str, &str)]) -> String {
@@ -297,22 +310,7 @@ fn validate_catches_everything_run_rejects_at_start() {
     for (name, text, says) in &cases {
         let file = root.join(format!("{name}.toml"));
         std::fs::write(&file, text).expect("write");
-        let out = Command::new(common::bin())
-            .arg("validate")
-            .arg(&file)
-            .output()
-            .expect("run");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(2), "validate {name}: {stdout}");
-        assert!(
-            stdout.contains(says),
-            "validate {name} must say {says:?}: {stdout}"
-        );
-        let stderr = run_refuses(&file, &[]);
-        assert!(
-            stderr.contains(says),
-            "run {name} must say {says:?}: {stderr}"
-        );
+        refused_alike(&file, says);
 
         // The same file with a good one, as a directory `run` supervises.
         let process = root.join(format!("dir-{name}"));
@@ -326,22 +324,7 @@ fn validate_catches_everything_run_rejects_at_start() {
             ),
         )
         .expect("write");
-        let out = Command::new(common::bin())
-            .arg("validate")
-            .arg(&process)
-            .output()
-            .expect("run");
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "validate dir {name}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let stderr = run_refuses(&process, &[]);
-        assert!(
-            stderr.contains(says),
-            "run dir {name} must say {says:?}: {stderr}"
-        );
+        refused_alike(&process, says);
     }
 
     // Across the files of one directory: a name used twice, a lake written by two unnamed
@@ -375,35 +358,23 @@ fn validate_catches_everything_run_rejects_at_start() {
         )
         .expect("write");
         std::fs::write(process.join("b.toml"), second).expect("write");
-        let out = Command::new(common::bin())
-            .arg("validate")
-            .arg(&process)
-            .output()
-            .expect("run");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(2), "validate {name}: {stdout}");
-        assert!(
-            stdout.contains(says),
-            "validate {name} must say {says:?}: {stdout}"
-        );
+        refused_alike(&process, says);
         // Each file alone is fine.
-        let out = Command::new(common::bin())
-            .arg("validate")
-            .arg(process.join("b.toml"))
-            .output()
-            .expect("run");
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let stderr = run_refuses(&process, &[]);
-        assert!(
-            stderr.contains(says),
-            "run {name} must say {says:?}: {stderr}"
-        );
+        let (code, stdout) = validate(&process.join("b.toml"));
+        assert_eq!(code, Some(0), "{stdout}");
     }
+}
+
+/// `validate <path>` exits 2 and `run --config <path>` refuses to start, both saying `says`.
+fn refused_alike(path: &std::path::Path, says: &str) {
+    let (code, stdout) = validate(path);
+    assert_eq!(code, Some(2), "validate {}: {stdout}", path.display());
+    assert!(
+        stdout.contains(says),
+        "validate must say {says:?}: {stdout}"
+    );
+    let stderr = run_refuses(path, &[]);
+    assert!(stderr.contains(says), "run must say {says:?}: {stderr}");
 }
 
 /// The shipped examples validate as shipped: each file, and each directory as the one process
@@ -493,17 +464,8 @@ fn pipelines_of_one_process_share_a_lake_under_distinct_instance_names() {
         )
         .expect("write");
     }
-    let out = Command::new(common::bin())
-        .arg("validate")
-        .arg(&process)
-        .output()
-        .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, stdout) = validate(&process);
+    assert_eq!(code, Some(0), "{stdout}");
 
     let mut child = Command::new(common::bin())
         .arg("run")
@@ -513,17 +475,7 @@ fn pipelines_of_one_process_share_a_lake_under_distinct_instance_names() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let count = || {
-        if common::parquet_files(&lake.join("ciem_events")).is_empty() {
-            return 0;
-        }
-        common::scalar(&format!(
-            "select count(*) from {}",
-            common::dataset(&lake, "ciem_events")
-        ))
-        .as_i64()
-        .unwrap_or(-1)
-    };
+    let count = || common::event_count(&lake);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while count() < 6 && std::time::Instant::now() < deadline {
         assert!(

@@ -86,6 +86,19 @@ pub fn scalar(sql: &str) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// Rows of `ciem_events` in the lake (0 before its first file).
+pub fn event_count(lake: &Path) -> i64 {
+    if parquet_files(&lake.join("ciem_events")).is_empty() {
+        return 0;
+    }
+    scalar(&format!(
+        "select count(*) from {}",
+        dataset(lake, "ciem_events")
+    ))
+    .as_i64()
+    .unwrap_or(-1)
+}
+
 /// Every `*.parquet` file under `dir`, relative, sorted.
 pub fn parquet_files(dir: &Path) -> Vec<String> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
