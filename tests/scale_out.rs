@@ -102,7 +102,7 @@ queue_url = "{queue}"
 region = "us-east-1"
 endpoint_url = "{endpoint}"
 wait_time_secs = 1
-visibility_timeout_secs = 4
+visibility_timeout_secs = 8
 max_objects_in_flight = 2
 [sink]
 path = "@LAKE@"
