@@ -97,7 +97,7 @@ impl PipelineConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        Self::parse_with_env(text, path, &|name| std::env::var(name).ok())
+        Self::parse_with_env(text, path, &process_env)
     }
 
     /// [`PipelineConfig::parse`] with `${NAME}` looked up by `env`.
@@ -114,14 +114,15 @@ impl PipelineConfig {
     }
 }
 
-/// Replaces `${NAME}` with the environment variable `NAME` (`$${` stands for a literal `${`).
-/// A variable that is not set is an error naming it and its line, so a config never silently
-/// runs with an empty value. Secrets belong in variables or files, not in the config text:
-/// interpolated values are used, never printed.
-pub fn interpolate_env(text: &str, path: &Path) -> Result<String, ConfigError> {
-    interpolate_with(text, path, |name| std::env::var(name).ok())
+/// The process environment's variable `name`, as config files see it.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
+/// Replaces `${NAME}` with what `lookup` gives for `NAME` ([`process_env`] when running; `$${`
+/// stands for a literal `${`). A variable that is not set is an error naming it and its line,
+/// so a config never silently runs with an empty value. Secrets belong in variables or files,
+/// not in the config text: interpolated values are used, never printed.
 pub fn interpolate_with(
     text: &str,
     path: &Path,

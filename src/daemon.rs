@@ -57,10 +57,9 @@ pub fn load_pipelines(config: Option<&Path>) -> Result<(Vec<(PathBuf, PipelineCo
             (pipelines, true)
         }
     };
-    let env = |name: &str| std::env::var(name).ok();
     let mut problems = validate::process_problems(&pipelines);
     for (file, cfg) in &pipelines {
-        for p in validate::pipeline_problems(cfg, &env, true) {
+        for p in validate::pipeline_problems(cfg, &crate::config::process_env, true) {
             problems.push((file.clone(), p));
         }
     }

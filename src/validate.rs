@@ -50,7 +50,7 @@ pub struct Checks {
 /// How variables are looked up: the process environment, or (without the environment checks)
 /// the environment with a placeholder for what is unset.
 fn lookup(environment: bool) -> impl Fn(&str) -> Option<String> {
-    move |name: &str| match std::env::var(name).ok() {
+    move |name: &str| match crate::config::process_env(name) {
         Some(v) => Some(v),
         None if !environment => Some(format!("<{name}>")),
         None => None,

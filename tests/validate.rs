@@ -246,12 +246,11 @@ fn validate(path: &std::path::Path) -> (Option<i32>, String) {
 
 /// Runs `auditlake run --config <config>`, which must refuse to start: exit status 2 within a
 /// minute (a pipeline restarted with backoff would never exit). Returns stderr.
-fn run_refuses(config: &std::path::Path, env: &[(&str, &str)]) -> String {
+fn run_refuses(config: &std::path::Path) -> String {
     let mut child = Command::new(common::bin())
         .arg("run")
         .arg("--config")
         .arg(config)
-        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -373,7 +372,7 @@ fn refused_alike(path: &std::path::Path, says: &str) {
         stdout.contains(says),
         "validate must say {says:?}: {stdout}"
     );
-    let stderr = run_refuses(path, &[]);
+    let stderr = run_refuses(path);
     assert!(stderr.contains(says), "run must say {says:?}: {stderr}");
 }
 

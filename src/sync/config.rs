@@ -279,7 +279,7 @@ impl AccountsConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        Self::parse_with_env(text, path, &|name| std::env::var(name).ok())
+        Self::parse_with_env(text, path, &crate::config::process_env)
     }
 
     /// [`AccountsConfig::parse`] with `${NAME}` looked up by `env`.
