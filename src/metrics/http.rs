@@ -62,7 +62,11 @@ async fn accept(listener: std::net::TcpListener, registry: Arc<Registry>) {
                 let response = respond(request.method(), request.uri().path(), &registry);
                 async move { Ok::<_, Infallible>(response) }
             });
+            // One request per connection, closed after the response (`connection: close`), as
+            // scrapers and probes use it: a kept-alive connection would make a client that
+            // reads to the end wait for the header timeout.
             let connection = http1::Builder::new()
+                .keep_alive(false)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
