@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command};
@@ -17,17 +16,6 @@ const BETA_SECOND: &str = "aws-cloudtrail/aws.exfiltration.ec2-share-ebs-snapsho
 const SECRET: &str = "s3cr3t-Pa55w0rd-never-printed";
 
 /// GET `path` from the metrics server: (status code, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
-}
-
 /// The value of the sample `name{labels}` in a Prometheus exposition.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
@@ -39,7 +27,7 @@ fn wait_until(what: &str, port: u16, mut done: impl FnMut(&str) -> bool) -> Stri
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     while Instant::now() < deadline {
-        if let Some((200, body)) = get(port, "/metrics") {
+        if let Some((200, body)) = http_get(port, "/metrics") {
             if done(&body) {
                 return body;
             }
@@ -201,8 +189,8 @@ fn many_pipelines_in_one_process_with_metrics_health_and_restarts() {
         !metrics.contains("pipeline=\"a\""),
         "the accounts file is not a pipeline"
     );
-    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
-    let ready = get(port, "/readyz").expect("readyz");
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    let ready = http_get(port, "/readyz").expect("readyz");
     assert_eq!(ready.0, 200, "{}", ready.1);
     for p in ["alpha", "beta"] {
         assert_eq!(
@@ -243,14 +231,14 @@ fn many_pipelines_in_one_process_with_metrics_health_and_restarts() {
         Some(1.0),
         "{metrics}"
     );
-    let (status, body) = get(port, "/readyz").expect("readyz");
+    let (status, body) = http_get(port, "/readyz").expect("readyz");
     assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("pipeline beta: not running") && body.contains("lake-beta"),
         "the reason names the pipeline and what failed: {body}"
     );
     assert!(body.contains("pipeline alpha: ready"), "{body}");
-    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
 
     let (stdout, stderr) = daemon.stop();
     assert!(
@@ -304,7 +292,7 @@ path = "{lake}"
             .any(|l| l == "auditlake_pipeline_up{pipeline=\"gamma\",source=\"kafka\"} 0"),
         "{metrics}"
     );
-    let (status, body) = get(port, "/readyz").expect("readyz");
+    let (status, body) = http_get(port, "/readyz").expect("readyz");
     assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("pipeline gamma: no Kafka partition assigned")
@@ -397,7 +385,7 @@ max_age_secs = 1
             .any(|l| l == "auditlake_pipeline_up{pipeline=\"cls\",source=\"kafka\"} 1"),
         "{metrics}"
     );
-    let (status, body) = get(port, "/readyz").expect("readyz");
+    let (status, body) = http_get(port, "/readyz").expect("readyz");
     assert_eq!(status, 200, "{body}");
     assert_eq!(count(&root.join("lake"), "ciem_events"), 5);
     daemon.stop();
@@ -515,7 +503,7 @@ max_age_secs = 1
         assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
     }
     assert!(metrics.contains("# TYPE auditlake_sqs_visibility_extensions_total counter"));
-    assert_eq!(get(port, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(http_get(port, "/readyz").map(|r| r.0), Some(200));
     assert_eq!(count(&root.join("lake"), "ciem_events"), 1);
     daemon.stop();
 }
