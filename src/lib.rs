@@ -26,6 +26,7 @@ pub mod sink;
 
 // What flows: rows, their schema, what is redacted, asset changes; the account sync.
 pub mod assets;
+pub mod ciem;
 pub mod event;
 pub mod redact;
 pub mod schema;

@@ -301,6 +301,9 @@ impl Cloud for AwsCloud {
         match feature {
             Feature::Hosts => "AmazonEC2ReadOnlyAccess (or ReadOnlyAccess)",
             Feature::Products => "ReadOnlyAccess",
+            Feature::Entitlements => {
+                "IAMReadOnlyAccess (iam:GetAccountAuthorizationDetails, iam:ListUsers, iam:ListAccessKeys, iam:GetAccessKeyLastUsed, iam:GetLoginProfile)"
+            }
         }
     }
 }

@@ -351,6 +351,7 @@ impl Cloud for BaiduCloud {
         match feature {
             Feature::Hosts => "BCCReadAccessPolicy (or GlobalReadPolicy)",
             Feature::Products => "IAMReadAccessPolicy + GlobalReadPolicy",
+            Feature::Entitlements => "not supported on Baidu AI Cloud yet",
         }
     }
 }

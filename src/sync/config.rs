@@ -40,6 +40,9 @@ pub enum Feature {
     Hosts,
     /// Cloud products: buckets, security groups, users and their keys.
     Products,
+    /// Identities, their policies and credentials (the `entitlements` dataset), and the CIEM
+    /// findings recomputed after each run.
+    Entitlements,
 }
 
 /// `"all"` or a list of region codes.
@@ -210,6 +213,8 @@ pub struct Intervals {
     pub products: Interval,
     #[serde(default = "default_key_check_interval")]
     pub key_check: Interval,
+    #[serde(default = "default_entitlements_interval")]
+    pub entitlements: Interval,
 }
 
 impl Default for Intervals {
@@ -218,6 +223,7 @@ impl Default for Intervals {
             hosts: default_hosts_interval(),
             products: default_products_interval(),
             key_check: default_key_check_interval(),
+            entitlements: default_entitlements_interval(),
         }
     }
 }
@@ -226,6 +232,9 @@ fn default_hosts_interval() -> Interval {
     Interval(Some(Duration::from_secs(3600)))
 }
 fn default_products_interval() -> Interval {
+    Interval(Some(Duration::from_secs(6 * 3600)))
+}
+fn default_entitlements_interval() -> Interval {
     Interval(Some(Duration::from_secs(6 * 3600)))
 }
 fn default_key_check_interval() -> Interval {

@@ -366,6 +366,7 @@ impl Cloud for CtyunCloud {
         match feature {
             Feature::Hosts => "ecs viewer (resource-pool scope) + ctiam viewer (global)",
             Feature::Products => "vpc viewer (resource-pool scope) + ctiam viewer (global)",
+            Feature::Entitlements => "not supported on CTyun yet",
         }
     }
 }

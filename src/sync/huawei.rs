@@ -424,6 +424,7 @@ impl Cloud for HuaweiCloud {
         match feature {
             Feature::Hosts => "ECS ReadOnlyAccess + IAM ReadOnlyAccess",
             Feature::Products => "Tenant Guest + IAM ReadOnlyAccess",
+            Feature::Entitlements => "not supported on Huawei Cloud yet",
         }
     }
 }

@@ -23,11 +23,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::assets::{AssetChange, ChangeOrigin, ChangeType, InventoryItem};
+use crate::ciem::model::Entitlements;
 use crate::event::{Provider, now_ms};
 use crate::metrics::AccountSyncMetrics;
 use crate::sink::SinkError;
@@ -135,6 +137,23 @@ pub trait Cloud: Send + Sync + Sized {
     fn regions_call(&self) -> &'static str;
     fn hosts_call(&self) -> &'static str;
     fn policy_for(&self, feature: Feature) -> &'static str;
+    /// The account's identities, policies and credentials (feature `entitlements`).
+    fn entitlements(&self) -> BoxFuture<'_, Result<Entitlements, ApiError>> {
+        let provider = self.provider().as_str();
+        async move {
+            Err(ApiError {
+                call: "entitlements",
+                failure: Failure::Other,
+                code: None,
+                message: format!("the entitlements feature is not supported for {provider} yet"),
+            })
+        }
+        .boxed()
+    }
+    /// The calls [`Cloud::entitlements`] makes, as `accounts check` prints them.
+    fn entitlements_call(&self) -> &'static str {
+        "entitlements"
+    }
 }
 
 // ----------------------------------------------------------------------------------------

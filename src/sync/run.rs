@@ -96,6 +96,7 @@ fn enabled(account: &AccountConfig) -> Vec<Feature> {
         .filter(|f| match f {
             Feature::Hosts => account.intervals.hosts.0.is_some(),
             Feature::Products => account.intervals.products.0.is_some(),
+            Feature::Entitlements => account.intervals.entitlements.0.is_some(),
         })
         .collect()
 }
@@ -168,6 +169,7 @@ pub async fn run_periodic(
         for (feature, interval) in [
             (Feature::Hosts, account.intervals.hosts.0),
             (Feature::Products, account.intervals.products.0),
+            (Feature::Entitlements, account.intervals.entitlements.0),
         ] {
             if let Some(every) = interval
                 && on.contains(&feature)

@@ -386,6 +386,7 @@ impl Cloud for TencentCloud {
         match feature {
             Feature::Hosts => "QcloudCVMReadOnlyAccess",
             Feature::Products => "CloudResourceReadOnlyAccess + QcloudCamReadOnlyAccess",
+            Feature::Entitlements => "QcloudCamReadOnlyAccess",
         }
     }
 }

@@ -1,0 +1,14 @@
+//! CIEM proper: what principals *may* do (entitlements, from the account sync) against what
+//! they *did* (the lake's `ciem_events`), and the findings of the comparison.
+//!
+//! - [`model`]: an account's identities, policies and credentials as one sync run saw them;
+//! - [`policy`]: policy documents (AWS IAM and Tencent CAM grammar) into statements, and a
+//!   principal's effective grants;
+//! - [`catalog`]: the catalog of each cloud's actions that wildcards expand against (AWS: the
+//!   bundled service authorization reference; other clouds: actions seen in the lake);
+//! - [`findings`]: unused roles, users, keys, passwords, services and actions, root use, old
+//!   keys, full-admin grants.
+
+pub mod catalog;
+pub mod model;
+pub mod policy;
