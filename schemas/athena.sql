@@ -170,3 +170,80 @@ TBLPROPERTIES (
   'projection.date.interval.unit' = 'DAYS',
   'storage.location.template' = 's3://<bucket>/<prefix>/asset_inventory/provider=${provider}/account=${account}/date=${date}/'
 );
+
+CREATE EXTERNAL TABLE IF NOT EXISTS entitlements (
+  `run_id` string,
+  `run_time` timestamp,
+  `account_name` string,
+  `cloud_provider` string,
+  `cloud_account_uid` string,
+  `principal_type` string,
+  `principal_uid` string,
+  `principal_name` string,
+  `via` string,
+  `via_uid` string,
+  `policy_uid` string,
+  `policy_name` string,
+  `policy_type` string,
+  `policy_version` string,
+  `statement_index` int,
+  `statement_sid` string,
+  `effect` string,
+  `action` string,
+  `not_action` boolean,
+  `resource` string,
+  `not_resource` boolean,
+  `condition` string,
+  `trusted_principal` string,
+  `policy_error` string
+)
+PARTITIONED BY (`provider` string, `account` string, `date` string)
+STORED AS PARQUET
+LOCATION 's3://<bucket>/<prefix>/entitlements/'
+TBLPROPERTIES (
+  'projection.enabled' = 'true',
+  'projection.provider.type' = 'enum',
+  'projection.provider.values' = 'aws,tencent,huawei,baidu,ctyun',
+  'projection.account.type' = 'injected',
+  'projection.date.type' = 'date',
+  'projection.date.format' = 'yyyy-MM-dd',
+  'projection.date.range' = '2013-01-01,NOW',
+  'projection.date.interval' = '1',
+  'projection.date.interval.unit' = 'DAYS',
+  'storage.location.template' = 's3://<bucket>/<prefix>/entitlements/provider=${provider}/account=${account}/date=${date}/'
+);
+
+CREATE EXTERNAL TABLE IF NOT EXISTS ciem_findings (
+  `run_id` string,
+  `computed_time` timestamp,
+  `account_name` string,
+  `cloud_provider` string,
+  `cloud_account_uid` string,
+  `finding_uid` string,
+  `kind` string,
+  `principal_type` string,
+  `principal_uid` string,
+  `principal_name` string,
+  `resource_uid` string,
+  `detail` string,
+  `last_activity_time` timestamp,
+  `first_seen` timestamp,
+  `last_seen` timestamp,
+  `tracking_period_days` int,
+  `catalog` string
+)
+PARTITIONED BY (`provider` string, `account` string, `date` string)
+STORED AS PARQUET
+LOCATION 's3://<bucket>/<prefix>/ciem_findings/'
+TBLPROPERTIES (
+  'projection.enabled' = 'true',
+  'projection.provider.type' = 'enum',
+  'projection.provider.values' = 'aws,tencent,huawei,baidu,ctyun',
+  'projection.account.type' = 'injected',
+  'projection.date.type' = 'date',
+  'projection.date.format' = 'yyyy-MM-dd',
+  'projection.date.range' = '2013-01-01,NOW',
+  'projection.date.interval' = '1',
+  'projection.date.interval.unit' = 'DAYS',
+  'storage.location.template' = 's3://<bucket>/<prefix>/ciem_findings/provider=${provider}/account=${account}/date=${date}/'
+);

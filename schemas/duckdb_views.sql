@@ -1,4 +1,5 @@
--- DuckDB views over an auditlake lake: ciem_events, dead_letters, asset_changes, asset_inventory.
+-- DuckDB views over an auditlake lake: ciem_events, dead_letters, asset_changes, asset_inventory,
+-- entitlements, ciem_findings.
 -- Generated from schemas/*.json by `auditlake schema --ddl duckdb`; do not edit by hand
 -- (a test fails when this file and the schema files disagree).
 --
@@ -11,8 +12,9 @@
 -- The views read the files when queried: they see files committed later, and the lake that
 -- `lake` names at that moment. Columns have the schema's types; the partition columns
 -- (provider, account, date) are strings, so account ids keep their leading zeros. A dataset
--- without files yet (asset_inventory before the first account sync) is an empty view, and a
--- file from an older schema version reads NULL for the columns it lacks.
+-- without files yet (asset_inventory, entitlements, ciem_findings before the first account sync)
+-- is an empty view, and a file from an older schema version reads NULL for the columns it
+-- lacks.
 
 CREATE OR REPLACE VIEW ciem_events AS
 SELECT * EXCLUDE ("empty") FROM (
@@ -160,6 +162,77 @@ SELECT * EXCLUDE ("empty") FROM (
     UNION ALL BY NAME
     SELECT * FROM read_parquet(
         getvariable('lake') || '/asset_inventory/*/*/*/*.parquet',
+        hive_partitioning = true, hive_types_autocast = false,
+        union_by_name = true, allow_empty = true)
+);
+
+CREATE OR REPLACE VIEW entitlements AS
+SELECT * EXCLUDE ("empty") FROM (
+    SELECT
+        NULL::VARCHAR AS "run_id",
+        NULL::TIMESTAMPTZ AS "run_time",
+        NULL::VARCHAR AS "account_name",
+        NULL::VARCHAR AS "cloud_provider",
+        NULL::VARCHAR AS "cloud_account_uid",
+        NULL::VARCHAR AS "principal_type",
+        NULL::VARCHAR AS "principal_uid",
+        NULL::VARCHAR AS "principal_name",
+        NULL::VARCHAR AS "via",
+        NULL::VARCHAR AS "via_uid",
+        NULL::VARCHAR AS "policy_uid",
+        NULL::VARCHAR AS "policy_name",
+        NULL::VARCHAR AS "policy_type",
+        NULL::VARCHAR AS "policy_version",
+        NULL::INTEGER AS "statement_index",
+        NULL::VARCHAR AS "statement_sid",
+        NULL::VARCHAR AS "effect",
+        NULL::VARCHAR AS "action",
+        NULL::BOOLEAN AS "not_action",
+        NULL::VARCHAR AS "resource",
+        NULL::BOOLEAN AS "not_resource",
+        NULL::VARCHAR AS "condition",
+        NULL::VARCHAR AS "trusted_principal",
+        NULL::VARCHAR AS "policy_error",
+        NULL::VARCHAR AS "provider",
+        NULL::VARCHAR AS "account",
+        NULL::VARCHAR AS "date",
+        NULL::BOOLEAN AS "empty"
+    WHERE false
+    UNION ALL BY NAME
+    SELECT * FROM read_parquet(
+        getvariable('lake') || '/entitlements/*/*/*/*.parquet',
+        hive_partitioning = true, hive_types_autocast = false,
+        union_by_name = true, allow_empty = true)
+);
+
+CREATE OR REPLACE VIEW ciem_findings AS
+SELECT * EXCLUDE ("empty") FROM (
+    SELECT
+        NULL::VARCHAR AS "run_id",
+        NULL::TIMESTAMPTZ AS "computed_time",
+        NULL::VARCHAR AS "account_name",
+        NULL::VARCHAR AS "cloud_provider",
+        NULL::VARCHAR AS "cloud_account_uid",
+        NULL::VARCHAR AS "finding_uid",
+        NULL::VARCHAR AS "kind",
+        NULL::VARCHAR AS "principal_type",
+        NULL::VARCHAR AS "principal_uid",
+        NULL::VARCHAR AS "principal_name",
+        NULL::VARCHAR AS "resource_uid",
+        NULL::VARCHAR AS "detail",
+        NULL::TIMESTAMPTZ AS "last_activity_time",
+        NULL::TIMESTAMPTZ AS "first_seen",
+        NULL::TIMESTAMPTZ AS "last_seen",
+        NULL::INTEGER AS "tracking_period_days",
+        NULL::VARCHAR AS "catalog",
+        NULL::VARCHAR AS "provider",
+        NULL::VARCHAR AS "account",
+        NULL::VARCHAR AS "date",
+        NULL::BOOLEAN AS "empty"
+    WHERE false
+    UNION ALL BY NAME
+    SELECT * FROM read_parquet(
+        getvariable('lake') || '/ciem_findings/*/*/*/*.parquet',
         hive_partitioning = true, hive_types_autocast = false,
         union_by_name = true, allow_empty = true)
 );

@@ -81,7 +81,8 @@ enum Command {
         /// Print the dead-letter schema instead.
         #[arg(long)]
         dead_letters: bool,
-        /// Print this table's schema: ciem_events, dead_letters, asset_changes, asset_inventory.
+        /// Print this table's schema: ciem_events, dead_letters, asset_changes, asset_inventory,
+        /// entitlements, ciem_findings.
         #[arg(long, conflicts_with = "dead_letters")]
         table: Option<String>,
         /// Print the DDL of every dataset instead: DuckDB views or Athena/Glue tables

@@ -15,6 +15,10 @@ pub const DEAD_LETTER_SCHEMA_JSON: &str = include_str!("../schemas/dead_letters.
 pub const ASSET_CHANGES_SCHEMA_JSON: &str = include_str!("../schemas/asset_changes.json");
 /// The asset-inventory dataset's schema file.
 pub const ASSET_INVENTORY_SCHEMA_JSON: &str = include_str!("../schemas/asset_inventory.json");
+/// The entitlements dataset's schema file.
+pub const ENTITLEMENTS_SCHEMA_JSON: &str = include_str!("../schemas/entitlements.json");
+/// The CIEM findings dataset's schema file.
+pub const CIEM_FINDINGS_SCHEMA_JSON: &str = include_str!("../schemas/ciem_findings.json");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,6 +206,30 @@ pub fn asset_inventory_arrow_schema() -> Arc<Schema> {
         .clone()
 }
 
+pub fn entitlements() -> &'static TableSpec {
+    static SPEC: OnceLock<TableSpec> = OnceLock::new();
+    SPEC.get_or_init(|| TableSpec::parse(ENTITLEMENTS_SCHEMA_JSON, "schemas/entitlements.json"))
+}
+
+pub fn ciem_findings() -> &'static TableSpec {
+    static SPEC: OnceLock<TableSpec> = OnceLock::new();
+    SPEC.get_or_init(|| TableSpec::parse(CIEM_FINDINGS_SCHEMA_JSON, "schemas/ciem_findings.json"))
+}
+
+pub fn entitlements_arrow_schema() -> Arc<Schema> {
+    static SCHEMA: OnceLock<Arc<Schema>> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| Arc::new(entitlements().arrow_schema()))
+        .clone()
+}
+
+pub fn ciem_findings_arrow_schema() -> Arc<Schema> {
+    static SCHEMA: OnceLock<Arc<Schema>> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| Arc::new(ciem_findings().arrow_schema()))
+        .clone()
+}
+
 /// Every table by name (`auditlake schema --table NAME`).
 pub fn table(name: &str) -> Option<(&'static TableSpec, &'static str)> {
     match name {
@@ -209,20 +237,30 @@ pub fn table(name: &str) -> Option<(&'static TableSpec, &'static str)> {
         "dead_letters" => Some((dead_letters(), DEAD_LETTER_SCHEMA_JSON)),
         "asset_changes" => Some((asset_changes(), ASSET_CHANGES_SCHEMA_JSON)),
         "asset_inventory" => Some((asset_inventory(), ASSET_INVENTORY_SCHEMA_JSON)),
+        "entitlements" => Some((entitlements(), ENTITLEMENTS_SCHEMA_JSON)),
+        "ciem_findings" => Some((ciem_findings(), CIEM_FINDINGS_SCHEMA_JSON)),
         _ => None,
     }
 }
 
 /// The lake's datasets, in the order the DDL files list them.
-pub fn tables() -> [&'static TableSpec; 4] {
-    [ciem(), dead_letters(), asset_changes(), asset_inventory()]
+pub fn tables() -> [&'static TableSpec; 6] {
+    [
+        ciem(),
+        dead_letters(),
+        asset_changes(),
+        asset_inventory(),
+        entitlements(),
+        ciem_findings(),
+    ]
 }
 
 /// `schemas/duckdb_views.sql`: one DuckDB view per dataset over the lake root held in the
 /// `lake` variable (`auditlake schema --ddl duckdb`).
 pub fn duckdb_views() -> String {
     let mut out = String::from(
-        "-- DuckDB views over an auditlake lake: ciem_events, dead_letters, asset_changes, asset_inventory.\n\
+        "-- DuckDB views over an auditlake lake: ciem_events, dead_letters, asset_changes, asset_inventory,\n\
+         -- entitlements, ciem_findings.\n\
          -- Generated from schemas/*.json by `auditlake schema --ddl duckdb`; do not edit by hand\n\
          -- (a test fails when this file and the schema files disagree).\n\
          --\n\
@@ -235,8 +273,9 @@ pub fn duckdb_views() -> String {
          -- The views read the files when queried: they see files committed later, and the lake that\n\
          -- `lake` names at that moment. Columns have the schema's types; the partition columns\n\
          -- (provider, account, date) are strings, so account ids keep their leading zeros. A dataset\n\
-         -- without files yet (asset_inventory before the first account sync) is an empty view, and a\n\
-         -- file from an older schema version reads NULL for the columns it lacks.\n",
+         -- without files yet (asset_inventory, entitlements, ciem_findings before the first account sync)\n\
+         -- is an empty view, and a file from an older schema version reads NULL for the columns it\n\
+         -- lacks.\n",
     );
     for spec in tables() {
         out.push('\n');
@@ -448,6 +487,16 @@ mod tests {
                 asset_inventory(),
                 include_str!("../schemas/asset_inventory.md"),
                 "asset_inventory",
+            ),
+            (
+                entitlements(),
+                include_str!("../schemas/entitlements.md"),
+                "entitlements",
+            ),
+            (
+                ciem_findings(),
+                include_str!("../schemas/ciem_findings.md"),
+                "ciem_findings",
             ),
         ] {
             assert_eq!(

@@ -7,8 +7,10 @@
 //! - [`catalog`]: the catalog of each cloud's actions that wildcards expand against (AWS: the
 //!   bundled service authorization reference; other clouds: actions seen in the lake);
 //! - [`findings`]: unused roles, users, keys, passwords, services and actions, root use, old
-//!   keys, full-admin grants.
+//!   keys, full-admin grants;
+//! - [`rows`]: the rows of the `entitlements` and `ciem_findings` datasets.
 
 pub mod catalog;
 pub mod model;
 pub mod policy;
+pub mod rows;

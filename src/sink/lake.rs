@@ -8,12 +8,10 @@ use std::path::{Path, PathBuf};
 use super::columns::EventColumns;
 use super::journal::{Journal, Segment, UnitState, sync_dir, tmp_path};
 use super::keys::{self, KeyStore};
-use super::parquet::{
-    ParquetOptions, write_asset_change_file, write_ciem_file, write_dead_letter_file,
-    write_inventory_file,
-};
+use super::parquet::{ParquetOptions, Rows, write_ciem_file, write_rows_file};
 use super::{SinkError, partition_value};
 use crate::assets::{AssetChange, InventoryItem};
+use crate::ciem::rows::{EntitlementRow, Finding};
 use crate::event::{DeadLetter, Provider};
 use crate::normalize::date_of_ms;
 
@@ -27,6 +25,10 @@ pub struct PendingBatch {
     pub asset_changes: Vec<AssetChange>,
     /// An account sync's inventory snapshot.
     pub asset_inventory: Vec<InventoryItem>,
+    /// An account sync's entitlements.
+    pub entitlements: Vec<EntitlementRow>,
+    /// CIEM findings computed after a sync (or on demand).
+    pub ciem_findings: Vec<Finding>,
     pub segments: Vec<Segment>,
     /// (date, key) of the events within the dedup horizon: committed with the rows, in
     /// `_auditlake/keys/` (see [`super::keys`]).
@@ -233,6 +235,8 @@ impl LocalLake {
             && batch.dead_letters.is_empty()
             && batch.asset_changes.is_empty()
             && batch.asset_inventory.is_empty()
+            && batch.entitlements.is_empty()
+            && batch.ciem_findings.is_empty()
         {
             return Ok(None);
         }
@@ -245,6 +249,8 @@ impl LocalLake {
         dirs.extend(batch.dead_letters.iter().map(dead_letter_dir));
         dirs.extend(batch.asset_changes.iter().map(asset_change_dir));
         dirs.extend(batch.asset_inventory.iter().map(inventory_dir));
+        dirs.extend(batch.entitlements.iter().map(entitlement_dir));
+        dirs.extend(batch.ciem_findings.iter().map(finding_dir));
         let mut files: Vec<String> = dirs.iter().map(|dir| format!("{dir}/{name}")).collect();
         let stem = name.trim_end_matches(".parquet");
         let key_days: BTreeSet<i64> = batch.keys.iter().map(|&(day, _)| day).collect();
@@ -383,6 +389,33 @@ fn inventory_dir(i: &InventoryItem) -> String {
     )
 }
 
+fn entitlement_dir(e: &EntitlementRow) -> String {
+    dataset_dir(
+        "entitlements",
+        e.cloud_provider,
+        e.cloud_account_uid.as_deref(),
+        e.run_time_ms,
+    )
+}
+
+fn finding_dir(f: &Finding) -> String {
+    dataset_dir(
+        "ciem_findings",
+        f.cloud_provider,
+        f.cloud_account_uid.as_deref(),
+        f.computed_time_ms,
+    )
+}
+
+/// Rows grouped by the partition directory `dir` gives each.
+fn by_dir<T>(rows: &[T], dir: impl Fn(&T) -> String) -> BTreeMap<String, Vec<&T>> {
+    let mut out: BTreeMap<String, Vec<&T>> = BTreeMap::new();
+    for r in rows {
+        out.entry(dir(r)).or_default().push(r);
+    }
+    out
+}
+
 fn dead_letter_dir(d: &DeadLetter) -> String {
     format!("dead_letters/date={}", date_of_ms(d.ingest_time_ms))
 }
@@ -436,25 +469,20 @@ impl StagedBatch {
             dead_letters,
             asset_changes,
             asset_inventory,
+            entitlements,
+            ciem_findings,
             segments: _,
             keys: mut event_keys,
         } = batch;
         let events = events.into_partitions();
-        let mut dead: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
-        for d in &dead_letters {
-            dead.entry(dead_letter_dir(d)).or_default().push(d);
-        }
-        let mut changes: BTreeMap<String, Vec<&AssetChange>> = BTreeMap::new();
-        for c in &asset_changes {
-            changes.entry(asset_change_dir(c)).or_default().push(c);
-        }
+        let dead = by_dir(&dead_letters, dead_letter_dir);
+        let mut changes = by_dir(&asset_changes, asset_change_dir);
         for rows in changes.values_mut() {
             rows.sort_by_key(|c| c.time_ms);
         }
-        let mut inventory: BTreeMap<String, Vec<&InventoryItem>> = BTreeMap::new();
-        for i in &asset_inventory {
-            inventory.entry(inventory_dir(i)).or_default().push(i);
-        }
+        let inventory = by_dir(&asset_inventory, inventory_dir);
+        let grants = by_dir(&entitlements, entitlement_dir);
+        let findings = by_dir(&ciem_findings, finding_dir);
         // Every file's path, for removing what was written if one fails.
         let paths: Vec<String> = events
             .iter()
@@ -462,6 +490,8 @@ impl StagedBatch {
             .chain(dead.keys())
             .chain(changes.keys())
             .chain(inventory.keys())
+            .chain(grants.keys())
+            .chain(findings.keys())
             .map(|dir| format!("{dir}/{name}"))
             .collect();
         event_keys.sort_unstable();
@@ -493,21 +523,11 @@ impl StagedBatch {
                     write_ciem_file(p, rows, options)
                 })?);
             }
-            for (dir, rows) in &dead {
-                files.push(write_tmp(&root, dir, &name, rows.len(), |p| {
-                    write_dead_letter_file(p, rows, options)
-                })?);
-            }
-            for (dir, rows) in &changes {
-                files.push(write_tmp(&root, dir, &name, rows.len(), |p| {
-                    write_asset_change_file(p, rows, options)
-                })?);
-            }
-            for (dir, rows) in &inventory {
-                files.push(write_tmp(&root, dir, &name, rows.len(), |p| {
-                    write_inventory_file(p, rows, options)
-                })?);
-            }
+            write_dataset(&root, &dead, &name, options, &mut files)?;
+            write_dataset(&root, &changes, &name, options, &mut files)?;
+            write_dataset(&root, &inventory, &name, options, &mut files)?;
+            write_dataset(&root, &grants, &name, options, &mut files)?;
+            write_dataset(&root, &findings, &name, options, &mut files)?;
             Ok(())
         })();
         match result {
@@ -523,6 +543,22 @@ impl StagedBatch {
             }),
         }
     }
+}
+
+/// Writes one file per partition of a dataset's rows to its temporary name.
+fn write_dataset<T: Rows>(
+    root: &Path,
+    partitions: &BTreeMap<String, Vec<&T>>,
+    name: &str,
+    options: ParquetOptions,
+    files: &mut Vec<CommittedFile>,
+) -> Result<(), SinkError> {
+    for (dir, rows) in partitions {
+        files.push(write_tmp(root, dir, name, rows.len(), |p| {
+            write_rows_file(p, rows, options)
+        })?);
+    }
+    Ok(())
 }
 
 /// Writes one file of a batch to its temporary name.
