@@ -1,6 +1,8 @@
 //! AWS for the account sync, through the official SDK crates: STS GetCallerIdentity (key
 //! check), EC2 DescribeRegions / DescribeInstances / DescribeSecurityGroups, S3 ListBuckets,
-//! IAM ListUsers + ListAccessKeys, ListRoles.
+//! IAM ListUsers + ListAccessKeys, ListRoles; IAM entitlements in [`entitlements`].
+
+mod entitlements;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::config::{AccountConfig, Feature};
 use super::{ApiError, Asset, Cloud, Failure, Identity, Product, classify, opt};
+use crate::ciem::model::Entitlements;
 use crate::event::Provider;
 
 pub struct AwsCloud {
@@ -295,6 +298,14 @@ impl Cloud for AwsCloud {
 
     fn hosts_call(&self) -> &'static str {
         "ec2:DescribeInstances"
+    }
+
+    fn entitlements(&self) -> BoxFuture<'_, Result<Entitlements, ApiError>> {
+        self.iam_entitlements().boxed()
+    }
+
+    fn entitlements_call(&self) -> &'static str {
+        entitlements::CALLS
     }
 
     fn policy_for(&self, feature: Feature) -> &'static str {
