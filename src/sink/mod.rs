@@ -16,6 +16,7 @@ pub mod journal;
 pub mod keys;
 pub mod lake;
 pub mod parquet;
+pub mod read;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
