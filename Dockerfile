@@ -4,6 +4,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY schemas schemas
+# The bundled AWS action catalog (include_str! in src/ciem/catalog.rs).
+COPY catalog catalog
 RUN cargo build --release --locked && strip target/release/auditlake
 
 FROM debian:bookworm-slim
