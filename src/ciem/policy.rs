@@ -722,10 +722,3 @@ mod tests {
         assert_eq!(Effect::Deny.as_str(), "Deny");
     }
 }
-
-/// Whether the statements grant every action on every resource without condition (`*` on
-/// `*`), not cancelled by an unconditional Deny of everything.
-pub fn is_full_admin(statements: &[Statement]) -> bool {
-    let _ = statements;
-    false
-}
