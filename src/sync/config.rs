@@ -17,6 +17,9 @@ pub struct AccountsConfig {
     pub lake: PathBuf,
     #[serde(default, rename = "account")]
     pub accounts: Vec<AccountConfig>,
+    /// The CIEM findings' settings (tracking period, key age).
+    #[serde(default)]
+    pub ciem: crate::ciem::findings::Settings,
 }
 
 fn default_lake() -> PathBuf {

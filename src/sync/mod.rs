@@ -13,6 +13,7 @@ pub mod baidu;
 pub mod cli;
 pub mod config;
 pub mod ctyun;
+pub mod entitlements;
 pub mod http;
 pub mod huawei;
 pub mod run;
@@ -484,6 +485,9 @@ pub struct RunReport {
     pub created: usize,
     pub modified: usize,
     pub deleted: usize,
+    /// `entitlements` rows and `ciem_findings` written (feature entitlements).
+    pub entitlements: usize,
+    pub findings: usize,
     /// Listings that failed (their scopes were carried over).
     pub errors: Vec<String>,
 }
@@ -514,6 +518,7 @@ pub async fn run_account<C: Cloud>(
     account: &AccountConfig,
     features: &[Feature],
     lake: &Path,
+    ciem: crate::ciem::findings::Settings,
     metrics: &SyncMetrics,
 ) -> Result<RunReport, SyncError> {
     let run_time_ms = now_ms();
@@ -587,16 +592,50 @@ pub async fn run_account<C: Cloud>(
             }
         }
     }
-    let changes = diff(&old, &assets, &covered);
     let provider = cloud.provider();
     // Baidu and CTyun have no who-am-I: their account id is not known.
     let account_uid = Some(identity.account_uid.clone()).filter(|u| !u.is_empty());
-    let ingest = now_ms();
     let mut batch = PendingBatch::default();
+    let mut saved_entitlements = None;
+    if features.contains(&Feature::Entitlements) {
+        match cloud.entitlements().await {
+            Ok(ent) => {
+                let run = crate::ciem::entitlements::RunInfo {
+                    run_id: run_id.clone(),
+                    run_time_ms,
+                    account_name: account.name.clone(),
+                    provider,
+                    account_uid: account_uid.clone(),
+                };
+                batch.entitlements = crate::ciem::entitlements::rows(&ent, &run);
+                report.entitlements = batch.entitlements.len();
+                let list = entitlements::assets(&ent);
+                record(Ok(list), &entitlements::RESOURCE_TYPES, None, &mut report);
+                let found = entitlements::findings(lake, &ent, &run, ciem)?;
+                report.findings = found.findings.len();
+                batch.ciem_findings = found.findings;
+                saved_entitlements = Some(entitlements::Saved {
+                    run_id: Some(run_id.clone()),
+                    run_time_ms: Some(run_time_ms),
+                    account_uid: account_uid.clone(),
+                    entitlements: ent,
+                });
+            }
+            Err(e) => record(Err(e), &entitlements::RESOURCE_TYPES, None, &mut report),
+        }
+    }
+    let changes = diff(&old, &assets, &covered);
+    let ingest = now_ms();
     for (change, before, after) in &changes {
+        // An attachment that appears or goes is an attach or a detach.
+        let change = &match (change, after.resource_type.as_str()) {
+            (ChangeType::Created, "policy_attachment") => ChangeType::Attached,
+            (ChangeType::Deleted, "policy_attachment") => ChangeType::Detached,
+            (c, _) => *c,
+        };
         match change {
-            ChangeType::Created => report.created += 1,
-            ChangeType::Deleted => report.deleted += 1,
+            ChangeType::Created | ChangeType::Attached => report.created += 1,
+            ChangeType::Deleted | ChangeType::Detached => report.deleted += 1,
             _ => report.modified += 1,
         }
         batch.asset_changes.push(AssetChange {
@@ -619,7 +658,8 @@ pub async fn run_account<C: Cloud>(
             source_event_id: None,
             sync_run_id: Some(run_id.clone()),
             before_state: before.as_ref().map(|b| b.state().to_string()),
-            after_state: (*change != ChangeType::Deleted).then(|| after.state().to_string()),
+            after_state: (!matches!(change, ChangeType::Deleted | ChangeType::Detached))
+                .then(|| after.state().to_string()),
             tags: (!after.tags.is_empty()).then(|| Value::Object(after.tags.clone()).to_string()),
             ingest_time_ms: ingest,
         });
@@ -645,6 +685,9 @@ pub async fn run_account<C: Cloud>(
     }
     report.assets = assets.len();
     write_unjournaled(lake, &run_id, batch, ParquetOptions::default())?;
+    if let Some(saved) = &saved_entitlements {
+        entitlements::save(lake, &account.name, saved)?;
+    }
 
     // The next snapshot: this run's scopes replaced, the others carried over.
     let mut next_assets: Vec<SnapshotAsset> = old

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::aws::AwsCloud;
+use crate::ciem::findings::Settings;
 use super::baidu::BaiduCloud;
 use super::config::{AccountConfig, AccountsConfig, CloudKind, Feature};
 use super::ctyun::CtyunCloud;
@@ -81,10 +82,11 @@ pub async fn sync_account(
     account: &AccountConfig,
     features: &[Feature],
     lake: &Path,
+    ciem: Settings,
     metrics: &SyncMetrics,
 ) -> Result<RunReport, SyncError> {
     let cloud = AnyCloud::connect(account)?;
-    with_cloud!(&cloud, c => super::run_account(c, account, features, lake, metrics).await)
+    with_cloud!(&cloud, c => super::run_account(c, account, features, lake, ciem, metrics).await)
 }
 
 /// The features of an account that are enabled and not switched off by their interval.
@@ -113,7 +115,7 @@ pub async fn sync_once(
         .iter()
         .filter(|a| only.is_none_or(|n| n == a.name))
     {
-        let result = sync_account(account, &enabled(account), &cfg.lake, metrics).await;
+        let result = sync_account(account, &enabled(account), &cfg.lake, cfg.ciem, metrics).await;
         out.push((account.name.clone(), result));
     }
     out
@@ -219,7 +221,7 @@ pub async fn run_periodic(
                     }
                 }
                 Some(features) => {
-                    let result = sync_account(task.account, features, &cfg.lake, metrics).await;
+                    let result = sync_account(task.account, features, &cfg.lake, cfg.ciem, metrics).await;
                     metrics.record_run(name, result.is_ok());
                     match result {
                         Ok(r) => tracing::info!(
