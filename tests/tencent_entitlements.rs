@@ -88,18 +88,20 @@ fn tat_trust_doc() -> Value {
 }
 
 fn world() -> World {
-    let mut w = World::default();
-    w.users = vec![
-        json!({"Uin": ALICE, "Name": "alice", "Uid": 11, "Remark": "", "ConsoleLogin": 0,
+    let mut w = World {
+        users: vec![
+            json!({"Uin": ALICE, "Name": "alice", "Uid": 11, "Remark": "", "ConsoleLogin": 0,
                "PhoneNum": "", "CountryCode": "86", "Email": "", "CreateTime": "2024-01-10 09:00:00", "NickName": "alice"}),
-        json!({"Uin": BOB, "Name": "bob", "Uid": 12, "Remark": "deployer", "ConsoleLogin": 1,
+            json!({"Uin": BOB, "Name": "bob", "Uid": 12, "Remark": "deployer", "ConsoleLogin": 1,
                "PhoneNum": "", "CountryCode": "86", "Email": "", "CreateTime": "2024-02-01 08:00:00", "NickName": "bob"}),
-    ];
-    w.groups = vec![
-        json!({"GroupId": 90001, "GroupName": "ops", "CreateTime": "2024-01-05 10:00:00", "Remark": ""}),
-        json!({"GroupId": 90002, "GroupName": "empty", "CreateTime": "2024-01-06 10:00:00", "Remark": ""}),
-        json!({"GroupId": 90003, "GroupName": "auditors", "CreateTime": "2024-01-07 10:00:00", "Remark": ""}),
-    ];
+        ],
+        groups: vec![
+            json!({"GroupId": 90001, "GroupName": "ops", "CreateTime": "2024-01-05 10:00:00", "Remark": ""}),
+            json!({"GroupId": 90002, "GroupName": "empty", "CreateTime": "2024-01-06 10:00:00", "Remark": ""}),
+            json!({"GroupId": 90003, "GroupName": "auditors", "CreateTime": "2024-01-07 10:00:00", "Remark": ""}),
+        ],
+        ..World::default()
+    };
     w.members.insert(ALICE, vec![90001]);
     w.group_policies.insert(90001, vec![1001, 2002]);
     w.group_policies.insert(90003, vec![1]);
