@@ -55,6 +55,8 @@ struct World {
     denied: Vec<&'static str>,
     /// Answer every page with the first one.
     ignore_page: bool,
+    /// Actions answered once with RequestLimitExceeded before they succeed.
+    throttle_once: BTreeSet<&'static str>,
     log: Vec<Logged>,
 }
 
@@ -236,7 +238,14 @@ fn answer(r: &Request, world: &Mutex<World>) -> (u16, Value) {
         verified,
         params: params.clone(),
     });
-    let response = respond(&action, verified, &params, &w);
+    let response = if verified && w.throttle_once.remove(action.as_str()) {
+        error(
+            "RequestLimitExceeded",
+            "Your current request times equals to `5` in a second",
+        )
+    } else {
+        respond(&action, verified, &params, &w)
+    };
     (200, json!({ "Response": response }))
 }
 
@@ -528,7 +537,10 @@ fn key(
 
 #[tokio::test]
 async fn cam_entitlements_match_the_account_and_every_request_is_signed() {
-    let fake = start(world());
+    let mut w = world();
+    // CAM allows ListAttachedUserAllPolicies 5 times a second: a throttled call is retried.
+    w.throttle_once.insert("ListAttachedUserAllPolicies");
+    let fake = start(w);
     let cloud = cloud(&fake.url, SECRET_KEY);
     let got = cloud.entitlements().await.expect("entitlements");
 
@@ -654,6 +666,13 @@ async fn cam_entitlements_match_the_account_and_every_request_is_signed() {
         .filter_map(|p| p["Page"].as_u64())
         .collect();
     assert_eq!(bob_pages, vec![1, 2]);
+    // Alice's first request was throttled and asked again.
+    let alice_pages: Vec<u64> = direct
+        .iter()
+        .filter(|p| p["TargetUin"] == ALICE)
+        .filter_map(|p| p["Page"].as_u64())
+        .collect();
+    assert_eq!(alice_pages, vec![1, 1]);
     // Each distinct policy fetched once.
     let fetched: Vec<u64> = calls("GetPolicy")
         .iter()

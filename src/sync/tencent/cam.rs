@@ -38,6 +38,8 @@ const VERSION: &str = "2019-01-16";
 const LAST_USED_BATCH: usize = 10;
 /// DescribeSubAccounts takes at most 50 UINs per call.
 const SUB_ACCOUNTS_BATCH: usize = 50;
+/// Retries of a throttled call.
+const THROTTLE_RETRIES: u64 = 4;
 
 /// The calls [`TencentCloud::cam_entitlements`] makes, as `accounts check` prints them.
 pub(super) const CALLS: &str = "sts:GetCallerIdentity, cam:ListUsers, cam:ListGroups, \
@@ -55,13 +57,33 @@ struct PolicyRef {
 type PolicyRefs = BTreeMap<String, PolicyRef>;
 
 impl TencentCloud {
+    /// One CAM call. CAM limits some calls to a few a second (ListAttachedUserAllPolicies: 5),
+    /// which a run over many users reaches: a `RequestLimitExceeded*` answer is retried after
+    /// 1 s, 2 s, ... up to [`THROTTLE_RETRIES`] times.
     async fn cam(
         &self,
         action: &'static str,
         params: Value,
     ) -> Result<Map<String, Value>, ApiError> {
-        self.call("cam", VERSION, action, Some(&self.home_region), &params)
-            .await
+        let mut attempt = 0;
+        loop {
+            match self
+                .call("cam", VERSION, action, Some(&self.home_region), &params)
+                .await
+            {
+                Err(e)
+                    if attempt < THROTTLE_RETRIES
+                        && e.code
+                            .as_deref()
+                            .is_some_and(|c| c.starts_with("RequestLimitExceeded")) =>
+                {
+                    attempt += 1;
+                    tracing::debug!(action, attempt, "CAM throttled the call; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A Page/Rp listing (pages from 1): every page until `TotalNum` items, or a short or
