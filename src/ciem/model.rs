@@ -40,12 +40,13 @@ impl PrincipalType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Principal {
     pub kind: PrincipalType,
-    /// What the audit log names it by: the ARN on AWS, the sub-account UIN (users) or the
-    /// role id (roles) on Tencent Cloud.
+    /// What the audit log names it by: the ARN on AWS; on Tencent Cloud the sub-account UIN
+    /// (users, CloudAudit `principalId`), the role ARN `qcs::cam::uin/<owner>:roleName/<name>`
+    /// (roles, CloudAudit `sessionContext.roleArn`) and the group id (groups).
     pub uid: String,
     pub name: String,
     /// The cloud's other identifier, when it has one (AWS `AIDA…`/`AROA…` ids; Tencent role
-    /// ARN `qcs::cam::uin/<owner>:roleName/<name>`, user `Uid`).
+    /// `RoleId`, user `Uid`).
     pub alt_uid: Option<String>,
     pub created_ms: Option<i64>,
     /// The cloud's own "last used" of the principal (AWS `RoleLastUsed`), when it has one.

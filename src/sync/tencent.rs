@@ -1,7 +1,9 @@
 //! Tencent Cloud for the account sync: API 3.0 over HTTPS, signed with TC3-HMAC-SHA256
 //! ([`super::sign::tc3`]). STS GetCallerIdentity (key check), Region DescribeRegions
 //! (Product=cvm), CVM DescribeInstances (Offset/Limit paging), VPC DescribeSecurityGroups,
-//! CAM ListUsers + ListAccessKeys.
+//! CAM ListUsers + ListAccessKeys; the CAM entitlements are in [`cam`].
+
+mod cam;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use serde_json::{Map, Value, json};
 use super::config::{AccountConfig, Credentials, Feature};
 use super::sign::tc3;
 use super::{ApiError, Asset, Cloud, Failure, Identity, Product, classify, opt, parse_time};
+use crate::ciem::model::Entitlements;
 use crate::event::Provider;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -388,6 +391,14 @@ impl Cloud for TencentCloud {
             Feature::Products => "CloudResourceReadOnlyAccess + QcloudCamReadOnlyAccess",
             Feature::Entitlements => "QcloudCamReadOnlyAccess",
         }
+    }
+
+    fn entitlements(&self) -> BoxFuture<'_, Result<Entitlements, ApiError>> {
+        self.cam_entitlements().boxed()
+    }
+
+    fn entitlements_call(&self) -> &'static str {
+        cam::CALLS
     }
 }
 
