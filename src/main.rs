@@ -111,6 +111,11 @@ enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// CIEM: granted versus used (docs/ciem.md).
+    Ciem {
+        #[command(subcommand)]
+        command: CiemCommand,
+    },
     /// Check config files without touching any cloud or broker, as `run --config <path>` would
     /// load each path: a file as one pipeline, a directory as one process running every
     /// pipeline file in it (accounts files are checked too). Exit status 2 on any problem.
@@ -145,6 +150,23 @@ enum Command {
 enum Ddl {
     Duckdb,
     Athena,
+}
+
+#[derive(Subcommand)]
+enum CiemCommand {
+    /// Recompute the findings (unused roles, users, keys, passwords, services and actions, root
+    /// use, old keys, full-admin grants) of the accounts with the entitlements feature, from
+    /// their last sync and the lake's events, and write them to ciem_findings.
+    Findings {
+        #[arg(long, default_value = "pipelines/accounts.toml")]
+        config: PathBuf,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Days of events to compare, 1 to 365 (default: [ciem] tracking_period_days, or 90).
+        #[arg(long)]
+        tracking_period_days: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -278,6 +300,18 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             &config,
             once,
             account.as_deref(),
+        )?)),
+        Command::Ciem {
+            command:
+                CiemCommand::Findings {
+                    config,
+                    account,
+                    tracking_period_days,
+                },
+        } => Ok(ExitCode::from(sync::cli::ciem_findings(
+            &config,
+            account.as_deref(),
+            tracking_period_days,
         )?)),
         Command::Accounts {
             command: AccountsCommand::Check { config, account },

@@ -13,8 +13,9 @@
 //! - `old_access_key`: an active key older than `max_access_key_age_days`;
 //! - `full_admin`: a principal granted every action on every resource.
 //!
-//! Principals and credentials created within the period are not judged unused (they have not
-//! had the whole period to be used); service-linked roles are not judged at all.
+//! As IAM Access Analyzer does, only principals and credentials that existed for the whole
+//! period are judged unused (a role created yesterday has not had 90 days to be used);
+//! service-linked roles are not judged at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -338,7 +339,7 @@ pub fn compute(
                 false,
             );
         }
-        if used {
+        if used && older(p.created_ms) {
             unused_permissions(&mut out, p, &held, &all, activity, catalog);
         }
     }

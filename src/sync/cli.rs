@@ -106,6 +106,12 @@ pub fn sync(path: &Path, once: bool, only: Option<&str>) -> Result<u8> {
                     r.modified,
                     r.deleted
                 );
+                if r.entitlements > 0 || r.findings > 0 {
+                    println!(
+                        "{name}: {} entitlement rows, {} CIEM findings",
+                        r.entitlements, r.findings
+                    );
+                }
                 for e in &r.errors {
                     println!("{name}: listing failed (previous snapshot kept for it): {e}");
                 }
@@ -167,4 +173,68 @@ pub fn accounts_check(path: &Path, only: Option<&str>) -> Result<u8> {
         }
     }
     Ok(if all_ok { 0 } else { EXIT_RUNTIME })
+}
+
+/// `auditlake ciem findings`: recomputes the findings of every selected account from its last
+/// entitlements sync and the lake's events, writes them, and prints a summary per kind.
+pub fn ciem_findings(
+    path: &Path,
+    only: Option<&str>,
+    tracking_period_days: Option<u32>,
+) -> Result<u8> {
+    let mut cfg = accounts_config(path, only)?;
+    if let Some(days) = tracking_period_days {
+        cfg.ciem.tracking_period_days = days;
+        if let Some(problem) = cfg.ciem.problem() {
+            return Err(crate::errors::UsageError(problem).into());
+        }
+    }
+    let mut failed = false;
+    for account in cfg
+        .accounts
+        .iter()
+        .filter(|a| only.is_none_or(|n| n == a.name))
+    {
+        let name = &account.name;
+        if !account
+            .features
+            .contains(&super::config::Feature::Entitlements)
+        {
+            if only.is_some() {
+                println!("{name}: the entitlements feature is off; nothing to compare");
+                failed = true;
+            }
+            continue;
+        }
+        match super::entitlements::recompute(&cfg.lake, account, cfg.ciem) {
+            Ok(None) => {
+                println!(
+                    "{name}: no entitlements yet: run `auditlake sync --once --account {name}` first"
+                );
+                failed = true;
+            }
+            Ok(Some(r)) => {
+                let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+                for f in &r.findings {
+                    *kinds.entry(f.kind).or_default() += 1;
+                }
+                println!(
+                    "{name}: {} findings over {} days ({} events in {} files; catalog {})",
+                    r.findings.len(),
+                    cfg.ciem.tracking_period_days,
+                    r.events,
+                    r.files,
+                    r.catalog
+                );
+                for (kind, n) in kinds {
+                    println!("  {kind:<24} {n}");
+                }
+            }
+            Err(e) => {
+                println!("{name}: findings failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { EXIT_RUNTIME } else { 0 })
 }

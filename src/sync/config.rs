@@ -48,6 +48,19 @@ pub enum Feature {
     Entitlements,
 }
 
+impl CloudKind {
+    pub fn provider(self) -> crate::event::Provider {
+        use crate::event::Provider;
+        match self {
+            CloudKind::Aws => Provider::Aws,
+            CloudKind::Tencent => Provider::Tencent,
+            CloudKind::Huawei => Provider::Huawei,
+            CloudKind::Baidu => Provider::Baidu,
+            CloudKind::Ctyun => Provider::Ctyun,
+        }
+    }
+}
+
 /// `"all"` or a list of region codes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -306,11 +319,22 @@ impl AccountsConfig {
         };
         let text = crate::config::interpolate_with(text, path, env)?;
         let cfg: AccountsConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if let Some(problem) = cfg.ciem.problem() {
+            return Err(invalid(problem));
+        }
         let mut names = std::collections::HashSet::new();
         for a in &cfg.accounts {
             if a.name.is_empty() || !names.insert(a.name.as_str()) {
                 return Err(invalid(format!(
                     "account names must be unique and not empty: {:?}",
+                    a.name
+                )));
+            }
+            if a.features.contains(&Feature::Entitlements)
+                && !matches!(a.provider, CloudKind::Aws | CloudKind::Tencent)
+            {
+                return Err(invalid(format!(
+                    "account {}: feature \"entitlements\" is supported for aws and tencent accounts only (see docs/ciem.md)",
                     a.name
                 )));
             }

@@ -28,7 +28,11 @@ fn digest(v: &Value) -> String {
 /// snapshot diff reports principals created or deleted, documents changed, and policies
 /// attached or detached.
 pub fn assets(ent: &Entitlements) -> Vec<Asset> {
-    let asset = |ty: &'static str, native: &'static str, uid: String, name: &str, attrs: Map<String, Value>| Asset {
+    let asset = |ty: &'static str,
+                 native: &'static str,
+                 uid: String,
+                 name: &str,
+                 attrs: Map<String, Value>| Asset {
         region: None,
         resource_type: ty,
         native_type: native,
@@ -60,7 +64,13 @@ pub fn assets(ent: &Entitlements) -> Vec<Asset> {
         if !p.groups.is_empty() {
             attrs.insert("groups".into(), json!(p.groups));
         }
-        out.push(asset("principal", p.kind.as_str(), p.uid.clone(), &p.name, attrs));
+        out.push(asset(
+            "principal",
+            p.kind.as_str(),
+            p.uid.clone(),
+            &p.name,
+            attrs,
+        ));
         for inline in p.inline.iter().chain(&p.trust) {
             policy(inline, &mut out);
         }
@@ -72,7 +82,11 @@ pub fn assets(ent: &Entitlements) -> Vec<Asset> {
                 "policy_attachment",
                 "policy_attachment",
                 format!("{}|{}", p.uid, g.policy_uid),
-                &format!("{} / {}", p.name, g.policy.map(|x| x.name.as_str()).unwrap_or(g.policy_uid)),
+                &format!(
+                    "{} / {}",
+                    p.name,
+                    g.policy.map(|x| x.name.as_str()).unwrap_or(g.policy_uid)
+                ),
                 attrs,
             ));
         }
@@ -154,9 +168,9 @@ pub fn findings(
     let start = settings.period_start(run.run_time_ms);
     let mut usage = Usage::new(start, run.run_time_ms);
     let files = match run.account_uid.as_deref() {
-        Some(uid) => crate::sink::read::account_events(lake, run.provider, uid, start, |e| {
-            usage.record(e)
-        })?,
+        Some(uid) => {
+            crate::sink::read::account_events(lake, run.provider, uid, start, |e| usage.record(e))?
+        }
         None => 0,
     };
     let catalog = catalog_for(run.provider, ent, &usage);
@@ -183,4 +197,42 @@ pub fn findings(
         catalog: catalog.source.clone(),
         findings: found,
     })
+}
+
+/// Recomputes the findings of an account from its saved entitlements and writes them to the
+/// lake; None when the account has no entitlements sync yet.
+pub fn recompute(
+    lake: &Path,
+    account: &super::config::AccountConfig,
+    settings: Settings,
+) -> Result<Option<FindingsReport>, SyncError> {
+    let Some(saved) = load(lake, &account.name)? else {
+        return Ok(None);
+    };
+    let now = crate::event::now_ms();
+    let run = RunInfo {
+        run_id: format!(
+            "{}-findings-{}",
+            crate::sink::partition_value(Some(&account.name)),
+            chrono::DateTime::from_timestamp_millis(now)
+                .map(|t| t.format("%Y%m%dT%H%M%S%.3fZ").to_string())
+                .unwrap_or_else(|| now.to_string())
+        ),
+        run_time_ms: now,
+        account_name: account.name.clone(),
+        provider: account.provider.provider(),
+        account_uid: saved.account_uid.clone(),
+    };
+    let report = findings(lake, &saved.entitlements, &run, settings)?;
+    let batch = crate::sink::lake::PendingBatch {
+        ciem_findings: report.findings.clone(),
+        ..Default::default()
+    };
+    crate::sink::lake::write_unjournaled(
+        lake,
+        &run.run_id,
+        batch,
+        crate::sink::parquet::ParquetOptions::default(),
+    )?;
+    Ok(Some(report))
 }

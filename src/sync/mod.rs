@@ -773,6 +773,14 @@ pub async fn check_account<C: Cloud>(cloud: &C, account: &AccountConfig) -> Vec<
             policy: cloud.policy_for(Feature::Hosts),
         });
     }
+    if account.features.contains(&Feature::Entitlements) {
+        out.push(CallCheck {
+            call: cloud.entitlements_call(),
+            region: None,
+            result: cloud.entitlements().await.map(|_| ()),
+            policy: cloud.policy_for(Feature::Entitlements),
+        });
+    }
     if account.features.contains(&Feature::Products) {
         for product in cloud.products() {
             let (region, result) = match (product.regional(), &probe_region) {

@@ -5,13 +5,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::aws::AwsCloud;
-use crate::ciem::findings::Settings;
 use super::baidu::BaiduCloud;
 use super::config::{AccountConfig, AccountsConfig, CloudKind, Feature};
 use super::ctyun::CtyunCloud;
 use super::huawei::HuaweiCloud;
 use super::tencent::TencentCloud;
 use super::{CallCheck, KeyStatus, RunReport, SyncError, SyncMetrics, check_account, check_key};
+use crate::ciem::findings::Settings;
 
 /// A configured account's cloud client.
 pub enum AnyCloud {
@@ -221,7 +221,8 @@ pub async fn run_periodic(
                     }
                 }
                 Some(features) => {
-                    let result = sync_account(task.account, features, &cfg.lake, cfg.ciem, metrics).await;
+                    let result =
+                        sync_account(task.account, features, &cfg.lake, cfg.ciem, metrics).await;
                     metrics.record_run(name, result.is_ok());
                     match result {
                         Ok(r) => tracing::info!(

@@ -162,6 +162,15 @@ impl AwsCloud {
                 break;
             }
         }
+        // Cloud-managed policies nobody holds say nothing about this account (moto, unlike
+        // AWS, lists all of them).
+        let held: std::collections::BTreeSet<String> = out
+            .principals
+            .iter()
+            .flat_map(|p| p.attached.iter().cloned())
+            .collect();
+        out.policies
+            .retain(|p| p.kind != PolicyKind::CloudManaged || held.contains(&p.uid));
         for (i, names) in user_groups {
             out.principals[i].groups = names
                 .iter()
