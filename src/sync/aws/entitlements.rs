@@ -129,9 +129,11 @@ impl AwsCloud {
                 });
             }
             for p in page.policies() {
-                let (Some(arn), Some(name)) = (p.arn(), p.policy_name()) else {
-                    continue;
-                };
+                let Some(arn) = p.arn() else { continue };
+                // The name is the ARN's last segment (moto omits PolicyName here).
+                let name = p
+                    .policy_name()
+                    .unwrap_or_else(|| arn.rsplit('/').next().unwrap_or(arn));
                 let default = p
                     .policy_version_list()
                     .iter()
