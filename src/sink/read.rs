@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::Path;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::TimestampMillisecondType;
+use arrow::datatypes::{Int32Type, TimestampMillisecondType};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -14,7 +14,7 @@ use crate::event::Provider;
 use crate::normalize::date_of_ms;
 
 /// The columns read, in this order.
-const COLUMNS: [&str; 8] = [
+const COLUMNS: [&str; 9] = [
     "time",
     "actor_user_type",
     "actor_user_uid",
@@ -23,6 +23,7 @@ const COLUMNS: [&str; 8] = [
     "actor_credential_uid",
     "action",
     "api_operation",
+    "status_id",
 ];
 
 /// Calls `f` with every event of `provider`/`account_uid` in the lake whose date partition is
@@ -108,7 +109,10 @@ fn facts(batch: &RecordBatch, f: &mut impl FnMut(&EventFacts)) {
     else {
         return;
     };
-    let cols: Vec<_> = COLUMNS[1..].iter().map(|n| text(n)).collect();
+    let cols: Vec<_> = COLUMNS[1..8].iter().map(|n| text(n)).collect();
+    let status = batch
+        .column_by_name("status_id")
+        .and_then(|c| c.as_primitive_opt::<Int32Type>());
     let get = |i: usize, row: usize| {
         cols[i]
             .filter(|c| c.is_valid(row))
@@ -127,6 +131,7 @@ fn facts(batch: &RecordBatch, f: &mut impl FnMut(&EventFacts)) {
             actor_credential_uid: get(4, row),
             action: get(5, row),
             api_operation: get(6, row),
+            succeeded: status.is_some_and(|s| s.is_valid(row) && s.value(row) == 1),
         });
     }
 }
