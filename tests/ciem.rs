@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::docs::{as_run, has_rows, read, sql_blocks};
 use common::moto::Moto;
 use common::*;
 use serde_json::{Value, json};
@@ -312,7 +313,7 @@ fn sync_writes_entitlements_and_findings_compare_granted_with_used() {
         "{out}"
     );
     let latest = format!(
-        "run_id = (SELECT max(run_id) FROM {})",
+        "computed_time = (SELECT max(computed_time) FROM {})",
         dataset(&lake, "ciem_findings")
     );
     let rows = findings(&lake, &latest);
@@ -434,6 +435,24 @@ fn sync_writes_entitlements_and_findings_compare_granted_with_used() {
             json!("devs / DevRead")
         ]]
     );
+
+    // The queries of docs/ciem.md and of the README's CIEM section, as a reader runs them
+    // where the lake is: every one returns rows on this account.
+    let mut ran = Vec::new();
+    for (page, section) in [
+        ("docs/ciem.md", None),
+        ("README.md", Some("CIEM: granted versus used")),
+    ] {
+        for (in_section, heading, sql) in sql_blocks(&read(page)) {
+            if section.is_some_and(|s| s != in_section) {
+                continue;
+            }
+            let rows = duckdb_in(dir.path(), &as_run(&sql));
+            assert!(has_rows(&rows), "{page} {heading:?}: no rows\n{sql}");
+            ran.push(format!("{page}: {heading}"));
+        }
+    }
+    assert_eq!(ran.len(), 6, "{ran:?}");
 }
 
 #[test]

@@ -362,7 +362,10 @@ mod tests {
         assert_eq!(cfg.accounts.len(), 1);
         let a = &cfg.accounts[0];
         assert_eq!(a.provider, CloudKind::Aws);
-        assert_eq!(a.features, vec![Feature::Hosts, Feature::Products]);
+        assert_eq!(
+            a.features,
+            vec![Feature::Hosts, Feature::Products, Feature::Entitlements]
+        );
         assert_eq!(a.regions, Regions::Keyword("all".into()));
         assert_eq!(a.intervals.products.0, Some(Duration::from_secs(6 * 3600)));
     }

@@ -2,6 +2,7 @@
 //! read the lake).
 #![allow(dead_code)]
 
+pub mod docs;
 pub mod moto;
 pub mod tansu;
 
