@@ -794,12 +794,12 @@ fn role_arn(name: &str) -> String {
 }
 
 /// A CloudAudit event (current shape: Unix seconds, sessionContext as JSON text) by `identity`
-/// calling `service:name`, `secs_ago` seconds ago.
-fn audit_event(id: &str, secs_ago: i64, identity: Value, action: &str) -> String {
+/// calling `service:name` at `time` (Unix seconds).
+fn audit_event(id: &str, time: i64, identity: Value, action: &str) -> String {
     let (service, name) = action.split_once(':').expect("service:Action");
     json!({
         "userIdentity": identity,
-        "eventTime": chrono::Utc::now().timestamp() - secs_ago,
+        "eventTime": time,
         "eventSource": format!("{service}.tencentcloudapi.com"),
         "eventName": name,
         "eventRegion": "ap-shanghai",
@@ -826,7 +826,8 @@ fn identity(kind: &str, principal: &str, secret_id: &str, session: Value) -> Val
 ///
 /// The recent events share one second, so they are one date partition whatever the hour.
 fn replay_fixture(dir: &Path) -> PathBuf {
-    let recent = 2 * 3600;
+    let now = chrono::Utc::now().timestamp();
+    let recent = now - 2 * 3600;
     let bob = identity(
         "CAMUser",
         &BOB.to_string(),
@@ -846,7 +847,7 @@ fn replay_fixture(dir: &Path) -> PathBuf {
         json!({"uin": OWNER, "ownerUin": OWNER}),
     );
     let events = [
-        audit_event("ev-bob-1", 2 * DAY, bob, "cvm:DescribeInstances"),
+        audit_event("ev-bob-1", now - 2 * DAY, bob, "cvm:DescribeInstances"),
         audit_event("ev-role-1", recent, session.clone(), "cvm:RunInstances"),
         audit_event("ev-role-2", recent, session, "cvm:RunInstances"),
         audit_event("ev-root-1", recent, root, "cam:ListUsers"),
@@ -910,6 +911,20 @@ cam = "{url}"
     path
 }
 
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// (kind, principal_name, resource_uid) of the findings of one run.
 fn finding_keys(lake: &Path, run_id: &str) -> Vec<Vec<Value>> {
     duckdb(&format!(
@@ -944,7 +959,6 @@ fn sync_writes_tencent_entitlements_and_findings_against_replayed_cloudaudit_eve
         !stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY),
         "{stdout}\n{stderr}"
     );
-    println!("{stdout}\n{stderr}");
 
     let ent = dataset(&lake, "entitlements");
     // One run; rows per principal (groups hold their policies directly; `empty` holds none).
@@ -1182,6 +1196,22 @@ fn sync_writes_tencent_entitlements_and_findings_against_replayed_cloudaudit_eve
         !stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY),
         "{stdout}\n{stderr}"
     );
+    // Nor is it anywhere in the lake (Parquet, saved entitlements, snapshots).
+    let files = walk(&lake);
+    assert!(
+        files.iter().any(|f| f.ends_with("tc.entitlements.json")),
+        "{files:?}"
+    );
+    for file in files {
+        let bytes = std::fs::read(&file).expect("read lake file");
+        assert!(
+            !bytes
+                .windows(SECRET_KEY.len())
+                .any(|w| w == SECRET_KEY.as_bytes()),
+            "secret in {}",
+            file.display()
+        );
+    }
     let changes = duckdb(&format!(
         "select change_type, resource_uid, resource_name from {} where origin = 'sync' order by all",
         dataset(&lake, "asset_changes")
