@@ -271,7 +271,7 @@ pub fn compute(
                         .as_deref()
                         .is_none_or(|s| s.eq_ignore_ascii_case("active"));
                     let last_key = latest(key_activity.and_then(|a| a.last_ms), k.last_used_ms);
-                    if active && !last_key.is_some_and(|t| t >= start) && older(k.created_ms) {
+                    if active && last_key.is_none_or(|t| t < start) && older(k.created_ms) {
                         out.push(
                             "unused_access_key",
                             Some(p),
@@ -309,7 +309,7 @@ pub fn compute(
                 }
                 CredentialKind::ConsolePassword => {
                     let last_login = latest(activity.last_console_login_ms, k.last_used_ms);
-                    if !last_login.is_some_and(|t| t >= start) && older(k.created_ms) {
+                    if last_login.is_none_or(|t| t < start) && older(k.created_ms) {
                         out.push(
                             "unused_console_password",
                             Some(p),
@@ -349,7 +349,7 @@ pub fn compute(
     }
     if usage.root.events > 0 {
         let mut actions: Vec<(&String, &(String, i64))> = usage.root.actions.iter().collect();
-        actions.sort_by(|a, b| b.1.1.cmp(&a.1.1));
+        actions.sort_by_key(|a| std::cmp::Reverse(a.1.1));
         let actions: Vec<&str> = actions.iter().take(20).map(|(_, v)| v.0.as_str()).collect();
         let root = Principal {
             kind: PrincipalType::User,
