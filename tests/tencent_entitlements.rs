@@ -3,9 +3,12 @@
 //! otherwise), checks the parameters CAM requires, and serves Page/Rp pages of at most two
 //! items shaped like CAM 2019-01-16's answers.
 
+mod common;
 mod fake_cloud;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use auditlake::ciem::model::{
@@ -15,6 +18,7 @@ use auditlake::sync::config::{AccountConfig, CloudKind, Credentials, Credentials
 use auditlake::sync::sign::tc3;
 use auditlake::sync::tencent::TencentCloud;
 use auditlake::sync::{ApiError, Cloud, Failure};
+use common::{bin, dataset, duckdb};
 use fake_cloud::Request;
 use serde_json::{Value, json};
 
@@ -223,10 +227,11 @@ fn verify(r: &Request, service: &str) -> bool {
 
 fn answer(r: &Request, world: &Mutex<World>) -> (u16, Value) {
     let action = r.header("x-tc-action");
-    let service = if action == "GetCallerIdentity" {
-        "sts"
-    } else {
-        "cam"
+    let service = match action.as_str() {
+        "GetCallerIdentity" => "sts",
+        // A sync run lists the regions before its features.
+        "DescribeRegions" => "region",
+        _ => "cam",
     };
     let verified = verify(r, service);
     let params = r.json();
@@ -304,6 +309,8 @@ fn respond(action: &str, verified: bool, params: &Value, w: &World) -> Value {
             "UserId": OWNER.to_string(), "PrincipalId": OWNER.to_string(), "Type": "RootAccount",
             "RequestId": "fake-req"
         }),
+        "DescribeRegions" => json!({"TotalCount": 1, "RequestId": "fake-req",
+            "RegionSet": [{"Region": "ap-shanghai", "RegionName": "East China (Shanghai)", "RegionState": "AVAILABLE"}]}),
         "ListUsers" => json!({"Data": w.users, "RequestId": "fake-req"}),
         "ListGroups" => paged(w.groups.clone(), "GroupInfo"),
         "ListGroupsForUser" => {
@@ -467,6 +474,7 @@ fn user(
         attached: attached.iter().map(|a| a.to_string()).collect(),
         inline: vec![],
         trust: None,
+        service_linked: false,
     }
 }
 
@@ -482,10 +490,18 @@ fn group(uid: &str, name: &str, created_ms: i64, attached: &[&str]) -> Principal
         attached: attached.iter().map(|a| a.to_string()).collect(),
         inline: vec![],
         trust: None,
+        service_linked: false,
     }
 }
 
-fn role(name: &str, id: &str, created_ms: i64, trust: Value, attached: &[&str]) -> Principal {
+fn role(
+    name: &str,
+    id: &str,
+    created_ms: i64,
+    trust: Value,
+    attached: &[&str],
+    service_linked: bool,
+) -> Principal {
     let arn = format!("qcs::cam::uin/{OWNER}:roleName/{name}");
     Principal {
         kind: PrincipalType::Role,
@@ -504,6 +520,7 @@ fn role(name: &str, id: &str, created_ms: i64, trust: Value, attached: &[&str]) 
             version: None,
             document: Some(trust),
         }),
+        service_linked,
     }
 }
 
@@ -557,6 +574,7 @@ async fn cam_entitlements_match_the_account_and_every_request_is_signed() {
                 1709607600000,
                 trust_doc(),
                 &["2001"],
+                false,
             ),
             role(
                 "TAT_QCSLinkedRoleInCommand",
@@ -564,6 +582,7 @@ async fn cam_entitlements_match_the_account_and_every_request_is_signed() {
                 1606529152000,
                 tat_trust_doc(),
                 &["1001"],
+                true,
             ),
         ],
         policies: vec![
@@ -761,5 +780,498 @@ async fn cam_server_that_ignores_page_is_an_error_not_a_loop() {
             .filter(|l| l.action == "ListGroups")
             .count(),
         2
+    );
+}
+
+// ---- End to end through the binary: replay CloudAudit events, sync, read the lake. ----
+
+const DEPLOYER_ID: &str = "4611686018427000001";
+const DAY: i64 = 86_400;
+
+/// The role ARN as cam.rs builds it, which a role session's `sessionContext.roleArn` carries.
+fn role_arn(name: &str) -> String {
+    format!("qcs::cam::uin/{OWNER}:roleName/{name}")
+}
+
+/// A CloudAudit event (current shape: Unix seconds, sessionContext as JSON text) by `identity`
+/// calling `service:name` at `time` (Unix seconds).
+fn audit_event(id: &str, time: i64, identity: Value, action: &str) -> String {
+    let (service, name) = action.split_once(':').expect("service:Action");
+    json!({
+        "userIdentity": identity,
+        "eventTime": time,
+        "eventSource": format!("{service}.tencentcloudapi.com"),
+        "eventName": name,
+        "eventRegion": "ap-shanghai",
+        "eventType": "ApiCall",
+        "eventVersion": 2,
+        "sourceIPAddress": "203.0.113.20",
+        "requestID": format!("req-{id}"),
+        "eventID": id,
+        "errorCode": 0
+    })
+    .to_string()
+}
+
+fn identity(kind: &str, principal: &str, secret_id: &str, session: Value) -> Value {
+    json!({"type": kind, "principalId": principal, "accountId": OWNER.to_string(),
+           "secretId": secret_id, "userName": "", "sessionContext": session.to_string()})
+}
+
+/// The lake the sync compares against, written by `auditlake replay` from CloudAudit events:
+/// - bob, two days ago, `cvm:DescribeInstances` with his key AKIDbob0001;
+/// - the `deployer` role (granted `cvm:*` and `cos:PutObject`), two hours ago, a session
+///   calling `cvm:RunInstances` twice: of the cvm actions the lake knows it used only that one;
+/// - the root account, two hours ago, `cam:ListUsers`.
+///
+/// The recent events share one second, so they are one date partition whatever the hour.
+fn replay_fixture(dir: &Path) -> PathBuf {
+    let now = chrono::Utc::now().timestamp();
+    let recent = now - 2 * 3600;
+    let bob = identity(
+        "CAMUser",
+        &BOB.to_string(),
+        "AKIDbob0001",
+        json!({"uin": BOB, "ownerUin": OWNER}),
+    );
+    let session = identity(
+        "AssumedRole",
+        &format!("{DEPLOYER_ID}:ci-deploy"),
+        "AKIDtmpdeploy",
+        json!({"uin": OWNER, "ownerUin": OWNER, "roleArn": role_arn("deployer"), "token": "t0k"}),
+    );
+    let root = identity(
+        "Root",
+        &OWNER.to_string(),
+        "AKIDroot0001",
+        json!({"uin": OWNER, "ownerUin": OWNER}),
+    );
+    let events = [
+        audit_event("ev-bob-1", now - 2 * DAY, bob, "cvm:DescribeInstances"),
+        audit_event("ev-role-1", recent, session.clone(), "cvm:RunInstances"),
+        audit_event("ev-role-2", recent, session, "cvm:RunInstances"),
+        audit_event("ev-root-1", recent, root, "cam:ListUsers"),
+    ];
+    let input = dir.join("cloudaudit.json");
+    std::fs::write(&input, events.join("\n")).expect("write events");
+    let lake = dir.join("lake");
+    let (code, stdout, stderr) = run(&[
+        "replay",
+        input.to_str().expect("path"),
+        "--out",
+        lake.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "replay: {stdout}\n{stderr}");
+    let seen = duckdb(&format!(
+        "select count(*), count(distinct account) from {}",
+        dataset(&lake, "ciem_events")
+    ));
+    assert_eq!(seen, vec![vec![json!(4), json!(1)]], "{stdout}");
+    lake
+}
+
+/// Runs the binary with the fake account's key in the environment: (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .env("TC_ID", SECRET_ID)
+        .env("TC_KEY", SECRET_KEY)
+        .output()
+        .expect("run auditlake");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn accounts_file(dir: &Path, lake: &Path, url: &str) -> PathBuf {
+    let path = dir.join("accounts.toml");
+    let text = format!(
+        r#"lake = "{lake}"
+
+[[account]]
+name = "tc"
+provider = "tencent"
+features = ["entitlements"]
+home_region = "ap-shanghai"
+
+[account.credentials]
+access_key_id_env = "TC_ID"
+secret_access_key_env = "TC_KEY"
+
+[account.endpoints]
+sts = "{url}"
+region = "{url}"
+cam = "{url}"
+"#,
+        lake = lake.display()
+    );
+    std::fs::write(&path, text).expect("accounts file");
+    path
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// (kind, principal_name, resource_uid) of the findings of one run.
+fn finding_keys(lake: &Path, run_id: &str) -> Vec<Vec<Value>> {
+    duckdb(&format!(
+        "select kind, principal_name, resource_uid from {} where run_id = '{run_id}' order by all",
+        dataset(lake, "ciem_findings")
+    ))
+}
+
+fn finding(kind: &str, principal: &str, resource: Option<&str>) -> Vec<Value> {
+    vec![json!(kind), json!(principal), json!(resource)]
+}
+
+#[test]
+fn sync_writes_tencent_entitlements_and_findings_against_replayed_cloudaudit_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = replay_fixture(dir.path());
+    let mut w = world();
+    // A second user role that nobody used.
+    w.roles.push(json!({"RoleId": "4611686018427000003", "RoleName": "readonly-ci",
+        "PolicyDocument": trust_doc().to_string(), "Description": "", "AddTime": "2024-03-06 11:00:00",
+        "UpdateTime": "2024-03-06 11:00:00", "ConsoleLogin": 0, "RoleType": "user",
+        "SessionDuration": 3600, "Tags": []}));
+    w.role_policies
+        .insert("4611686018427000003".into(), vec![1001]);
+    let fake = start(w);
+    let config = accounts_file(dir.path(), &lake, &fake.url);
+    let config = config.to_str().expect("path");
+
+    let (code, stdout, stderr) = run(&["sync", "--config", config, "--once"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY),
+        "{stdout}\n{stderr}"
+    );
+
+    let ent = dataset(&lake, "entitlements");
+    // One run; rows per principal (groups hold their policies directly; `empty` holds none).
+    let runs = duckdb(&format!(
+        "select count(distinct run_id), count(*), min(cloud_account_uid), min(account) from {ent}"
+    ));
+    assert_eq!(
+        runs,
+        vec![vec![
+            json!(1),
+            json!(23),
+            json!(OWNER.to_string()),
+            json!(OWNER.to_string())
+        ]]
+    );
+    let per_principal = duckdb(&format!(
+        "select principal_type, principal_name, count(*) from {ent} group by all order by all"
+    ));
+    assert_eq!(
+        per_principal,
+        vec![
+            vec![json!("group"), json!("auditors"), json!(1)],
+            vec![json!("group"), json!("ops"), json!(3)],
+            vec![json!("role"), json!("TAT_QCSLinkedRoleInCommand"), json!(3)],
+            vec![json!("role"), json!("deployer"), json!(4)],
+            vec![json!("role"), json!("readonly-ci"), json!(3)],
+            vec![json!("user"), json!("alice"), json!(3)],
+            vec![json!("user"), json!("bob"), json!(6)],
+        ]
+    );
+    // Alice holds everything through the `ops` group, the unreadable document included.
+    let alice = duckdb(&format!(
+        "select principal_uid, via, via_uid, policy_uid, policy_name, policy_type, effect, action, resource, policy_error
+         from {ent} where principal_name = 'alice' order by policy_uid, action"
+    ));
+    let ops =
+        |policy: &str, name: &str, effect: Value, action: Value, resource: Value, error: Value| {
+            vec![
+                json!(ALICE.to_string()),
+                json!("group"),
+                json!("90001"),
+                json!(policy),
+                json!(name),
+                json!(if policy == "1001" {
+                    "cloud_managed"
+                } else {
+                    "managed"
+                }),
+                effect,
+                action,
+                resource,
+                error,
+            ]
+        };
+    assert_eq!(
+        alice,
+        vec![
+            ops(
+                "1001",
+                "QcloudCVMReadOnlyAccess",
+                json!("Allow"),
+                json!("cvm:Describe*"),
+                json!("*"),
+                Value::Null
+            ),
+            ops(
+                "1001",
+                "QcloudCVMReadOnlyAccess",
+                json!("Allow"),
+                json!("cvm:Inquiry*"),
+                json!("*"),
+                Value::Null
+            ),
+            ops(
+                "2002",
+                "broken-doc",
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                json!("the cloud did not return a readable document")
+            ),
+        ]
+    );
+    // The deployer role: its trust policy (who may assume it) and the custom policy's Deny.
+    let deployer = duckdb(&format!(
+        "select principal_uid, via, policy_uid, policy_type, statement_index, effect, action, resource, trusted_principal
+         from {ent} where principal_name = 'deployer' order by via, statement_index, action"
+    ));
+    let arn = role_arn("deployer");
+    let direct = |index: i64, effect: &str, action: &str| {
+        vec![
+            json!(arn),
+            json!("direct"),
+            json!("2001"),
+            json!("managed"),
+            json!(index),
+            json!(effect),
+            json!(action),
+            json!("*"),
+            Value::Null,
+        ]
+    };
+    assert_eq!(
+        deployer,
+        vec![
+            direct(0, "Allow", "cos:PutObject"),
+            direct(0, "Allow", "cvm:*"),
+            direct(1, "Deny", "cam:*"),
+            vec![
+                json!(arn),
+                json!("role_trust"),
+                json!(format!("{arn}/trust")),
+                json!("trust"),
+                json!(0),
+                json!("Allow"),
+                json!("sts:AssumeRole"),
+                Value::Null,
+                json!(format!(r#"{{"qcs":["qcs::cam::uin/{OWNER}:root"]}}"#))
+            ],
+        ]
+    );
+
+    // The findings: (kind, principal, resource). The TAT role is service-linked: not judged.
+    let runs = duckdb(&format!(
+        "select distinct run_id, tracking_period_days from {}",
+        dataset(&lake, "ciem_findings")
+    ));
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0][1], json!(90));
+    let sync_run = runs[0][0].as_str().expect("run_id").to_string();
+    assert!(stdout.contains(&format!("run {sync_run}:")), "{stdout}");
+    assert!(
+        stdout.contains("tc: 23 entitlement rows, 12 CIEM findings"),
+        "{stdout}"
+    );
+    let bob_password = format!("{BOB}#password");
+    assert_eq!(
+        finding_keys(&lake, &sync_run),
+        vec![
+            // AdministratorAccess (`*` on `*`), directly attached.
+            finding("full_admin", "bob", Some("1")),
+            finding("old_access_key", "bob", Some("AKIDbob0001")),
+            finding("old_access_key", "bob", Some("AKIDbob0002")),
+            finding("root_use", "root", None),
+            // AKIDbob0001 was used in the lake; AKIDbob0002 never. Alice's key is inactive.
+            finding("unused_access_key", "bob", Some("AKIDbob0002")),
+            finding("unused_actions", "bob", Some("cvm")),
+            finding("unused_actions", "deployer", Some("cvm")),
+            finding(
+                "unused_console_password",
+                "bob",
+                Some(bob_password.as_str())
+            ),
+            finding("unused_role", "readonly-ci", None),
+            finding("unused_service", "bob", Some("cos")),
+            finding("unused_service", "deployer", Some("cos")),
+            finding("unused_user", "alice", None),
+        ]
+    );
+    let detail = |kind: &str, principal: &str, fields: &str| -> Vec<Value> {
+        duckdb(&format!(
+            "select {fields} from {} where run_id = '{sync_run}' and kind = '{kind}' and principal_name = '{principal}'",
+            dataset(&lake, "ciem_findings")
+        ))
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+    };
+    // `cvm:*` expanded against the cvm actions the lake knows: RunInstances used (twice, by a
+    // session of the role), DescribeInstances (seen from bob) not.
+    assert_eq!(
+        detail(
+            "unused_actions",
+            "deployer",
+            "principal_type, principal_uid, detail::json->>'used_actions', detail::json->>'unused_actions', detail::json->>'granted_by', catalog, last_activity_time is not null"
+        ),
+        vec![
+            json!("role"),
+            json!(role_arn("deployer")),
+            json!(r#"["cvm:RunInstances"]"#),
+            json!(r#"["cvm:DescribeInstances"]"#),
+            json!(r#"["deploy-custom"]"#),
+            json!("lake"),
+            json!(true)
+        ]
+    );
+    assert_eq!(
+        detail(
+            "unused_actions",
+            "bob",
+            "principal_uid, detail::json->>'used_actions', detail::json->>'unused_actions'"
+        ),
+        vec![
+            json!(BOB.to_string()),
+            json!(r#"["cvm:DescribeInstances"]"#),
+            json!(r#"["cvm:RunInstances"]"#),
+        ]
+    );
+    assert_eq!(
+        detail(
+            "root_use",
+            "root",
+            "principal_type, principal_uid, detail::json->>'events', detail::json->>'recent_actions'"
+        ),
+        vec![
+            json!("root"),
+            json!(OWNER.to_string()),
+            json!("1"),
+            json!(r#"["cam:ListUsers"]"#)
+        ]
+    );
+    assert_eq!(
+        detail(
+            "unused_user",
+            "alice",
+            "principal_uid, detail::json->>'events_in_period'"
+        ),
+        vec![json!(ALICE.to_string()), json!("0")]
+    );
+    // The saved entitlements that `ciem findings` reads.
+    assert!(
+        lake.join("_auditlake/sync/tc.entitlements.json").is_file(),
+        "no saved entitlements"
+    );
+
+    // A second run after deploy-custom is detached from the deployer role: a detach.
+    fake.world
+        .lock()
+        .expect("lock")
+        .role_policies
+        .insert(DEPLOYER_ID.into(), vec![]);
+    let (code, stdout, stderr) = run(&["sync", "--config", config, "--once"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY),
+        "{stdout}\n{stderr}"
+    );
+    // Nor is it anywhere in the lake (Parquet, saved entitlements, snapshots).
+    let files = walk(&lake);
+    assert!(
+        files.iter().any(|f| f.ends_with("tc.entitlements.json")),
+        "{files:?}"
+    );
+    for file in files {
+        let bytes = std::fs::read(&file).expect("read lake file");
+        assert!(
+            !bytes
+                .windows(SECRET_KEY.len())
+                .any(|w| w == SECRET_KEY.as_bytes()),
+            "secret in {}",
+            file.display()
+        );
+    }
+    let changes = duckdb(&format!(
+        "select change_type, resource_uid, resource_name from {} where origin = 'sync' order by all",
+        dataset(&lake, "asset_changes")
+    ));
+    assert_eq!(
+        changes,
+        vec![vec![
+            json!("detached"),
+            json!(format!("{}|2001", role_arn("deployer"))),
+            json!("deployer / deploy-custom")
+        ]]
+    );
+
+    // Findings on demand over one day: bob's event (two days ago) falls out of the period, and
+    // with it DescribeInstances from the catalog; the deployer now holds only its trust policy.
+    let (code, stdout, stderr) = run(&[
+        "ciem",
+        "findings",
+        "--config",
+        config,
+        "--tracking-period-days",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout,
+        "tc: 10 findings over 1 days (3 events in 1 files; catalog lake)\n\
+         \x20 full_admin               1\n\
+         \x20 old_access_key           2\n\
+         \x20 root_use                 1\n\
+         \x20 unused_access_key        2\n\
+         \x20 unused_console_password  1\n\
+         \x20 unused_role              1\n\
+         \x20 unused_user              2\n"
+    );
+    let runs = duckdb(&format!(
+        "select run_id, tracking_period_days, count(*) from {} group by all order by tracking_period_days",
+        dataset(&lake, "ciem_findings")
+    ));
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    let on_demand = runs[0][0].as_str().expect("run_id").to_string();
+    assert!(on_demand.starts_with("tc-findings-"), "{on_demand}");
+    assert_eq!(runs[0][1..], [json!(1), json!(10)]);
+    assert_eq!(
+        finding_keys(&lake, &on_demand),
+        vec![
+            finding("full_admin", "bob", Some("1")),
+            finding("old_access_key", "bob", Some("AKIDbob0001")),
+            finding("old_access_key", "bob", Some("AKIDbob0002")),
+            finding("root_use", "root", None),
+            finding("unused_access_key", "bob", Some("AKIDbob0001")),
+            finding("unused_access_key", "bob", Some("AKIDbob0002")),
+            finding(
+                "unused_console_password",
+                "bob",
+                Some(bob_password.as_str())
+            ),
+            finding("unused_role", "readonly-ci", None),
+            finding("unused_user", "alice", None),
+            finding("unused_user", "bob", None),
+        ]
     );
 }

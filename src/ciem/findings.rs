@@ -191,9 +191,13 @@ impl Out<'_> {
     }
 }
 
-/// AWS service-linked roles (`/aws-service-role/` path) are used by AWS itself.
+/// Service-linked roles are used by the cloud itself. Each cloud's sync says which roles are
+/// ([`Principal::service_linked`]: AWS from the role's path, Tencent from CAM's `RoleType`);
+/// this used to test the AWS path only, so Tencent's service-linked roles (no such path in
+/// their ARN) were reported as `unused_role`. The AWS path is still tested for entitlements
+/// saved before the flag existed.
 fn service_linked(p: &Principal) -> bool {
-    p.kind == PrincipalType::Role && p.uid.contains(":role/aws-service-role/")
+    p.kind == PrincipalType::Role && (p.service_linked || p.uid.contains(":role/aws-service-role/"))
 }
 
 fn service_of(action: &str) -> String {
@@ -358,6 +362,7 @@ pub fn compute(
             attached: Vec::new(),
             inline: Vec::new(),
             trust: None,
+            service_linked: false,
         };
         out.push(
             "root_use",

@@ -62,6 +62,12 @@ pub struct Principal {
     pub inline: Vec<Policy>,
     /// A role's trust policy: who may assume it.
     pub trust: Option<Policy>,
+    /// A role the cloud creates for one of its services and assumes itself (AWS roles under
+    /// `/aws-service-role/`, Tencent `RoleType` `service_linked`): findings do not judge it.
+    /// Each cloud's sync sets it from what its API says; absent in entitlements saved before
+    /// it existed.
+    #[serde(default)]
+    pub service_linked: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -85,6 +85,7 @@ impl AwsCloud {
                     attached: attached(u.attached_managed_policies()),
                     inline: inline(arn, u.user_policy_list()),
                     trust: None,
+                    service_linked: false,
                 });
             }
             for g in page.group_detail_list() {
@@ -103,6 +104,7 @@ impl AwsCloud {
                     attached: attached(g.attached_managed_policies()),
                     inline: inline(arn, g.group_policy_list()),
                     trust: None,
+                    service_linked: false,
                 });
             }
             for r in page.role_detail_list() {
@@ -126,6 +128,7 @@ impl AwsCloud {
                         version: None,
                         document: document(r.assume_role_policy_document(), name),
                     }),
+                    service_linked: arn.contains(":role/aws-service-role/"),
                 });
             }
             for p in page.policies() {

@@ -251,6 +251,7 @@ impl TencentCloud {
                 attached: attachments(&direct, &mut refs),
                 inline: Vec::new(),
                 trust: None,
+                service_linked: false,
                 uid,
             });
         }
@@ -292,6 +293,10 @@ impl TencentCloud {
                 attached: attachments(&attached, &mut refs),
                 inline: Vec::new(),
                 trust,
+                // DescribeRoleList's RoleType: user, system or service_linked. A
+                // service-linked role (TAT_QCSLinkedRoleInCommand, ...) is assumed by the
+                // service it belongs to, whose calls CloudAudit may not record as the role's.
+                service_linked: s(&role, "RoleType") == Some("service_linked"),
                 uid: arn,
             });
         }
@@ -367,6 +372,7 @@ impl TencentCloud {
                     attached,
                     inline: Vec::new(),
                     trust: None,
+                    service_linked: false,
                     uid: uid.clone(),
                 },
             );
