@@ -65,8 +65,8 @@ impl Activity {
 pub struct Usage {
     pub start_ms: i64,
     pub end_ms: i64,
-    /// By every name an event gives its actor: `actor_user_uid`, `actor_user_uid_alt` and, for
-    /// role sessions, `actor_session_issuer` (the role).
+    /// By every name an event gives its actor: `actor_user_uid` and `actor_user_uid_alt`; for
+    /// role sessions only `actor_session_issuer` (the role).
     pub principals: HashMap<String, Activity>,
     /// By access key (`actor_credential_uid`).
     pub keys: HashMap<String, Activity>,
@@ -92,15 +92,17 @@ impl Usage {
             return;
         }
         self.events += 1;
-        let mut names: Vec<&str> = [
-            e.actor_user_uid.as_deref(),
-            e.actor_user_uid_alt.as_deref(),
-            e.actor_session_issuer.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|s| !s.is_empty())
-        .collect();
+        // A session of an assumed role is the role's activity, and only the role's: its other
+        // ids may name whoever assumed it (Tencent's sessionContext.uin).
+        let issuer = e.actor_session_issuer.as_deref().filter(|s| !s.is_empty());
+        let mut names: Vec<&str> = match issuer {
+            Some(role) => vec![role],
+            None => [e.actor_user_uid.as_deref(), e.actor_user_uid_alt.as_deref()]
+                .into_iter()
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .collect(),
+        };
         names.dedup();
         for name in names {
             self.principals.entry(name.to_string()).or_default().add(e);
@@ -124,5 +126,53 @@ impl Usage {
         self.principals
             .get(uid)
             .or_else(|| alt_uid.and_then(|a| self.principals.get(a)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(uid: &str, alt: &str, issuer: Option<&str>, action: &str) -> EventFacts {
+        EventFacts {
+            time_ms: 1_000,
+            actor_user_uid: Some(uid.into()),
+            actor_user_uid_alt: Some(alt.into()),
+            actor_session_issuer: issuer.map(str::to_string),
+            action: Some(action.into()),
+            succeeded: true,
+            ..EventFacts::default()
+        }
+    }
+
+    #[test]
+    fn a_role_session_is_the_roles_activity_only() {
+        let mut usage = Usage::new(0, 2_000);
+        // A Tencent role session whose sessionContext.uin names the user who assumed it.
+        usage.record(&event(
+            "100000000012",
+            "100000000012",
+            Some("qcs::cam::uin/1:roleName/r"),
+            "cvm:RunInstances",
+        ));
+        usage.record(&event(
+            "100000000012",
+            "100000000012",
+            None,
+            "cvm:DescribeInstances",
+        ));
+        let role = usage
+            .principal("qcs::cam::uin/1:roleName/r", None)
+            .expect("role");
+        assert_eq!(
+            role.actions.keys().collect::<Vec<_>>(),
+            ["cvm:runinstances"]
+        );
+        let user = usage.principal("100000000012", None).expect("user");
+        assert_eq!(
+            user.actions.keys().collect::<Vec<_>>(),
+            ["cvm:describeinstances"]
+        );
+        assert_eq!(user.events, 1);
     }
 }
