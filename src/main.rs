@@ -166,6 +166,10 @@ enum CiemCommand {
         /// Days of events to compare, 1 to 365 (default: [ciem] tracking_period_days, or 90).
         #[arg(long)]
         tracking_period_days: Option<u32>,
+        /// Compute as of this time (RFC 3339 or YYYY-MM-DD, UTC) instead of now: the period
+        /// ends there (to look back at an incident, or at an older lake).
+        #[arg(long)]
+        as_of: Option<String>,
     },
 }
 
@@ -307,11 +311,13 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                     config,
                     account,
                     tracking_period_days,
+                    as_of,
                 },
         } => Ok(ExitCode::from(sync::cli::ciem_findings(
             &config,
             account.as_deref(),
             tracking_period_days,
+            as_of.as_deref(),
         )?)),
         Command::Accounts {
             command: AccountsCommand::Check { config, account },

@@ -181,7 +181,22 @@ pub fn ciem_findings(
     path: &Path,
     only: Option<&str>,
     tracking_period_days: Option<u32>,
+    as_of: Option<&str>,
 ) -> Result<u8> {
+    let at_ms = match as_of {
+        None => crate::event::now_ms(),
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_millis())
+            .or_else(|_| {
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis())
+            })
+            .map_err(|_| {
+                crate::errors::UsageError(format!(
+                    "--as-of {text:?}: use RFC 3339 (2026-01-31T12:00:00Z) or a date (2026-01-31)"
+                ))
+            })?,
+    };
     let mut cfg = accounts_config(path, only)?;
     if let Some(days) = tracking_period_days {
         cfg.ciem.tracking_period_days = days;
@@ -206,7 +221,7 @@ pub fn ciem_findings(
             }
             continue;
         }
-        match super::entitlements::recompute(&cfg.lake, account, cfg.ciem) {
+        match super::entitlements::recompute(&cfg.lake, account, cfg.ciem, at_ms) {
             Ok(None) => {
                 println!(
                     "{name}: no entitlements yet: run `auditlake sync --once --account {name}` first"

@@ -199,17 +199,17 @@ pub fn findings(
     })
 }
 
-/// Recomputes the findings of an account from its saved entitlements and writes them to the
-/// lake; None when the account has no entitlements sync yet.
+/// Recomputes the findings of an account as of `now` from its saved entitlements and writes
+/// them to the lake; None when the account has no entitlements sync yet.
 pub fn recompute(
     lake: &Path,
     account: &super::config::AccountConfig,
     settings: Settings,
+    now: i64,
 ) -> Result<Option<FindingsReport>, SyncError> {
     let Some(saved) = load(lake, &account.name)? else {
         return Ok(None);
     };
-    let now = crate::event::now_ms();
     let run = RunInfo {
         run_id: format!(
             "{}-findings-{}",
