@@ -15,23 +15,9 @@ use serde_json::{Value, json};
 
 const ACCOUNT: &str = "123456789012";
 
-/// Runs boto3 (moto[server] brings it) against the server; the script prints JSON.
+/// Runs boto3 against the server, with `iam` an IAM client; the script prints JSON.
 fn boto(moto: &Moto, script: &str) -> Value {
-    let prelude = format!(
-        "import boto3, json\n\
-         iam = boto3.client('iam', region_name='us-east-1', endpoint_url='{}', aws_access_key_id='testing', aws_secret_access_key='testing')\n",
-        moto.endpoint
-    );
-    let out = Command::new(python())
-        .args(["-c", &format!("{prelude}{script}")])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "boto3 script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    common::moto::boto(&moto.endpoint, &format!("iam = c('iam')\n{script}"))
 }
 
 /// The account: alice (group devs, an inline policy, two keys, a console password), bob
@@ -465,26 +451,19 @@ fn entitlements_are_refused_for_clouds_without_them() {
          [account.credentials]\naccess_key_id_env = \"A\"\nsecret_access_key_env = \"B\"\n",
     )
     .expect("write");
-    let out = auditlake(&["validate", "--no-environment", path.to_str().expect("path")]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(
-        text.contains("feature \"entitlements\" is supported for aws and tencent accounts only"),
-        "{text}"
-    );
+    let refused = |says: &str| {
+        let out = auditlake(&["validate", "--no-environment", path.to_str().expect("path")]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(text.contains(says), "{text}");
+    };
+    refused("feature \"entitlements\" is supported for aws and tencent accounts only");
     std::fs::write(
         &path,
         "[ciem]\ntracking_period_days = 400\n\n[[account]]\nname = \"a\"\nprovider = \"aws\"\n\
          [account.credentials]\naccess_key_id_env = \"A\"\nsecret_access_key_env = \"B\"\n",
     )
     .expect("write");
-    let out = auditlake(&["validate", "--no-environment", path.to_str().expect("path")]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(
-        text.contains("tracking_period_days = 400 is out of range: use 1 to 365"),
-        "{text}"
-    );
+    refused("tracking_period_days = 400 is out of range: use 1 to 365");
 }

@@ -58,21 +58,7 @@ impl Moto {
 
     /// Runs boto3 against the server (moto[server] brings boto3).
     fn boto(&self, script: &str) -> Value {
-        let prelude = format!(
-            "import boto3, json\n\
-             def c(svc, region='us-east-1'):\n    return boto3.client(svc, region_name=region, endpoint_url='{}', aws_access_key_id='testing', aws_secret_access_key='testing')\n",
-            self.url
-        );
-        let out = Command::new(python())
-            .args(["-c", &format!("{prelude}{script}")])
-            .output()
-            .expect("run python");
-        assert!(
-            out.status.success(),
-            "boto3 script failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        common::moto::boto(&self.url, script)
     }
 }
 

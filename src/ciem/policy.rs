@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use super::catalog::{Catalog, matches};
+use crate::normalize::json_kind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Effect {
@@ -112,7 +113,7 @@ fn decode(text: &str, unwrap_string: bool) -> Result<Value, PolicyError> {
         Value::String(inner) if unwrap_string => decode(&inner, false),
         other => Err(PolicyError(format!(
             "the document is {}, not a JSON object",
-            kind(&other)
+            json_kind(&other)
         ))),
     }
 }
@@ -147,17 +148,6 @@ fn percent_decode(text: &str) -> Result<String, PolicyError> {
         .map_err(|error| PolicyError(format!("the URL-decoded document is not UTF-8: {error}")))
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// The value of a key matched case-insensitively (`Statement`, `statement`); two keys that
 /// differ only in case are an error, as the document is ambiguous.
 fn field<'a>(
@@ -190,7 +180,7 @@ pub fn statements(document: &Value) -> Result<Vec<Statement>, PolicyError> {
     let Value::Object(map) = document else {
         return Err(PolicyError(format!(
             "the document is {}, not a JSON object",
-            kind(document)
+            json_kind(document)
         )));
     };
     let list =
@@ -204,7 +194,7 @@ pub fn statements(document: &Value) -> Result<Vec<Statement>, PolicyError> {
         Value::Object(_) => Ok(vec![statement(0, list)?]),
         other => Err(PolicyError(format!(
             "Statement is {}, not an object or an array",
-            kind(other)
+            json_kind(other)
         ))),
     }
 }
@@ -213,7 +203,7 @@ fn statement(index: usize, value: &Value) -> Result<Statement, PolicyError> {
     let Value::Object(map) = value else {
         return Err(PolicyError(format!(
             "statement {index} is {}, not an object",
-            kind(value)
+            json_kind(value)
         )));
     };
     let sid = match field(map, "sid", &|| format!("statement {index} "))? {
@@ -250,7 +240,7 @@ fn statement(index: usize, value: &Value) -> Result<Statement, PolicyError> {
             return Err(PolicyError(format!(
                 "{}has a Condition that is {}, not an object",
                 context(),
-                kind(other)
+                json_kind(other)
             )));
         }
     };
@@ -316,14 +306,14 @@ fn strings(
                 other => Err(PolicyError(format!(
                     "{}has {name}[{i}] that is {}, not a string",
                     context(),
-                    kind(other)
+                    json_kind(other)
                 ))),
             })
             .collect(),
         other => Err(PolicyError(format!(
             "{}has {name} that is {}, not a string or an array of strings",
             context(),
-            kind(other)
+            json_kind(other)
         ))),
     }
 }

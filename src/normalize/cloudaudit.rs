@@ -30,18 +30,6 @@ fn decoded(v: Option<Value>) -> Option<Value> {
     }
 }
 
-/// What a JSON value is, for reasons ("a boolean").
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// A scalar as text (numbers in their JSON spelling); empty and non-scalars are None.
 fn scalar(v: Option<&Value>) -> Option<String> {
     match v? {
@@ -140,7 +128,7 @@ pub fn normalize(
         .ok_or_else(|| "CloudAudit event has no eventTime".to_string()),
         Some(other) => Err(format!(
             "CloudAudit eventTime is {}, expected Unix seconds or a date-time string",
-            json_kind(other)
+            super::json_kind(other)
         )),
     };
     let time_ms = match time {

@@ -628,6 +628,19 @@ pub fn epoch_number_to_ms(n: f64) -> Option<i64> {
 }
 
 /// Formats epoch milliseconds as `YYYY-MM-DD` (UTC), for the date partition.
+/// What a JSON value is, for error texts ("a boolean").
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 pub fn date_of_ms(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let z = days + 719_468;

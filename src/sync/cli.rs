@@ -188,8 +188,11 @@ pub fn ciem_findings(
         Some(text) => chrono::DateTime::parse_from_rfc3339(text)
             .map(|t| t.timestamp_millis())
             .or_else(|_| {
-                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                    .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis())
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map(|d| {
+                    d.and_time(chrono::NaiveTime::MIN)
+                        .and_utc()
+                        .timestamp_millis()
+                })
             })
             .map_err(|_| {
                 crate::errors::UsageError(format!(

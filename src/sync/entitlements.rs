@@ -15,7 +15,6 @@ use crate::ciem::findings::{Computation, Settings, catalog_for, compute};
 use crate::ciem::model::Entitlements;
 use crate::ciem::rows::Finding;
 use crate::ciem::usage::Usage;
-use crate::sink::SinkError;
 
 /// The asset scopes (resource types, global) the feature covers.
 pub const RESOURCE_TYPES: [&str; 3] = ["principal", "policy", "policy_attachment"];
@@ -104,29 +103,6 @@ fn first_seen_path(lake: &Path, account: &str) -> PathBuf {
     super::snapshot_path(lake, account).with_extension("findings.json")
 }
 
-fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, SyncError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SyncError::Snapshot {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(e) => Err(SinkError::io("read", path, e).into()),
-    }
-}
-
-fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), SyncError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| SinkError::io("create directory", dir, e))?;
-    }
-    let bytes = serde_json::to_vec(value).map_err(|e| SyncError::Snapshot {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    crate::sink::journal::write_durably(&crate::sink::journal::tmp_path(path), path, &bytes)?;
-    Ok(())
-}
-
 /// The entitlements and account uid the last sync of `account` recorded, if any.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Saved {
@@ -141,11 +117,11 @@ pub fn load(lake: &Path, account: &str) -> Result<Option<Saved>, SyncError> {
     if !path.exists() {
         return Ok(None);
     }
-    read_json(&path).map(Some)
+    super::read_state(&path).map(Some)
 }
 
 pub fn save(lake: &Path, account: &str, saved: &Saved) -> Result<(), SyncError> {
-    write_json(&state_path(lake, account), saved)
+    super::write_state(&state_path(lake, account), saved)
 }
 
 /// What a findings computation read and found.
@@ -175,7 +151,7 @@ pub fn findings(
     };
     let catalog = catalog_for(run.provider, ent, &usage);
     let first_path = first_seen_path(lake, &run.account_name);
-    let first_seen: BTreeMap<String, i64> = read_json(&first_path)?;
+    let first_seen: BTreeMap<String, i64> = super::read_state(&first_path)?;
     let found = compute(
         ent,
         &usage,
@@ -190,7 +166,7 @@ pub fn findings(
         .iter()
         .map(|f| (f.finding_uid.as_str(), f.first_seen_ms))
         .collect();
-    write_json(&first_path, &next)?;
+    super::write_state(&first_path, &next)?;
     Ok(FindingsReport {
         events: usage.events,
         files,

@@ -394,14 +394,34 @@ pub enum SyncError {
 }
 
 pub fn load_snapshot(path: &Path) -> Result<Snapshot, SyncError> {
+    read_state(path)
+}
+
+/// A state file of the sync (JSON), or the default when there is none yet.
+pub(crate) fn read_state<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<T, SyncError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SyncError::Snapshot {
             path: path.to_path_buf(),
             reason: e.to_string(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Snapshot::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(e) => Err(SinkError::io("read", path, e).into()),
     }
+}
+
+/// Writes a state file of the sync durably (temporary file, fsync, rename).
+pub(crate) fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<(), SyncError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| SinkError::io("create directory", dir, e))?;
+    }
+    let bytes = serde_json::to_vec(value).map_err(|e| SyncError::Snapshot {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    crate::sink::journal::write_durably(&crate::sink::journal::tmp_path(path), path, &bytes)?;
+    Ok(())
 }
 
 fn lock_account(state_path: &Path, account: &str) -> Result<std::fs::File, SyncError> {
@@ -425,15 +445,7 @@ fn lock_account(state_path: &Path, account: &str) -> Result<std::fs::File, SyncE
 }
 
 fn save_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), SyncError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| SinkError::io("create directory", dir, e))?;
-    }
-    let bytes = serde_json::to_vec(snapshot).map_err(|e| SyncError::Snapshot {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    crate::sink::journal::write_durably(&crate::sink::journal::tmp_path(path), path, &bytes)?;
-    Ok(())
+    write_state(path, snapshot)
 }
 
 /// Diff of two snapshots over the scopes the new run covered. Scopes seen for the first time

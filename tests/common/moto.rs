@@ -59,6 +59,25 @@ impl Drop for Moto {
     }
 }
 
+/// Runs a boto3 script (moto[server] brings boto3) against the moto server at `endpoint`:
+/// `c(service, region='us-east-1')` makes a client; the script prints JSON, returned.
+pub fn boto(endpoint: &str, script: &str) -> serde_json::Value {
+    let prelude = format!(
+        "import boto3, json\n\
+         def c(svc, region='us-east-1'):\n    return boto3.client(svc, region_name=region, endpoint_url='{endpoint}', aws_access_key_id='testing', aws_secret_access_key='testing')\n",
+    );
+    let out = Command::new(super::python())
+        .args(["-c", &format!("{prelude}{script}")])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "boto3 script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
 /// The test's own AWS clients (what a trail and an admin would do).
 pub struct Aws {
     pub rt: tokio::runtime::Runtime,
