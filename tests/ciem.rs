@@ -233,6 +233,15 @@ fn sync_writes_entitlements_and_findings_compare_granted_with_used() {
     let config = accounts_file(dir.path(), &lake, &moto.endpoint, "");
     let config = config.to_str().expect("path");
 
+    // accounts check makes the feature's calls and names them.
+    let out = ok(&run(&["accounts", "check", "--config", config]));
+    assert!(
+        out.contains(
+            "ok      iam:GetAccountAuthorizationDetails, iam:ListUsers, iam:GetLoginProfile"
+        ),
+        "accounts check:\n{out}"
+    );
+
     let out = ok(&run(&["sync", "--config", config, "--once"]));
     assert!(
         out.contains("moto: 13 entitlement rows, "),
