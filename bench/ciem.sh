@@ -47,7 +47,7 @@ src = f"read_parquet('{lake}/ciem_events/**/*.parquet', hive_partitioning = true
 acct, newest = con.execute(f"select account, max(time) from {src} where provider = 'aws' group by all order by count(*) desc limit 1").fetchone()
 users = [r[0] for r in con.execute(f"select distinct actor_user_uid from {src} where account = ? and actor_user_type = 'IAMUser'", [acct]).fetchall()]
 roles = [r[0] for r in con.execute(f"select distinct actor_session_issuer from {src} where account = ? and actor_session_issuer like '%:role/%'", [acct]).fetchall()]
-old = int(time.time() * 1000) - 400 * 86_400_000
+old = 1_420_070_400_000  # 2015-01-01: older than any tracking period before the corpus
 doc = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": ["s3:*", "ec2:Describe*", "iam:Get*", "kms:*"], "Resource": "*"},
     {"Effect": "Deny", "Action": "s3:Delete*", "Resource": "*"}]}
