@@ -73,6 +73,10 @@ enum Command {
         /// `48h`, `7d`. Older events are deduplicated within this replay only.
         #[arg(long, default_value = "48h", value_parser = Horizon::parse)]
         dedup_horizon: Horizon,
+        /// `hive` (Hive-partitioned Parquet) or `iceberg` (the same files as Iceberg tables in
+        /// a SQLite catalog in the lake; docs/iceberg.md).
+        #[arg(long, default_value = "hive")]
+        format: auditlake::sink::LakeFormat,
     },
     /// Print the CIEM event schema (JSON, or the Markdown document with --markdown).
     Schema {
@@ -276,6 +280,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             max_rows,
             max_mib,
             dedup_horizon,
+            format,
         } => {
             let normalize = NormalizeConfig {
                 tencent_zoneless_time_offset,
@@ -289,7 +294,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             let dedup = DedupConfig {
                 horizon: dedup_horizon,
             };
-            let stats = replay(&paths, &out, threads, &normalize, flush, dedup)?;
+            let stats = replay(&paths, &out, threads, &normalize, flush, dedup, format)?;
             Ok(if fail_on_dead_letter && stats.dead_letters > 0 {
                 ExitCode::from(EXIT_DEAD_LETTERS)
             } else {

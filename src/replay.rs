@@ -13,8 +13,8 @@ use crate::batch::{Batcher, FlushPolicy, Stats};
 use crate::normalize::NormalizeConfig;
 use crate::normalize::unit::DecodeContext;
 use crate::sink::keys::DedupConfig;
-use crate::sink::lake::LocalLake;
-use crate::sink::parquet::ParquetOptions;
+use crate::sink::s3::open_lake;
+use crate::sink::{LakeConfig, LakeFormat};
 use crate::sources::files;
 
 /// Batch size of `replay` (see its `--max-mib`): 2 threads stay under 300 MB peak RSS.
@@ -45,10 +45,15 @@ pub fn replay(
     normalize: &NormalizeConfig,
     flush: FlushPolicy,
     dedup: DedupConfig,
+    format: LakeFormat,
 ) -> Result<Stats> {
     let ctx = DecodeContext::new(normalize, "replay").map_err(crate::errors::UsageError)?;
-    let lake = LocalLake::open(out, ParquetOptions::default())
-        .with_context(|| format!("cannot open the lake at {}", out.display()))?;
+    let lake = open_lake(&LakeConfig {
+        path: out.to_path_buf(),
+        format,
+        ..LakeConfig::default()
+    })
+    .with_context(|| format!("cannot open the lake at {}", out.display()))?;
     let spool = tempfile::tempdir().context("cannot create a temporary directory for stdin")?;
     let inputs = files::expand(paths, Some(out), spool.path())?;
     let mut batcher = Batcher::new(lake, flush).with_dedup(dedup);

@@ -61,12 +61,45 @@ impl TableSpec {
         }
     }
 
-    /// The Arrow schema for this table, with the version in its metadata.
+    /// The Arrow schema for this table, with the version in its metadata and every field's
+    /// id (`PARQUET:field_id`, written into the Parquet files): the top-level columns are
+    /// 1, 2, … in the schema file's order, the fields nested in them follow, numbered in that
+    /// same order. Columns are only ever appended to a schema file, so ids never change; the
+    /// Iceberg tables ([`crate::sink::iceberg`]) use these ids.
     pub fn arrow_schema(&self) -> Schema {
+        let mut next_nested = i32::try_from(self.columns.len()).unwrap_or(i32::MAX) + 1;
         let fields: Vec<Field> = self
             .columns
             .iter()
-            .map(|c| Field::new(&c.name, data_type(&c.ty), c.nullable))
+            .enumerate()
+            .map(|(i, c)| {
+                let id = i32::try_from(i + 1).unwrap_or(i32::MAX);
+                let ty = match c.ty.as_str() {
+                    "resources" => {
+                        let item = with_field_id(
+                            Field::new_struct(
+                                "item",
+                                resource_fields()
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(j, f)| {
+                                        with_field_id(
+                                            f.as_ref().clone(),
+                                            next_nested + 1 + i32::try_from(j).unwrap_or(0),
+                                        )
+                                    })
+                                    .collect::<Vec<_>>(),
+                                true,
+                            ),
+                            next_nested,
+                        );
+                        next_nested += 1 + i32::try_from(resource_fields().len()).unwrap_or(0);
+                        DataType::List(Arc::new(item))
+                    }
+                    other => data_type(other),
+                };
+                with_field_id(Field::new(&c.name, ty, c.nullable), id)
+            })
             .collect();
         let mut metadata = std::collections::HashMap::new();
         metadata.insert("auditlake.table".to_string(), self.name.clone());
@@ -144,6 +177,13 @@ fn data_type(ty: &str) -> DataType {
         "resources" => DataType::List(Arc::new(Field::new_struct("item", resource_fields(), true))),
         other => panic!("schema file uses unknown type {other:?}"),
     }
+}
+
+/// `field` with its Parquet/Iceberg field id.
+fn with_field_id(field: Field, id: i32) -> Field {
+    let mut metadata = field.metadata().clone();
+    metadata.insert("PARQUET:field_id".to_string(), id.to_string());
+    field.with_metadata(metadata)
 }
 
 /// Fields of one element of the `resources` list.

@@ -19,7 +19,7 @@
 //! moved is not written twice. The single-process journal (`journal.jsonl`) is read as one of
 //! them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -184,7 +184,7 @@ impl Journal {
         root: &Path,
         remove_remote: &mut dyn FnMut(&str) -> Result<(), SinkError>,
     ) -> Result<Self, SinkError> {
-        Self::open_instance(root, None, remove_remote)
+        Self::open_instance(root, None, remove_remote, &BTreeSet::new())
     }
 
     /// Like [`Journal::open_with`], for the instance `instance` of a lake shared by several
@@ -194,6 +194,7 @@ impl Journal {
         root: &Path,
         instance: Option<&str>,
         remove_remote: &mut dyn FnMut(&str) -> Result<(), SinkError>,
+        committed_elsewhere: &BTreeSet<String>,
     ) -> Result<Self, SinkError> {
         let dir = root.join("_auditlake");
         std::fs::create_dir_all(&dir).map_err(|e| SinkError::io("create directory", &dir, e))?;
@@ -286,7 +287,15 @@ impl Journal {
         if torn_tail {
             journal.append_raw(b"\n")?;
         }
-        for (batch, (files, _)) in prepared {
+        for (batch, (files, segments)) in prepared {
+            // Committed where the commit point is (an Iceberg catalog) before the crash: the
+            // batch is in the lake, so it is rolled forward, not removed.
+            if committed_elsewhere.contains(&batch) {
+                tracing::info!(batch = %batch, "batch committed to the catalog before a restart: recorded");
+                journal.append(&Entry::Commit { batch })?;
+                apply(&mut journal.units, &segments);
+                continue;
+            }
             for rel in files {
                 remove_remote(&rel)?;
                 let final_path = root.join(&rel);

@@ -65,6 +65,26 @@ pub trait Remote: Send {
     fn put(&mut self, rel: &str, local: &Path) -> Result<(), SinkError>;
     /// Removes `rel`; removing what does not exist succeeds.
     fn delete(&mut self, rel: &str) -> Result<(), SinkError>;
+    /// Makes a batch's published files visible in one commit, with the input it covers (a
+    /// table catalog); by default publishing the files was the commit.
+    fn commit(
+        &mut self,
+        _batch: &str,
+        _files: &[CommittedFile],
+        _segments: &[Segment],
+    ) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// The batches [`Remote::commit`] holds: a batch the journal left open but the remote
+    /// committed is rolled forward when the lake is opened.
+    fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
+        Ok(BTreeSet::new())
+    }
+    /// Whether the local copy of a published file is only staged (and removed once the
+    /// batch is committed), or is the file itself.
+    fn local_is_staging(&self) -> bool {
+        true
+    }
 }
 
 /// Stable id of a batch, from the input segments it holds.
@@ -101,11 +121,20 @@ impl LocalLake {
             )));
         }
         std::fs::create_dir_all(root).map_err(|e| SinkError::io("create directory", root, e))?;
-        let journal = Journal::open_instance(root, instance, &mut |rel| match remote.as_mut() {
-            // The lake's own state (key files) is never published.
-            Some(r) if !rel.starts_with("_auditlake/") => r.delete(rel),
-            _ => Ok(()),
-        })?;
+        let committed = match remote.as_mut() {
+            Some(r) => r.committed()?,
+            None => BTreeSet::new(),
+        };
+        let journal = Journal::open_instance(
+            root,
+            instance,
+            &mut |rel| match remote.as_mut() {
+                // The lake's own state (key files) is never published.
+                Some(r) if !rel.starts_with("_auditlake/") => r.delete(rel),
+                _ => Ok(()),
+            },
+            &committed,
+        )?;
         Ok(LocalLake {
             root: root.to_path_buf(),
             journal,
@@ -280,6 +309,10 @@ impl LocalLake {
                     sync_dir(&dest)
                 });
                 let result = result.and_then(|()| self.upload(&w.files));
+                let result = result.and_then(|()| match self.remote.as_mut() {
+                    Some(r) => r.commit(&w.id, &w.files, &w.segments),
+                    None => Ok(()),
+                });
                 // Keys last: once they are in place, only the commit line is missing, and a
                 // crash before it removes keys and rows alike.
                 let result = result.and_then(|()| {
@@ -298,7 +331,7 @@ impl LocalLake {
                                 store.committed(k.day, &k.path, std::mem::take(&mut k.keys));
                             }
                         }
-                        if self.remote.is_some() {
+                        if self.remote.as_ref().is_some_and(|r| r.local_is_staging()) {
                             // Published remotely and committed: the staged copies can go.
                             for f in &w.files {
                                 let _ = std::fs::remove_file(self.root.join(&f.path));
@@ -433,6 +466,8 @@ pub struct StagedBatch {
 pub struct WrittenBatch {
     id: String,
     files: Vec<CommittedFile>,
+    /// The input the batch covers.
+    segments: Vec<Segment>,
     key_files: Vec<KeyFile>,
 }
 
@@ -471,7 +506,7 @@ impl StagedBatch {
             asset_inventory,
             entitlements,
             ciem_findings,
-            segments: _,
+            segments,
             keys: mut event_keys,
         } = batch;
         let events = events.into_partitions();
@@ -534,6 +569,7 @@ impl StagedBatch {
             Ok(()) => Ok(WrittenBatch {
                 id,
                 files,
+                segments,
                 key_files,
             }),
             Err(error) => Err(FailedBatch {

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod columns;
+pub mod iceberg;
 pub mod journal;
 pub mod keys;
 pub mod lake;
@@ -59,6 +60,8 @@ pub enum SinkError {
         line: usize,
         reason: String,
     },
+    #[error("Iceberg: {0}")]
+    Iceberg(String),
 }
 
 impl SinkError {
@@ -124,6 +127,13 @@ pub struct LakeConfig {
     /// Rows per Parquet row group.
     #[serde(default = "default_row_group")]
     pub row_group_rows: usize,
+    /// `hive` (the default): Hive-partitioned Parquet files; `iceberg`: the same files as
+    /// Apache Iceberg tables in a catalog (`[sink.iceberg]`, docs/iceberg.md).
+    #[serde(default)]
+    pub format: LakeFormat,
+    /// The Iceberg catalog and namespace (with `format = "iceberg"`).
+    #[serde(default)]
+    pub iceberg: Option<iceberg::IcebergConfig>,
     /// Publish the lake to S3 instead; `path` then holds the journal and staged files.
     #[serde(default)]
     pub s3: Option<S3LakeConfig>,
@@ -132,6 +142,28 @@ pub struct LakeConfig {
     /// `"${HOSTNAME}"`. Unset: the only process writing the lake.
     #[serde(default)]
     pub instance: Option<String>,
+}
+
+/// How the lake's files are organised for readers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LakeFormat {
+    /// Hive-partitioned Parquet (`<dataset>/provider=…/account=…/date=…/`).
+    #[default]
+    Hive,
+    /// Apache Iceberg tables over those files.
+    Iceberg,
+}
+
+impl std::str::FromStr for LakeFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hive" => Ok(LakeFormat::Hive),
+            "iceberg" => Ok(LakeFormat::Iceberg),
+            other => Err(format!("unknown lake format {other:?}: use hive or iceberg")),
+        }
+    }
 }
 
 fn default_lake() -> PathBuf {
@@ -150,6 +182,8 @@ impl Default for LakeConfig {
             path: default_lake(),
             zstd_level: default_zstd(),
             row_group_rows: default_row_group(),
+            format: LakeFormat::Hive,
+            iceberg: None,
             s3: None,
             instance: None,
         }
@@ -161,6 +195,7 @@ impl LakeConfig {
         ParquetOptions {
             zstd_level: self.zstd_level,
             row_group_rows: self.row_group_rows,
+            timestamps_us: self.format == LakeFormat::Iceberg,
         }
     }
 }

@@ -9,7 +9,7 @@ use arrow::array::{
     ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use arrow::datatypes::Schema;
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -21,7 +21,7 @@ use crate::assets::{AssetChange, InventoryItem};
 use crate::ciem::rows::{EntitlementRow, Finding};
 use crate::event::DeadLetter;
 use crate::schema::{
-    TableSpec, asset_changes_arrow_schema, asset_inventory_arrow_schema, ciem_arrow_schema,
+    TableSpec, asset_changes_arrow_schema, asset_inventory_arrow_schema,
     ciem_findings_arrow_schema, dead_letter_arrow_schema, entitlements_arrow_schema,
 };
 
@@ -30,6 +30,9 @@ use crate::schema::{
 pub struct ParquetOptions {
     pub zstd_level: i32,
     pub row_group_rows: usize,
+    /// Timestamps in microseconds instead of milliseconds (the Iceberg format: its only
+    /// precision).
+    pub timestamps_us: bool,
 }
 
 impl Default for ParquetOptions {
@@ -38,6 +41,7 @@ impl Default for ParquetOptions {
             // Level 1: on the bench corpus 3 gave a 0.9 % smaller lake for 9 % more CPU.
             zstd_level: 1,
             row_group_rows: 128 * 1024,
+            timestamps_us: false,
         }
     }
 }
@@ -342,19 +346,13 @@ pub fn write_ciem_file(
     rows: CiemColumns,
     options: ParquetOptions,
 ) -> Result<u64, SinkError> {
-    let file = File::create(path).map_err(|e| SinkError::io("create", path, e))?;
-    let mut writer = ArrowWriter::try_new(
-        file,
-        ciem_arrow_schema(),
-        Some(properties(options, crate::schema::ciem(), true)?),
+    write_batch(
+        path,
+        rows.into_record_batch()?,
+        crate::schema::ciem(),
+        true,
+        options,
     )
-    .map_err(|e| SinkError::parquet(path, e))?;
-    let batch = rows.into_record_batch()?;
-    writer
-        .write(&batch)
-        .map_err(|e| SinkError::parquet(path, e))?;
-    drop(batch);
-    finish(writer, path)
 }
 
 /// Writes rows of a dataset (sorted by time already, if the dataset is) to `path` and fsyncs
@@ -364,17 +362,75 @@ pub fn write_rows_file<T: Rows>(
     rows: &[&T],
     options: ParquetOptions,
 ) -> Result<u64, SinkError> {
+    write_batch(
+        path,
+        record_batch(rows)?,
+        T::table(),
+        T::SORTED_BY_TIME,
+        options,
+    )
+}
+
+fn write_batch(
+    path: &Path,
+    batch: RecordBatch,
+    table: &TableSpec,
+    sorted_by_time: bool,
+    options: ParquetOptions,
+) -> Result<u64, SinkError> {
+    let batch = if options.timestamps_us {
+        to_micros(batch)?
+    } else {
+        batch
+    };
     let file = File::create(path).map_err(|e| SinkError::io("create", path, e))?;
     let mut writer = ArrowWriter::try_new(
         file,
-        T::arrow_schema(),
-        Some(properties(options, T::table(), T::SORTED_BY_TIME)?),
+        batch.schema(),
+        Some(properties(options, table, sorted_by_time)?),
     )
     .map_err(|e| SinkError::parquet(path, e))?;
     writer
-        .write(&record_batch(rows)?)
+        .write(&batch)
         .map_err(|e| SinkError::parquet(path, e))?;
+    drop(batch);
     finish(writer, path)
+}
+
+/// `schema` with its millisecond timestamps as microseconds (Iceberg's only precision),
+/// metadata and field ids kept.
+pub fn micros_schema(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(TimeUnit::Millisecond, tz) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+/// The batch with its millisecond timestamp columns cast to microseconds.
+fn to_micros(batch: RecordBatch) -> Result<RecordBatch, SinkError> {
+    let schema = Arc::new(micros_schema(&batch.schema()));
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                arrow::compute::cast(c, f.data_type())
+                    .map_err(|e| SinkError::Schema(format!("{}: {e}", f.name())))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns).map_err(|e| SinkError::Schema(e.to_string()))
 }
 
 fn finish(writer: ArrowWriter<File>, path: &Path) -> Result<u64, SinkError> {

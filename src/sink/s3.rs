@@ -43,6 +43,24 @@ fn default_part_mib() -> usize {
 
 /// Opens the lake a pipeline's `[sink]` describes: local, or published to S3.
 pub fn open_lake(cfg: &LakeConfig) -> Result<LocalLake, SinkError> {
+    if cfg.format == super::LakeFormat::Iceberg {
+        if cfg.s3.is_some() {
+            return Err(SinkError::Config(
+                "format = \"iceberg\" writes to the local lake only in this version; remove [sink.s3]"
+                    .to_string(),
+            ));
+        }
+        let tables = super::iceberg::IcebergTables::open(
+            &cfg.path,
+            &cfg.iceberg.clone().unwrap_or_default(),
+        )?;
+        return LocalLake::open_instance(
+            &cfg.path,
+            cfg.parquet(),
+            cfg.instance.as_deref(),
+            Some(Box::new(tables)),
+        );
+    }
     match &cfg.s3 {
         None => LocalLake::open_instance(&cfg.path, cfg.parquet(), cfg.instance.as_deref(), None),
         Some(s3) => {
