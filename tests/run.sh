@@ -6,13 +6,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${AUDITLAKE_VENV:-.venv}"
-if ! "$venv/bin/python" -c 'import duckdb, moto, yaml' 2>/dev/null; then
-    echo "== installing test tools into $venv (duckdb, moto[server])"
+if ! "$venv/bin/python" -c 'import duckdb, moto, yaml, pyiceberg' 2>/dev/null; then
+    echo "== installing test tools into $venv (duckdb, moto[server], pyiceberg)"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb 'moto[server]' pyyaml
+    "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb 'moto[server]' pyyaml \
+        'pyiceberg[sql-sqlite,pyarrow]==0.12.*'
 fi
 export AUDITLAKE_PYTHON="$PWD/$venv/bin/python"
 export AUDITLAKE_MOTO_SERVER="$PWD/$venv/bin/moto_server"
+
+# DuckDB's iceberg extension ships on PyPI only for DuckDB 1.5.5: a venv of its own.
+venv15="${AUDITLAKE_VENV_DUCKDB15:-.venv-duckdb15}"
+if ! "$venv15/bin/python" -c 'import duckdb, duckdb_extension_iceberg, duckdb_extension_avro, pytz' 2>/dev/null; then
+    echo "== installing DuckDB 1.5.5 with its iceberg extension into $venv15"
+    python3 -m venv "$venv15"
+    "$venv15/bin/pip" install --quiet --disable-pip-version-check duckdb==1.5.5 \
+        duckdb-extension-iceberg==1.5.5 duckdb-extension-avro==1.5.5 pytz
+fi
+export AUDITLAKE_PYTHON_DUCKDB15="$PWD/$venv15/bin/python"
 
 # librdkafka is built with TLS (SASL_SSL, SCRAM): it needs OpenSSL's headers.
 if ! pkg-config --exists openssl 2>/dev/null; then

@@ -549,6 +549,39 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_the_catalog_committed_is_rolled_forward_not_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("x")).expect("mkdir");
+        {
+            let mut j = Journal::open(root).expect("open");
+            for b in ["b1", "b2"] {
+                let rel = format!("x/part-{b}.parquet");
+                std::fs::write(root.join(&rel), b"rows").expect("write");
+                j.prepare(b, vec![rel], seg(b, 0, 5, true))
+                    .expect("prepare");
+            }
+            // crash after the catalog's commit of b1, before that of b2
+        }
+        let committed: BTreeSet<String> = ["b1".to_string()].into();
+        let j = Journal::open_instance(root, None, &mut |_| Ok(()), &committed).expect("reopen");
+        assert!(
+            j.unit("b1").is_some_and(|u| u.complete),
+            "b1 is in the lake"
+        );
+        assert!(root.join("x/part-b1.parquet").exists(), "its file is kept");
+        assert!(j.unit("b2").is_none());
+        assert!(
+            !root.join("x/part-b2.parquet").exists(),
+            "b2's file is removed"
+        );
+        drop(j);
+        // Recorded: a plain reopen knows b1 too.
+        let j = Journal::open(root).expect("reopen");
+        assert!(j.unit("b1").is_some());
+    }
+
+    #[test]
     fn committed_segments_survive_reopen_and_unfinished_batches_are_undone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
@@ -621,13 +654,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         let noop = &mut |_: &str| Ok(());
-        let mut a = Journal::open_instance(root, Some("a"), noop).expect("open a");
-        let busy = Journal::open_instance(root, Some("a"), noop)
+        let mut a =
+            Journal::open_instance(root, Some("a"), noop, &BTreeSet::new()).expect("open a");
+        let busy = Journal::open_instance(root, Some("a"), noop, &BTreeSet::new())
             .err()
             .expect("a second process cannot use instance a");
         assert!(matches!(busy, SinkError::InstanceBusy { .. }), "{busy}");
-        assert!(Journal::open_instance(root, Some("../x"), noop).is_err());
-        let mut b = Journal::open_instance(root, Some("b"), noop).expect("open b");
+        assert!(Journal::open_instance(root, Some("../x"), noop, &BTreeSet::new()).is_err());
+        let mut b =
+            Journal::open_instance(root, Some("b"), noop, &BTreeSet::new()).expect("open b");
 
         // a commits an object and part of a partition; b sees both when it begins them.
         a.prepare("a1", vec![], seg("s3:obj", 0, 4, true))
@@ -662,7 +697,7 @@ mod tests {
         )
         .expect("prepare");
         drop(b);
-        let b = Journal::open_instance(root, Some("b"), noop).expect("reopen b");
+        let b = Journal::open_instance(root, Some("b"), noop, &BTreeSet::new()).expect("reopen b");
         assert!(!root.join("x/part-b-1.parquet").exists());
         assert!(root.join("x/part-a-1.parquet").exists());
         assert!(b.unit("kafka:t/0").is_some_and(|u| u.contains(25)));
@@ -674,7 +709,8 @@ mod tests {
             .prepare("l1", vec![], seg("old", 0, 1, true))
             .expect("prepare");
         legacy.commit("l1").expect("commit");
-        let mut a = Journal::open_instance(root, Some("a"), noop).expect("reopen a");
+        let mut a =
+            Journal::open_instance(root, Some("a"), noop, &BTreeSet::new()).expect("reopen a");
         assert!(a.unit_shared("old").is_some_and(|u| u.complete));
     }
 }

@@ -161,7 +161,9 @@ impl std::str::FromStr for LakeFormat {
         match s {
             "hive" => Ok(LakeFormat::Hive),
             "iceberg" => Ok(LakeFormat::Iceberg),
-            other => Err(format!("unknown lake format {other:?}: use hive or iceberg")),
+            other => Err(format!(
+                "unknown lake format {other:?}: use hive or iceberg"
+            )),
         }
     }
 }

@@ -1,0 +1,161 @@
+//! The lake as Iceberg tables, read by readers that are not ours: `replay --format iceberg`
+//! registers the files in a SQLite catalog in the lake; pyiceberg (its SQL catalog) and
+//! DuckDB's iceberg extension read every table, and counts and values equal the Hive layout's
+//! for the same input; replaying again adds nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+const TABLES: [&str; 6] = [
+    "ciem_events",
+    "dead_letters",
+    "asset_changes",
+    "asset_inventory",
+    "entitlements",
+    "ciem_findings",
+];
+
+fn replay(lake: &Path, format: &str) -> String {
+    let out = auditlake(&[
+        "replay",
+        fixtures().join("samples").to_str().expect("path"),
+        fixtures().join("asset-changes").to_str().expect("path"),
+        "--out",
+        lake.to_str().expect("path"),
+        "--format",
+        format,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs a pyiceberg script with `cat` the lake's catalog; the script prints JSON.
+fn pyiceberg(lake: &Path, script: &str) -> Value {
+    let prelude = format!(
+        "import json\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
+         cat = SqlCatalog('auditlake', uri='sqlite:///{lake}/_auditlake/iceberg/catalog.db', warehouse='file://{lake}/iceberg')\n",
+        lake = lake.display()
+    );
+    let out = Command::new(python())
+        .args(["-c", &format!("{prelude}{script}")])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "pyiceberg failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("pyiceberg printed JSON")
+}
+
+fn python_duckdb15() -> PathBuf {
+    let path = std::env::var_os("AUDITLAKE_PYTHON_DUCKDB15")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-duckdb15/bin/python"));
+    assert!(
+        path.exists(),
+        "DuckDB 1.5.5 with its iceberg extension not found at {}: run `bash tests/run.sh` (it creates .venv-duckdb15) or set AUDITLAKE_PYTHON_DUCKDB15",
+        path.display()
+    );
+    path
+}
+
+/// Counts per table and the events' ids and times, as pyiceberg reads them.
+fn read_with_pyiceberg(lake: &Path) -> Value {
+    pyiceberg(
+        lake,
+        r#"
+out = {}
+for name in ['ciem_events', 'dead_letters', 'asset_changes', 'asset_inventory', 'entitlements', 'ciem_findings']:
+    out[name] = cat.load_table('auditlake.' + name).scan().to_arrow().num_rows
+events = cat.load_table('auditlake.ciem_events').scan(selected_fields=('metadata_uid', 'time', 'action', 'cloud_account_uid')).to_arrow().to_pylist()
+out['events'] = sorted([e['metadata_uid'], e['time'].strftime('%Y-%m-%dT%H:%M:%S.%fZ'), e['action'], e['cloud_account_uid']] for e in events)
+out['snapshots'] = len(cat.load_table('auditlake.ciem_events').snapshots())
+print(json.dumps(out))
+"#,
+    )
+}
+
+#[test]
+fn iceberg_tables_hold_what_the_hive_layout_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hive = dir.path().join("hive");
+    let ice = dir.path().join("iceberg-lake");
+    replay(&hive, "hive");
+    replay(&ice, "iceberg");
+
+    let got = read_with_pyiceberg(&ice);
+    for name in TABLES {
+        let files = dataset(&hive, name);
+        let want = if std::fs::read_dir(hive.join(name)).is_ok() {
+            scalar(&format!("SELECT count(*) FROM {files}"))
+        } else {
+            json!(0)
+        };
+        assert_eq!(got[name], want, "rows of {name}");
+    }
+    assert!(got["ciem_events"].as_i64().unwrap_or(0) > 10, "{got}");
+    let hive_events: Vec<Value> = duckdb(&format!(
+        "SELECT metadata_uid, strftime(time, '%Y-%m-%dT%H:%M:%S.%fZ'), action, cloud_account_uid FROM {} ORDER BY ALL",
+        dataset(&hive, "ciem_events")
+    ))
+    .into_iter()
+    .map(Value::from)
+    .collect();
+    assert_eq!(
+        got["events"],
+        Value::from(hive_events),
+        "event ids and times"
+    );
+
+    // DuckDB's iceberg extension reads the table from its metadata too.
+    let meta = pyiceberg(
+        &ice,
+        "print(json.dumps(cat.load_table('auditlake.ciem_events').metadata_location.removeprefix('file://')))",
+    );
+    let script = r#"
+import duckdb, glob, json, sys, os
+con = duckdb.connect()
+site = os.path.dirname(os.path.dirname(duckdb.__file__))
+for name in ['avro', 'iceberg']:
+    con.execute("LOAD '%s'" % glob.glob(f'{site}/duckdb_extension_{name}/extensions/*/{name}.duckdb_extension')[0])
+rows = con.execute("SELECT cloud_provider, count(*), count(DISTINCT metadata_uid) FROM iceberg_scan(?) GROUP BY ALL ORDER BY 1", [sys.argv[1]]).fetchall()
+print(json.dumps(rows))
+"#;
+    let out = Command::new(python_duckdb15())
+        .args(["-c", script, meta.as_str().expect("metadata path")])
+        .output()
+        .expect("run duckdb 1.5.5");
+    assert!(
+        out.status.success(),
+        "DuckDB iceberg_scan failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_provider: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let want: Vec<Value> = duckdb(&format!(
+        "SELECT cloud_provider, count(*), count(DISTINCT metadata_uid) FROM {} GROUP BY ALL ORDER BY 1",
+        dataset(&hive, "ciem_events")
+    ))
+    .into_iter()
+    .map(Value::from)
+    .collect();
+    assert_eq!(by_provider, Value::from(want));
+
+    // Replaying the same input again: every file is already in the lake, no new snapshot.
+    let before = got["snapshots"].clone();
+    let again = replay(&ice, "iceberg");
+    assert!(again.contains(", 0 events written"), "{again}");
+    let after = read_with_pyiceberg(&ice);
+    assert_eq!(after["ciem_events"], got["ciem_events"]);
+    assert_eq!(after["snapshots"], before);
+}
