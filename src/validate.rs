@@ -234,6 +234,7 @@ pub fn pipeline_problems(
     {
         problems.push(e.to_string());
     }
+    problems.extend(cfg.sink.problems());
     if cfg.sink.path.is_file() {
         problems.push(format!(
             "[sink] path {} is a file, not a directory: point it at a directory (it is created when missing)",

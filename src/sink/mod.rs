@@ -193,6 +193,23 @@ impl Default for LakeConfig {
 }
 
 impl LakeConfig {
+    /// What in the `[sink]` combination cannot run (checked by `validate` and at start).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.format {
+            LakeFormat::Iceberg if self.s3.is_some() => out.push(
+                "[sink] format = \"iceberg\" writes the tables' files to the local lake in this version: remove [sink.s3] (docs/iceberg.md)"
+                    .to_string(),
+            ),
+            LakeFormat::Hive if self.iceberg.is_some() => out.push(
+                "[sink.iceberg] is set but [sink] format is \"hive\": add format = \"iceberg\" to [sink], or remove [sink.iceberg]"
+                    .to_string(),
+            ),
+            _ => {}
+        }
+        out
+    }
+
     pub fn parquet(&self) -> ParquetOptions {
         ParquetOptions {
             zstd_level: self.zstd_level,

@@ -43,13 +43,10 @@ fn default_part_mib() -> usize {
 
 /// Opens the lake a pipeline's `[sink]` describes: local, or published to S3.
 pub fn open_lake(cfg: &LakeConfig) -> Result<LocalLake, SinkError> {
+    if let Some(problem) = cfg.problems().into_iter().next() {
+        return Err(SinkError::Config(problem));
+    }
     if cfg.format == super::LakeFormat::Iceberg {
-        if cfg.s3.is_some() {
-            return Err(SinkError::Config(
-                "format = \"iceberg\" writes to the local lake only in this version; remove [sink.s3]"
-                    .to_string(),
-            ));
-        }
         let tables = super::iceberg::IcebergTables::open(
             &cfg.path,
             &cfg.iceberg.clone().unwrap_or_default(),
