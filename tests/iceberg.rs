@@ -90,7 +90,7 @@ print(json.dumps(out))
 fn iceberg_tables_hold_what_the_hive_layout_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hive = dir.path().join("hive");
-    let ice = dir.path().join("iceberg-lake");
+    let ice = dir.path().join("lake");
     replay(&hive, "hive");
     replay(&ice, "iceberg");
 
@@ -150,6 +150,27 @@ print(json.dumps(rows))
     .map(Value::from)
     .collect();
     assert_eq!(by_provider, Value::from(want));
+
+    // The page's pyiceberg example, run where the lake is, as a reader runs it.
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/iceberg.md"))
+            .expect("docs/iceberg.md");
+    let example = page
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```python block in docs/iceberg.md");
+    let out = Command::new(python())
+        .args(["-c", example])
+        .current_dir(dir.path())
+        .output()
+        .expect("run python");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.contains("secretsmanager:GetSecretValue"),
+        "docs/iceberg.md's example printed:\n{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Replaying the same input again: every file is already in the lake, no new snapshot.
     let before = got["snapshots"].clone();
