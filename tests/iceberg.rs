@@ -180,3 +180,93 @@ print(json.dumps(rows))
     assert_eq!(after["ciem_events"], got["ciem_events"]);
     assert_eq!(after["snapshots"], before);
 }
+
+/// Two writers with separate state directories commit to one catalog's tables at once: every
+/// batch of both lands once, conflicting commits are retried.
+#[test]
+fn two_writers_commit_to_one_catalog_at_once() {
+    use common::moto::Daemon;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    let (files, per_file) = (12, 40);
+    let mut daemons = Vec::new();
+    for w in ["a", "b"] {
+        let inbox = dir.path().join(format!("inbox-{w}"));
+        std::fs::create_dir_all(&inbox).expect("mkdir");
+        for f in 0..files {
+            let ids: Vec<String> = (0..per_file).map(|i| format!("{w}-{f}-{i}")).collect();
+            std::fs::write(
+                inbox.join(format!("f{f:02}.json.gz")),
+                cloudtrail_file_at(&ids, &iso_ago(3600)),
+            )
+            .expect("write input");
+        }
+        let config = dir.path().join(format!("{w}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"name = "writer-{w}"
+[source]
+type = "files"
+path = "{inbox}"
+poll_interval_secs = 1
+[sink]
+path = "{lake}"
+format = "iceberg"
+[sink.iceberg]
+catalog_uri = "sqlite://{shared}/catalog.db?mode=rwc"
+warehouse = "{shared}/warehouse"
+[flush]
+max_rows = {per_file}
+max_age_secs = 1
+"#,
+                inbox = inbox.display(),
+                lake = dir.path().join(format!("lake-{w}")).display(),
+                shared = shared.display(),
+            ),
+        )
+        .expect("write config");
+        daemons.push(Daemon::start(&config, &dir.path().join(format!("{w}.log"))));
+    }
+    let count = || {
+        let out = Command::new(python())
+            .args([
+                "-c",
+                &format!(
+                    "import json\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
+                     cat = SqlCatalog('auditlake', uri='sqlite:///{s}/catalog.db', warehouse='file://{s}/warehouse')\n\
+                     t = cat.load_table('auditlake.ciem_events').scan(selected_fields=('metadata_uid',)).to_arrow()\n\
+                     ids = t.column('metadata_uid').to_pylist()\n\
+                     print(json.dumps([len(ids), len(set(ids)), len(cat.load_table('auditlake.ciem_events').snapshots())]))",
+                    s = shared.display()
+                ),
+            ])
+            .output()
+            .expect("python");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+    };
+    let want = 2 * files * per_file;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut seen = Value::Null;
+    while std::time::Instant::now() < deadline {
+        seen = count();
+        if seen[0] == json!(want) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let logs: Vec<String> = daemons.into_iter().map(|d| d.terminate()).collect();
+    assert_eq!(
+        seen[0],
+        json!(want),
+        "rows; logs:\n{}",
+        logs.join("\n---\n")
+    );
+    assert_eq!(seen[1], json!(want), "distinct event ids");
+    // Both wrote many batches into the one table (one snapshot per batch).
+    assert!(
+        seen[2].as_u64().unwrap_or(0) >= 2 * files as u64,
+        "snapshots: {seen}"
+    );
+}
