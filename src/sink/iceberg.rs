@@ -306,7 +306,8 @@ impl IcebergTables {
 
     /// Appends a batch's files (paths relative to the lake root, each under its dataset's
     /// directory) to their tables, one commit per table, each recording the batch and its
-    /// input in the snapshot summary.
+    /// input in the snapshot summary. A table whose snapshots already hold the batch is
+    /// skipped, so calling this again after a failure finishes the batch.
     pub fn append(
         &mut self,
         batch: &str,
@@ -328,6 +329,11 @@ impl IcebergTables {
                 .tables
                 .get(dataset)
                 .ok_or_else(|| SinkError::Schema(format!("no Iceberg table for {dataset}")))?;
+            // Finishing a batch a crash interrupted: the tables it already reached are skipped
+            // (an append is not atomic across tables).
+            if holds(table, batch) {
+                continue;
+            }
             let spec_id = table.metadata().default_partition_spec_id();
             let data_files = files
                 .iter()
@@ -382,11 +388,7 @@ impl IcebergTables {
         .map_err(|e| iceberg_error("read the Iceberg tables", e))?;
         let mut batches = BTreeSet::new();
         for t in loaded.values() {
-            for s in t.metadata().snapshots() {
-                if let Some(b) = s.summary().additional_properties.get(BATCH_PROPERTY) {
-                    batches.insert(b.clone());
-                }
-            }
+            batches.extend(batches_of(t).map(str::to_string));
         }
         self.tables = loaded;
         Ok(batches)
@@ -421,6 +423,19 @@ impl super::lake::Remote for IcebergTables {
     fn local_is_staging(&self) -> bool {
         false
     }
+}
+
+/// The batch ids a table's snapshots record.
+fn batches_of(table: &Table) -> impl Iterator<Item = &str> {
+    table
+        .metadata()
+        .snapshots()
+        .filter_map(|s| s.summary().additional_properties.get(BATCH_PROPERTY))
+        .map(String::as_str)
+}
+
+fn holds(table: &Table, batch: &str) -> bool {
+    batches_of(table).any(|b| b == batch)
 }
 
 fn creation(spec: &TableSpec) -> Result<TableCreation, SinkError> {
@@ -481,6 +496,204 @@ mod tests {
             assert_eq!(partition.fields().len(), spec.partitioning.len());
             sort_order(spec, &schema).expect("sort order");
         }
+    }
+
+    /// A remote that commits a batch to its first table only, then fails: a crash between the
+    /// appends of one batch.
+    struct FirstTableOnly(IcebergTables);
+
+    impl super::super::lake::Remote for FirstTableOnly {
+        fn put(&mut self, _: &str, _: &Path) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn delete(&mut self, _: &str) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn commit(
+            &mut self,
+            batch: &str,
+            files: &[CommittedFile],
+            segments: &[Segment],
+        ) -> Result<(), SinkError> {
+            let first = files[0]
+                .path
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let only: Vec<CommittedFile> = files
+                .iter()
+                .filter(|f| f.path.starts_with(&first))
+                .cloned()
+                .collect();
+            self.0.append(batch, &only, segments)?;
+            Err(SinkError::Iceberg("the process died here".into()))
+        }
+        fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
+            self.0.committed()
+        }
+        fn local_is_staging(&self) -> bool {
+            false
+        }
+    }
+
+    fn tables_rows(tables: &mut IcebergTables) -> BTreeMap<String, Vec<(String, u64)>> {
+        tables.committed().expect("load");
+        tables
+            .tables
+            .iter()
+            .map(|(name, t)| {
+                let rows = t
+                    .metadata()
+                    .snapshots()
+                    .map(|s| {
+                        (
+                            s.summary()
+                                .additional_properties
+                                .get(BATCH_PROPERTY)
+                                .cloned()
+                                .unwrap_or_default(),
+                            s.summary()
+                                .additional_properties
+                                .get("added-records")
+                                .and_then(|n| n.parse().ok())
+                                .unwrap_or(0),
+                        )
+                    })
+                    .collect();
+                (name.clone(), rows)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_committed_to_some_tables_is_finished_on_reopen_not_removed() {
+        use crate::assets::{AssetChange, ChangeOrigin, ChangeType};
+        use crate::event::{DeadLetter, Origin, Provider};
+        use crate::sink::lake::{LocalLake, PendingBatch};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let cfg = IcebergConfig::default();
+        let options = crate::sink::parquet::ParquetOptions {
+            timestamps_us: true,
+            ..Default::default()
+        };
+        let origin = Origin {
+            source: "in.json".into(),
+            partition: None,
+            position: 0,
+        };
+        let batch = PendingBatch {
+            dead_letters: vec![DeadLetter::new(
+                "p".into(),
+                origin,
+                "bad",
+                b"{",
+                100,
+                1_700_000_000_000,
+            )],
+            asset_changes: vec![AssetChange {
+                time_ms: 1_700_000_000_000,
+                cloud_provider: Provider::Aws,
+                cloud_account_uid: Some("123456789012".into()),
+                cloud_region: None,
+                resource_type: "bucket".into(),
+                native_type: None,
+                resource_uid: "b1".into(),
+                resource_name: None,
+                change_type: ChangeType::Created,
+                origin: ChangeOrigin::Audit,
+                action: None,
+                related_type: None,
+                related_uid: None,
+                actor_user_uid: None,
+                actor_user_name: None,
+                actor_credential_uid: None,
+                source_event_id: None,
+                sync_run_id: None,
+                before_state: None,
+                after_state: None,
+                tags: None,
+                ingest_time_ms: 1_700_000_000_000,
+            }],
+            segments: vec![Segment {
+                unit: "file:in".into(),
+                from: 0,
+                to: 2,
+                complete: true,
+            }],
+            ..PendingBatch::default()
+        };
+        {
+            let remote = FirstTableOnly(IcebergTables::open(root, &cfg).expect("tables"));
+            let mut lake = LocalLake::open_instance(root, options, None, Some(Box::new(remote)))
+                .expect("lake");
+            let err = lake.commit(batch).expect_err("the commit dies half-way");
+            assert!(err.to_string().contains("the process died here"), "{err}");
+            // crash
+        }
+        let mut tables = IcebergTables::open(root, &cfg).expect("tables");
+        let before = tables_rows(&mut tables);
+        let started: Vec<_> = before
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        assert_eq!(
+            started,
+            ["dead_letters"],
+            "one table committed before the crash: {before:?}"
+        );
+        drop(tables);
+
+        let lake = LocalLake::open_instance(
+            root,
+            options,
+            None,
+            Some(Box::new(IcebergTables::open(root, &cfg).expect("tables"))),
+        )
+        .expect("reopen");
+        assert!(
+            lake.unit("file:in").is_some_and(|u| u.complete),
+            "the batch is recorded"
+        );
+        drop(lake);
+        let mut tables = IcebergTables::open(root, &cfg).expect("tables");
+        let after = tables_rows(&mut tables);
+        for name in ["asset_changes", "dead_letters"] {
+            assert_eq!(
+                after[name].len(),
+                1,
+                "{name}: one append of the batch: {after:?}"
+            );
+            assert_eq!(after[name][0].1, 1, "{name}: its one row");
+            assert_eq!(
+                after[name][0].0, after["asset_changes"][0].0,
+                "the same batch"
+            );
+        }
+        // The files the tables reference are there.
+        for dir in ["asset_changes", "dead_letters"] {
+            let n = walk(&root.join(dir));
+            assert_eq!(n, 1, "{dir}: one Parquet file");
+        }
+    }
+
+    fn walk(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        let p = e.path();
+                        if p.is_dir() {
+                            walk(&p)
+                        } else {
+                            usize::from(p.extension().is_some_and(|x| x == "parquet"))
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     #[test]

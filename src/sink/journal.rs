@@ -19,7 +19,7 @@
 //! moved is not written twice. The single-process journal (`journal.jsonl`) is read as one of
 //! them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -168,23 +168,40 @@ fn replay(
     }
 }
 
+/// What opening a journal does with a batch a crash left prepared, beside the local files.
+pub trait Recovery {
+    /// Whether the batch reached its commit point elsewhere (a catalog), in part or whole; if
+    /// so, this finishes it there and it is recorded as committed, its files kept.
+    fn roll_forward(
+        &mut self,
+        batch: &str,
+        files: &[String],
+        segments: &[Segment],
+    ) -> Result<bool, SinkError>;
+    /// Removes a published copy of `rel` (relative to the lake) of an unfinished batch, before
+    /// the batch is marked aborted.
+    fn remove(&mut self, rel: &str) -> Result<(), SinkError>;
+}
+
+/// A lake with nothing beside its directory.
+pub struct LocalOnly;
+
+impl Recovery for LocalOnly {
+    fn roll_forward(&mut self, _: &str, _: &[String], _: &[Segment]) -> Result<bool, SinkError> {
+        Ok(false)
+    }
+    fn remove(&mut self, _: &str) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
 /// Journals longer than this are rewritten as one line per unit when opened.
 const COMPACT_AFTER_LINES: usize = 20_000;
 
 impl Journal {
     /// Opens (or creates) the journal of the lake at `root`, recovering from a crash.
     pub fn open(root: &Path) -> Result<Self, SinkError> {
-        Self::open_with(root, &mut |_| Ok(()))
-    }
-
-    /// Like [`Journal::open`]; `remove_remote` is also called with the path (relative to the
-    /// lake) of every file of an unfinished batch, before the batch is marked aborted, so a copy
-    /// published elsewhere (an S3 output) is removed too.
-    pub fn open_with(
-        root: &Path,
-        remove_remote: &mut dyn FnMut(&str) -> Result<(), SinkError>,
-    ) -> Result<Self, SinkError> {
-        Self::open_instance(root, None, remove_remote, &BTreeSet::new())
+        Self::open_instance(root, None, &mut LocalOnly)
     }
 
     /// Like [`Journal::open_with`], for the instance `instance` of a lake shared by several
@@ -193,8 +210,7 @@ impl Journal {
     pub fn open_instance(
         root: &Path,
         instance: Option<&str>,
-        remove_remote: &mut dyn FnMut(&str) -> Result<(), SinkError>,
-        committed_elsewhere: &BTreeSet<String>,
+        recovery: &mut dyn Recovery,
     ) -> Result<Self, SinkError> {
         let dir = root.join("_auditlake");
         std::fs::create_dir_all(&dir).map_err(|e| SinkError::io("create directory", &dir, e))?;
@@ -288,16 +304,17 @@ impl Journal {
             journal.append_raw(b"\n")?;
         }
         for (batch, (files, segments)) in prepared {
-            // Committed where the commit point is (an Iceberg catalog) before the crash: the
-            // batch is in the lake, so it is rolled forward, not removed.
-            if committed_elsewhere.contains(&batch) {
-                tracing::info!(batch = %batch, "batch committed to the catalog before a restart: recorded");
+            // Committed, in part or whole, where the commit point is (an Iceberg catalog)
+            // before the crash: the batch is in the lake, so it is finished and recorded, not
+            // removed.
+            if recovery.roll_forward(&batch, &files, &segments)? {
+                tracing::info!(batch = %batch, "batch committed to the catalog before a restart: finished and recorded");
                 journal.append(&Entry::Commit { batch })?;
                 apply(&mut journal.units, &segments);
                 continue;
             }
             for rel in files {
-                remove_remote(&rel)?;
+                recovery.remove(&rel)?;
                 let final_path = root.join(&rel);
                 let tmp = tmp_path(&final_path);
                 for p in [final_path, tmp] {
@@ -563,8 +580,29 @@ mod tests {
             }
             // crash after the catalog's commit of b1, before that of b2
         }
-        let committed: BTreeSet<String> = ["b1".to_string()].into();
-        let j = Journal::open_instance(root, None, &mut |_| Ok(()), &committed).expect("reopen");
+        struct Catalog(Vec<String>);
+        impl Recovery for Catalog {
+            fn roll_forward(
+                &mut self,
+                b: &str,
+                _: &[String],
+                _: &[Segment],
+            ) -> Result<bool, SinkError> {
+                self.0.push(b.to_string());
+                Ok(b == "b1")
+            }
+            fn remove(&mut self, _: &str) -> Result<(), SinkError> {
+                Ok(())
+            }
+        }
+        let mut catalog = Catalog(Vec::new());
+        let j = Journal::open_instance(root, None, &mut catalog).expect("reopen");
+        catalog.0.sort();
+        assert_eq!(
+            catalog.0,
+            ["b1", "b2"],
+            "every prepared batch is asked about"
+        );
         assert!(
             j.unit("b1").is_some_and(|u| u.complete),
             "b1 is in the lake"
@@ -653,16 +691,13 @@ mod tests {
     fn instances_share_a_lake_each_with_its_own_locked_journal() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
-        let noop = &mut |_: &str| Ok(());
-        let mut a =
-            Journal::open_instance(root, Some("a"), noop, &BTreeSet::new()).expect("open a");
-        let busy = Journal::open_instance(root, Some("a"), noop, &BTreeSet::new())
+        let mut a = Journal::open_instance(root, Some("a"), &mut LocalOnly).expect("open a");
+        let busy = Journal::open_instance(root, Some("a"), &mut LocalOnly)
             .err()
             .expect("a second process cannot use instance a");
         assert!(matches!(busy, SinkError::InstanceBusy { .. }), "{busy}");
-        assert!(Journal::open_instance(root, Some("../x"), noop, &BTreeSet::new()).is_err());
-        let mut b =
-            Journal::open_instance(root, Some("b"), noop, &BTreeSet::new()).expect("open b");
+        assert!(Journal::open_instance(root, Some("../x"), &mut LocalOnly).is_err());
+        let mut b = Journal::open_instance(root, Some("b"), &mut LocalOnly).expect("open b");
 
         // a commits an object and part of a partition; b sees both when it begins them.
         a.prepare("a1", vec![], seg("s3:obj", 0, 4, true))
@@ -697,7 +732,7 @@ mod tests {
         )
         .expect("prepare");
         drop(b);
-        let b = Journal::open_instance(root, Some("b"), noop, &BTreeSet::new()).expect("reopen b");
+        let b = Journal::open_instance(root, Some("b"), &mut LocalOnly).expect("reopen b");
         assert!(!root.join("x/part-b-1.parquet").exists());
         assert!(root.join("x/part-a-1.parquet").exists());
         assert!(b.unit("kafka:t/0").is_some_and(|u| u.contains(25)));
@@ -709,8 +744,7 @@ mod tests {
             .prepare("l1", vec![], seg("old", 0, 1, true))
             .expect("prepare");
         legacy.commit("l1").expect("commit");
-        let mut a =
-            Journal::open_instance(root, Some("a"), noop, &BTreeSet::new()).expect("reopen a");
+        let mut a = Journal::open_instance(root, Some("a"), &mut LocalOnly).expect("reopen a");
         assert!(a.unit_shared("old").is_some_and(|u| u.complete));
     }
 }

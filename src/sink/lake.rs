@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::columns::EventColumns;
-use super::journal::{Journal, Segment, UnitState, sync_dir, tmp_path};
+use super::journal::{Journal, Recovery, Segment, UnitState, sync_dir, tmp_path};
 use super::keys::{self, KeyStore};
 use super::parquet::{ParquetOptions, Rows, write_ciem_file, write_rows_file};
 use super::{SinkError, partition_value};
@@ -75,8 +75,10 @@ pub trait Remote: Send {
     ) -> Result<(), SinkError> {
         Ok(())
     }
-    /// The batches [`Remote::commit`] holds: a batch the journal left open but the remote
-    /// committed is rolled forward when the lake is opened.
+    /// The batches [`Remote::commit`] committed, in whole or in part (a table catalog has no
+    /// transactions across tables): a batch the journal left open that is among them is
+    /// finished with another [`Remote::commit`] (which must skip what it already holds) when
+    /// the lake is opened, instead of being removed.
     fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
         Ok(BTreeSet::new())
     }
@@ -85,6 +87,68 @@ pub trait Remote: Send {
     fn local_is_staging(&self) -> bool {
         true
     }
+}
+
+/// A crash's prepared batches at open: finished through the remote when it committed them in
+/// part or whole, else their published copies removed.
+struct RemoteRecovery<'a> {
+    root: &'a Path,
+    remote: Option<&'a mut Box<dyn Remote>>,
+    /// What the remote committed, read once, on the first prepared batch.
+    started: Option<BTreeSet<String>>,
+}
+
+impl Recovery for RemoteRecovery<'_> {
+    fn roll_forward(
+        &mut self,
+        batch: &str,
+        files: &[String],
+        segments: &[Segment],
+    ) -> Result<bool, SinkError> {
+        let Some(remote) = self.remote.as_mut() else {
+            return Ok(false);
+        };
+        if self.started.is_none() {
+            self.started = Some(remote.committed()?);
+        }
+        if !self.started.as_ref().is_some_and(|s| s.contains(batch)) {
+            return Ok(false);
+        }
+        let files = files
+            .iter()
+            .filter(|rel| !rel.starts_with("_auditlake/"))
+            .map(|rel| committed_file(self.root, rel))
+            .collect::<Result<Vec<_>, _>>()?;
+        remote.commit(batch, &files, segments)?;
+        Ok(true)
+    }
+
+    fn remove(&mut self, rel: &str) -> Result<(), SinkError> {
+        match self.remote.as_mut() {
+            // The lake's own state (key files) is never published.
+            Some(r) if !rel.starts_with("_auditlake/") => r.delete(rel),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A published file of the lake, described again from the file itself (rows from its footer).
+fn committed_file(root: &Path, rel: &str) -> Result<CommittedFile, SinkError> {
+    let path = root.join(rel);
+    let file = std::fs::File::open(&path).map_err(|e| SinkError::io("open", &path, e))?;
+    let bytes = file
+        .metadata()
+        .map_err(|e| SinkError::io("stat", &path, e))?
+        .len();
+    let reader = parquet::file::reader::SerializedFileReader::new(file)
+        .map_err(|e| SinkError::parquet(&path, e))?;
+    use parquet::file::reader::FileReader;
+    let rows = usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
+    Ok(CommittedFile {
+        path: rel.to_string(),
+        rows,
+        bytes,
+    })
 }
 
 /// Stable id of a batch, from the input segments it holds.
@@ -121,19 +185,14 @@ impl LocalLake {
             )));
         }
         std::fs::create_dir_all(root).map_err(|e| SinkError::io("create directory", root, e))?;
-        let committed = match remote.as_mut() {
-            Some(r) => r.committed()?,
-            None => BTreeSet::new(),
-        };
         let journal = Journal::open_instance(
             root,
             instance,
-            &mut |rel| match remote.as_mut() {
-                // The lake's own state (key files) is never published.
-                Some(r) if !rel.starts_with("_auditlake/") => r.delete(rel),
-                _ => Ok(()),
+            &mut RemoteRecovery {
+                root,
+                remote: remote.as_mut(),
+                started: None,
             },
-            &committed,
         )?;
         Ok(LocalLake {
             root: root.to_path_buf(),
@@ -341,6 +400,18 @@ impl LocalLake {
                             tracing::info!(file = %f.path, rows = f.rows, bytes = f.bytes, "committed file");
                         }
                         Ok(w.files)
+                    }
+                    // A commit the remote made in part (some tables of a catalog) cannot be
+                    // taken back: the batch stays prepared, and the next open finishes it.
+                    Err(error)
+                        if self
+                            .remote
+                            .as_mut()
+                            .and_then(|r| r.committed().ok())
+                            .is_some_and(|c| c.contains(&w.id)) =>
+                    {
+                        tracing::error!(batch = %w.id, error = %error, "batch committed to some tables only; it is finished when the lake is opened again");
+                        Err(error)
                     }
                     Err(error) => {
                         let paths = w.files.into_iter().map(|f| f.path);
