@@ -7,6 +7,7 @@
 # Environment: BENCH_DIR (default /tmp/auditlake-bench) holds the corpus and the outputs;
 #              BENCH_THREADS (default "1 2") the thread counts to measure;
 #              BENCH_DUCKDB=0 skips the DuckDB reference run;
+#              BENCH_ICEBERG=0 skips the 1-thread replay into Iceberg tables;
 #              BENCH_HORIZON (default 1000d) the dedup horizon of one more 1-thread run that
 #              reaches the corpus's dates (`off` skips it).
 set -euo pipefail
@@ -78,6 +79,12 @@ done
 horizon="${BENCH_HORIZON:-1000d}"
 if [ "$horizon" != off ]; then
     replay_run "threads=1 dedup-horizon=$horizon" "$dir/lake-horizon" --threads 1 --dedup-horizon "$horizon"
+fi
+
+# The same replay into Iceberg tables (a SQLite catalog in the lake; BENCH_ICEBERG=0 skips it):
+# the files of the Hive run, with microsecond timestamps, plus one append per table per batch.
+if [ "${BENCH_ICEBERG:-1}" != 0 ]; then
+    replay_run "threads=1 format=iceberg" "$dir/lake-iceberg" --threads 1 --format iceberg
 fi
 
 if [ "${BENCH_DUCKDB:-1}" != 0 ]; then
