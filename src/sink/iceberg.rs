@@ -34,9 +34,9 @@ use iceberg_catalog_sql::{
 };
 use serde::Deserialize;
 
-use super::SinkError;
 use super::journal::Segment;
 use super::lake::CommittedFile;
+use super::{SinkError, block_on};
 use crate::schema::TableSpec;
 
 /// Snapshot summary property: the batch id of an append.
@@ -457,18 +457,6 @@ fn creation(spec: &TableSpec) -> Result<TableCreation, SinkError> {
             ),
         ])
         .build())
-}
-
-/// Runs a future on `rt` from a thread of its own, so it works whether or not the caller is
-/// inside another async runtime.
-pub(super) fn block_on<T: Send>(
-    rt: &tokio::runtime::Runtime,
-    fut: impl std::future::Future<Output = T> + Send,
-) -> T {
-    std::thread::scope(|s| match s.spawn(|| rt.block_on(fut)).join() {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
-    })
 }
 
 #[cfg(test)]

@@ -144,6 +144,18 @@ pub struct LakeConfig {
     pub instance: Option<String>,
 }
 
+/// Runs a future on `rt` from a thread of its own, so it works whether or not the caller is
+/// inside another async runtime (the lake's remotes are called from both).
+pub(crate) fn block_on<T: Send>(
+    rt: &tokio::runtime::Runtime,
+    fut: impl std::future::Future<Output = T> + Send,
+) -> T {
+    std::thread::scope(|s| match s.spawn(|| rt.block_on(fut)).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 /// How the lake's files are organised for readers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -152,13 +152,9 @@ impl S3Remote {
         }
     }
 
-    /// Runs a future to completion on this remote's runtime, from a thread of its own, so it
-    /// works whether or not the caller is inside another async runtime.
+    /// Runs a future to completion on this remote's runtime ([`super::block_on`]).
     fn block_on<T: Send>(&self, fut: impl std::future::Future<Output = T> + Send) -> T {
-        std::thread::scope(|s| match s.spawn(|| self.rt.block_on(fut)).join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        })
+        super::block_on(&self.rt, fut)
     }
 
     async fn upload(&self, key: &str, local: &Path) -> Result<(), SinkError> {
