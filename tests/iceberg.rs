@@ -202,50 +202,10 @@ fn two_writers_commit_to_one_catalog_at_once() {
             )
             .expect("write input");
         }
-        let config = dir.path().join(format!("{w}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                r#"name = "writer-{w}"
-[source]
-type = "files"
-path = "{inbox}"
-poll_interval_secs = 1
-[sink]
-path = "{lake}"
-format = "iceberg"
-[sink.iceberg]
-catalog_uri = "sqlite://{shared}/catalog.db?mode=rwc"
-warehouse = "{shared}/warehouse"
-[flush]
-max_rows = {per_file}
-max_age_secs = 1
-"#,
-                inbox = inbox.display(),
-                lake = dir.path().join(format!("lake-{w}")).display(),
-                shared = shared.display(),
-            ),
-        )
-        .expect("write config");
+        let config = writer_config(dir.path(), w, &inbox, &shared, per_file);
         daemons.push(Daemon::start(&config, &dir.path().join(format!("{w}.log"))));
     }
-    let count = || {
-        let out = Command::new(python())
-            .args([
-                "-c",
-                &format!(
-                    "import json\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
-                     cat = SqlCatalog('auditlake', uri='sqlite:///{s}/catalog.db', warehouse='file://{s}/warehouse')\n\
-                     t = cat.load_table('auditlake.ciem_events').scan(selected_fields=('metadata_uid',)).to_arrow()\n\
-                     ids = t.column('metadata_uid').to_pylist()\n\
-                     print(json.dumps([len(ids), len(set(ids)), len(cat.load_table('auditlake.ciem_events').snapshots())]))",
-                    s = shared.display()
-                ),
-            ])
-            .output()
-            .expect("python");
-        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
-    };
+    let count = || catalog_counts(&shared);
     let want = 2 * files * per_file;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     let mut seen = Value::Null;
@@ -268,5 +228,119 @@ max_age_secs = 1
     assert!(
         seen[2].as_u64().unwrap_or(0) >= 2 * files as u64,
         "snapshots: {seen}"
+    );
+}
+
+/// A daemon's pipeline: an inbox into its own lake (its own state), the tables in the shared
+/// catalog and warehouse under `shared`.
+fn writer_config(dir: &Path, w: &str, inbox: &Path, shared: &Path, per_file: usize) -> PathBuf {
+    let config = dir.join(format!("{w}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"name = "writer-{w}"
+[source]
+type = "files"
+path = "{inbox}"
+poll_interval_secs = 1
+[sink]
+path = "{lake}"
+format = "iceberg"
+[sink.iceberg]
+catalog_uri = "sqlite://{shared}/catalog.db?mode=rwc"
+warehouse = "{shared}/warehouse"
+[flush]
+max_rows = {per_file}
+max_age_secs = 1
+"#,
+            inbox = inbox.display(),
+            lake = dir.join(format!("lake-{w}")).display(),
+            shared = shared.display(),
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+/// [rows, distinct event ids, snapshots] of `ciem_events` in the shared catalog.
+fn catalog_counts(shared: &Path) -> Value {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            &format!(
+                "import json\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
+                 cat = SqlCatalog('auditlake', uri='sqlite:///{s}/catalog.db', warehouse='file://{s}/warehouse')\n\
+                 t = cat.load_table('auditlake.ciem_events')\n\
+                 ids = t.scan(selected_fields=('metadata_uid',)).to_arrow().column('metadata_uid').to_pylist()\n\
+                 print(json.dumps([len(ids), len(set(ids)), len(t.snapshots())]))",
+                s = shared.display()
+            ),
+        ])
+        .output()
+        .expect("python");
+    serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// Waits until `done` holds of the catalog's counts (or 180 s).
+fn wait_for(shared: &Path, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let seen = catalog_counts(shared);
+        if done(&seen) || std::time::Instant::now() > deadline {
+            return seen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Another host — its own state directory, no shared disk but the catalog — given input a
+/// first host already committed (a redelivered message, a moved partition) skips it: what the
+/// tables hold is read from their snapshot summaries, not from a local journal.
+#[test]
+fn a_second_host_skips_what_the_catalog_holds() {
+    use common::moto::Daemon;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    let (files, per_file) = (4, 30);
+    let inputs: Vec<Vec<u8>> = (0..files)
+        .map(|f| {
+            let ids: Vec<String> = (0..per_file).map(|i| format!("h-{f}-{i}")).collect();
+            cloudtrail_file_at(&ids, &iso_ago(3600))
+        })
+        .collect();
+    let mut logs = Vec::new();
+    for (w, with) in [("first", files), ("second", files + 1)] {
+        let inbox = dir.path().join(format!("inbox-{w}"));
+        std::fs::create_dir_all(&inbox).expect("mkdir");
+        for (f, bytes) in inputs.iter().enumerate() {
+            std::fs::write(inbox.join(format!("in{f}.json.gz")), bytes).expect("write");
+        }
+        if with > files {
+            // The second host also gets one new file: it does write what is new.
+            let ids: Vec<String> = (0..per_file).map(|i| format!("new-{i}")).collect();
+            std::fs::write(
+                inbox.join("new.json.gz"),
+                cloudtrail_file_at(&ids, &iso_ago(3600)),
+            )
+            .expect("write");
+        }
+        let config = writer_config(dir.path(), w, &inbox, &shared, per_file);
+        let daemon = Daemon::start(&config, &dir.path().join(format!("{w}.log")));
+        let total = json!(with * per_file);
+        let seen = wait_for(&shared, |v| v[0] == total);
+        // Give a duplicate time to show up before stopping.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        logs.push(daemon.terminate());
+        let seen_after = catalog_counts(&shared);
+        assert_eq!(seen[0], total, "{w}: rows; log:\n{}", logs.join("\n---\n"));
+        assert_eq!(seen_after[0], total, "{w}: rows after a pause");
+        assert_eq!(seen_after[1], total, "{w}: distinct ids");
+    }
+    let second = &logs[1];
+    assert_eq!(
+        second.matches("input already in the lake, skipped").count(),
+        files,
+        "the second host skips the first host's files:\n{second}"
     );
 }

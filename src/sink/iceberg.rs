@@ -17,7 +17,7 @@
 //! Catalog: the SQL catalog (SQLite file in the lake by default, or PostgreSQL for several
 //! hosts) of the `iceberg-catalog-sql` crate. Storage: the local file system.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use iceberg::io::LocalFsStorageFactory;
@@ -34,7 +34,7 @@ use iceberg_catalog_sql::{
 };
 use serde::Deserialize;
 
-use super::journal::Segment;
+use super::journal::{Segment, UnitState};
 use super::lake::CommittedFile;
 use super::{SinkError, block_on};
 use crate::schema::TableSpec;
@@ -201,6 +201,10 @@ pub struct IcebergTables {
     namespace: NamespaceIdent,
     root: PathBuf,
     tables: BTreeMap<String, Table>,
+    /// The input every writer's appends cover, from the snapshot summaries read so far.
+    held: HashMap<String, UnitState>,
+    /// The snapshots whose summaries are in `held`.
+    read_snapshots: HashSet<i64>,
 }
 
 impl std::fmt::Debug for IcebergTables {
@@ -260,6 +264,8 @@ impl IcebergTables {
             namespace,
             root,
             tables: BTreeMap::new(),
+            held: HashMap::new(),
+            read_snapshots: HashSet::new(),
         };
         me.ensure_tables()?;
         Ok(me)
@@ -318,6 +324,12 @@ impl IcebergTables {
         for f in files {
             let dataset = f.path.split('/').next().unwrap_or_default();
             by_table.entry(dataset).or_default().push(f);
+        }
+        if by_table.is_empty() && !segments.is_empty() {
+            // Input that held nothing to write (the end of a file, positions all skipped) is
+            // committed too, as an append of no files to `ciem_events`: so every host learns
+            // that the input is in the lake.
+            by_table.insert("ciem_events", Vec::new());
         }
         let segments = serde_json::to_string(segments)
             .map_err(|e| SinkError::Schema(format!("segments: {e}")))?;
@@ -389,9 +401,36 @@ impl IcebergTables {
         let mut batches = BTreeSet::new();
         for t in loaded.values() {
             batches.extend(batches_of(t).map(str::to_string));
+            for s in t.metadata().snapshots() {
+                if !self.read_snapshots.insert(s.snapshot_id()) {
+                    continue;
+                }
+                let Some(text) = s.summary().additional_properties.get(SEGMENTS_PROPERTY) else {
+                    continue;
+                };
+                match serde_json::from_str::<Vec<Segment>>(text) {
+                    Ok(segments) => {
+                        for seg in &segments {
+                            self.held
+                                .entry(seg.unit.clone())
+                                .or_default()
+                                .add_segment(seg);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(snapshot = s.snapshot_id(), error = %e, "snapshot summary with unreadable {SEGMENTS_PROPERTY}")
+                    }
+                }
+            }
         }
         self.tables = loaded;
         Ok(batches)
+    }
+
+    /// What the tables hold of an input unit, as every writer committed it (read now).
+    pub fn unit(&mut self, unit: &str) -> Result<Option<UnitState>, SinkError> {
+        self.committed()?;
+        Ok(self.held.get(unit).cloned())
     }
 }
 
@@ -418,6 +457,10 @@ impl super::lake::Remote for IcebergTables {
 
     fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
         IcebergTables::committed(self)
+    }
+
+    fn unit(&mut self, unit: &str) -> Result<Option<UnitState>, SinkError> {
+        IcebergTables::unit(self, unit)
     }
 
     fn local_is_staging(&self) -> bool {

@@ -69,6 +69,20 @@ pub struct UnitState {
 }
 
 impl UnitState {
+    /// Adds what `other` holds.
+    pub fn merge(&mut self, other: &UnitState) {
+        for &(f, t) in &other.ranges {
+            self.add(f, t);
+        }
+        self.complete |= other.complete;
+    }
+
+    /// Adds a committed segment's range.
+    pub fn add_segment(&mut self, s: &Segment) {
+        self.add(s.from, s.to);
+        self.complete |= s.complete;
+    }
+
     pub fn contains(&self, position: i64) -> bool {
         let i = self.ranges.partition_point(|&(_, to)| to <= position);
         self.ranges

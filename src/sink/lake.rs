@@ -82,6 +82,11 @@ pub trait Remote: Send {
     fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
         Ok(BTreeSet::new())
     }
+    /// What the remote's commits hold of an input unit, read now (a catalog shared by several
+    /// hosts: what any of them committed); None when the remote does not record input.
+    fn unit(&mut self, _unit: &str) -> Result<Option<UnitState>, SinkError> {
+        Ok(None)
+    }
     /// Whether the local copy of a published file is only staged (and removed once the
     /// batch is committed), or is the file itself.
     fn local_is_staging(&self) -> bool {
@@ -301,9 +306,22 @@ impl LocalLake {
     }
 
     /// What the lake holds of `unit`, including what other instances sharing the lake
-    /// committed.
+    /// committed: through their journals, and through the remote's record of every writer's
+    /// commits (an Iceberg catalog's snapshot summaries), whatever host they ran on.
     pub fn unit_shared(&mut self, unit: &str) -> Option<UnitState> {
-        self.journal.unit_shared(unit)
+        let mut known = self.journal.unit_shared(unit);
+        if known.as_ref().is_some_and(|u| u.complete) {
+            return known;
+        }
+        if let Some(remote) = self.remote.as_mut() {
+            match remote.unit(unit) {
+                Ok(Some(held)) => known.get_or_insert_with(UnitState::default).merge(&held),
+                Ok(None) => {}
+                // Input read again is written again: reported, as when a journal is unreadable.
+                Err(e) => tracing::warn!(error = %e, "cannot read what the catalog holds"),
+            }
+        }
+        known
     }
 
     /// Writes and publishes a batch. On error nothing of the batch is visible and its input is
