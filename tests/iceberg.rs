@@ -181,18 +181,42 @@ print(json.dumps(rows))
     assert_eq!(after["snapshots"], before);
 }
 
+/// A catalog several writers share: the URI auditlake is given, the one pyiceberg is given,
+/// and the warehouse.
+struct SharedCatalog {
+    uri: String,
+    py_uri: String,
+    warehouse: PathBuf,
+}
+
+impl SharedCatalog {
+    fn sqlite(dir: &Path) -> SharedCatalog {
+        let shared = dir.join("shared");
+        std::fs::create_dir_all(&shared).expect("mkdir");
+        SharedCatalog {
+            uri: format!("sqlite://{}/catalog.db?mode=rwc", shared.display()),
+            py_uri: format!("sqlite:///{}/catalog.db", shared.display()),
+            warehouse: shared.join("warehouse"),
+        }
+    }
+
+    fn postgres(dir: &Path, pg: &common::postgres::Postgres) -> SharedCatalog {
+        SharedCatalog {
+            uri: pg.uri(),
+            py_uri: pg.uri().replace("postgres://", "postgresql+psycopg2://"),
+            warehouse: dir.join("warehouse"),
+        }
+    }
+}
+
 /// Two writers with separate state directories commit to one catalog's tables at once: every
 /// batch of both lands once, conflicting commits are retried.
-#[test]
-fn two_writers_commit_to_one_catalog_at_once() {
+fn two_writers_commit_at_once(dir: &Path, catalog: &SharedCatalog) {
     use common::moto::Daemon;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let shared = dir.path().join("shared");
-    std::fs::create_dir_all(&shared).expect("mkdir");
     let (files, per_file) = (12, 40);
     let mut daemons = Vec::new();
     for w in ["a", "b"] {
-        let inbox = dir.path().join(format!("inbox-{w}"));
+        let inbox = dir.join(format!("inbox-{w}"));
         std::fs::create_dir_all(&inbox).expect("mkdir");
         for f in 0..files {
             let ids: Vec<String> = (0..per_file).map(|i| format!("{w}-{f}-{i}")).collect();
@@ -202,28 +226,14 @@ fn two_writers_commit_to_one_catalog_at_once() {
             )
             .expect("write input");
         }
-        let config = writer_config(dir.path(), w, &inbox, &shared, per_file);
-        daemons.push(Daemon::start(&config, &dir.path().join(format!("{w}.log"))));
+        let config = writer_config(dir, w, &inbox, catalog, per_file);
+        daemons.push(Daemon::start(&config, &dir.join(format!("{w}.log"))));
     }
-    let count = || catalog_counts(&shared);
-    let want = 2 * files * per_file;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-    let mut seen = Value::Null;
-    while std::time::Instant::now() < deadline {
-        seen = count();
-        if seen[0] == json!(want) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    let want = json!(2 * files * per_file);
+    let seen = wait_for(catalog, |v| v[0] == want);
     let logs: Vec<String> = daemons.into_iter().map(|d| d.terminate()).collect();
-    assert_eq!(
-        seen[0],
-        json!(want),
-        "rows; logs:\n{}",
-        logs.join("\n---\n")
-    );
-    assert_eq!(seen[1], json!(want), "distinct event ids");
+    assert_eq!(seen[0], want, "rows; logs:\n{}", logs.join("\n---\n"));
+    assert_eq!(seen[1], want, "distinct event ids");
     // Both wrote many batches into the one table (one snapshot per batch).
     assert!(
         seen[2].as_u64().unwrap_or(0) >= 2 * files as u64,
@@ -231,9 +241,30 @@ fn two_writers_commit_to_one_catalog_at_once() {
     );
 }
 
+#[test]
+fn two_writers_commit_to_one_catalog_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    two_writers_commit_at_once(dir.path(), &SharedCatalog::sqlite(dir.path()));
+}
+
+/// The catalog of several hosts: PostgreSQL, a private cluster the test starts.
+#[test]
+fn two_writers_commit_to_one_postgresql_catalog() {
+    let pg = common::postgres::Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    two_writers_commit_at_once(dir.path(), &SharedCatalog::postgres(dir.path(), &pg));
+    assert!(pg.data().exists());
+}
+
 /// A daemon's pipeline: an inbox into its own lake (its own state), the tables in the shared
 /// catalog and warehouse under `shared`.
-fn writer_config(dir: &Path, w: &str, inbox: &Path, shared: &Path, per_file: usize) -> PathBuf {
+fn writer_config(
+    dir: &Path,
+    w: &str,
+    inbox: &Path,
+    catalog: &SharedCatalog,
+    per_file: usize,
+) -> PathBuf {
     let config = dir.join(format!("{w}.toml"));
     std::fs::write(
         &config,
@@ -247,15 +278,16 @@ poll_interval_secs = 1
 path = "{lake}"
 format = "iceberg"
 [sink.iceberg]
-catalog_uri = "sqlite://{shared}/catalog.db?mode=rwc"
-warehouse = "{shared}/warehouse"
+catalog_uri = "{uri}"
+warehouse = "{warehouse}"
 [flush]
 max_rows = {per_file}
 max_age_secs = 1
 "#,
             inbox = inbox.display(),
             lake = dir.join(format!("lake-{w}")).display(),
-            shared = shared.display(),
+            uri = catalog.uri,
+            warehouse = catalog.warehouse.display(),
         ),
     )
     .expect("write config");
@@ -263,17 +295,18 @@ max_age_secs = 1
 }
 
 /// [rows, distinct event ids, snapshots] of `ciem_events` in the shared catalog.
-fn catalog_counts(shared: &Path) -> Value {
+fn catalog_counts(catalog: &SharedCatalog) -> Value {
     let out = Command::new(python())
         .args([
             "-c",
             &format!(
                 "import json\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
-                 cat = SqlCatalog('auditlake', uri='sqlite:///{s}/catalog.db', warehouse='file://{s}/warehouse')\n\
+                 cat = SqlCatalog('auditlake', uri='{uri}', warehouse='file://{w}')\n\
                  t = cat.load_table('auditlake.ciem_events')\n\
                  ids = t.scan(selected_fields=('metadata_uid',)).to_arrow().column('metadata_uid').to_pylist()\n\
                  print(json.dumps([len(ids), len(set(ids)), len(t.snapshots())]))",
-                s = shared.display()
+                uri = catalog.py_uri,
+                w = catalog.warehouse.display()
             ),
         ])
         .output()
@@ -282,10 +315,10 @@ fn catalog_counts(shared: &Path) -> Value {
 }
 
 /// Waits until `done` holds of the catalog's counts (or 180 s).
-fn wait_for(shared: &Path, done: impl Fn(&Value) -> bool) -> Value {
+fn wait_for(catalog: &SharedCatalog, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     loop {
-        let seen = catalog_counts(shared);
+        let seen = catalog_counts(catalog);
         if done(&seen) || std::time::Instant::now() > deadline {
             return seen;
         }
@@ -300,8 +333,7 @@ fn wait_for(shared: &Path, done: impl Fn(&Value) -> bool) -> Value {
 fn a_second_host_skips_what_the_catalog_holds() {
     use common::moto::Daemon;
     let dir = tempfile::tempdir().expect("tempdir");
-    let shared = dir.path().join("shared");
-    std::fs::create_dir_all(&shared).expect("mkdir");
+    let shared = SharedCatalog::sqlite(dir.path());
     let (files, per_file) = (4, 30);
     let inputs: Vec<Vec<u8>> = (0..files)
         .map(|f| {

@@ -6,11 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${AUDITLAKE_VENV:-.venv}"
-if ! "$venv/bin/python" -c 'import duckdb, moto, yaml, pyiceberg' 2>/dev/null; then
-    echo "== installing test tools into $venv (duckdb, moto[server], pyiceberg)"
+if ! "$venv/bin/python" -c 'import duckdb, moto, yaml, pyiceberg, psycopg2' 2>/dev/null; then
+    echo "== installing test tools into $venv (duckdb, moto[server], pyiceberg, psycopg2)"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb 'moto[server]' pyyaml \
-        'pyiceberg[sql-sqlite,pyarrow]==0.12.*'
+        'pyiceberg[sql-sqlite,pyarrow]==0.12.*' psycopg2-binary
 fi
 export AUDITLAKE_PYTHON="$PWD/$venv/bin/python"
 export AUDITLAKE_MOTO_SERVER="$PWD/$venv/bin/moto_server"
@@ -33,6 +33,17 @@ if ! pkg-config --exists openssl 2>/dev/null; then
         exit 1
     fi
     apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config
+fi
+
+# The Iceberg tests start a private PostgreSQL cluster (the catalog several hosts share):
+# Debian's postgresql package, installed when missing (as root).
+if [ -z "${AUDITLAKE_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "== installing postgresql (for the Iceberg catalog tests)"
+    if [ "$(id -u)" != 0 ]; then
+        echo "PostgreSQL missing: install Debian's postgresql (as root) or set AUDITLAKE_PG_BIN" >&2
+        exit 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
 # The Kafka tests need a real Kafka-protocol broker: tansu, built from crates.io once per

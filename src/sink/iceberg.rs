@@ -225,6 +225,8 @@ impl IcebergTables {
             .build()
             .map_err(|e| SinkError::io("start a runtime for", Path::new("Iceberg"), e))?;
         let uri = cfg.uri(lake);
+        // The lake may not exist yet (its first start): the tables' files go under it.
+        std::fs::create_dir_all(lake).map_err(|e| SinkError::io("create directory", lake, e))?;
         if uri.starts_with("sqlite:") {
             let dir = lake.join("_auditlake/iceberg");
             std::fs::create_dir_all(&dir)

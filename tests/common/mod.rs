@@ -4,6 +4,7 @@
 
 pub mod docs;
 pub mod moto;
+pub mod postgres;
 pub mod tansu;
 
 use std::path::{Path, PathBuf};
