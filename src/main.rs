@@ -96,6 +96,10 @@ enum Command {
         /// With --ddl athena: the lake root on S3.
         #[arg(long, requires = "ddl", default_value = "s3://<bucket>/<prefix>")]
         location: String,
+        /// With --ddl iceberg: the pipeline whose lake to describe (default: a lake in ./lake
+        /// with the default catalog).
+        #[arg(long, requires = "ddl")]
+        config: Option<PathBuf>,
     },
     /// Sync the cloud accounts of an accounts file: AccessKey check, regions, hosts and cloud
     /// products into asset_inventory, and their changes into asset_changes.
@@ -154,6 +158,9 @@ enum Command {
 enum Ddl {
     Duckdb,
     Athena,
+    /// What pyiceberg, Spark, Trino and DuckDB need to read the Iceberg tables of a
+    /// pipeline's lake (its [sink] from --config).
+    Iceberg,
 }
 
 #[derive(Subcommand)]
@@ -245,8 +252,20 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             table,
             ddl,
             location,
+            config,
         } => {
             match ddl {
+                Some(Ddl::Iceberg) => {
+                    let lake = match &config {
+                        Some(path) => auditlake::config::PipelineConfig::load(path)?.sink,
+                        None => auditlake::sink::LakeConfig {
+                            format: auditlake::sink::LakeFormat::Iceberg,
+                            ..auditlake::sink::LakeConfig::default()
+                        },
+                    };
+                    print!("{}", auditlake::sink::iceberg::reader_setup(&lake));
+                    return Ok(ExitCode::SUCCESS);
+                }
                 Some(Ddl::Duckdb) => {
                     print!("{}", schema::duckdb_views());
                     return Ok(ExitCode::SUCCESS);

@@ -181,6 +181,16 @@ print(json.dumps(rows))
     assert_eq!(after["snapshots"], before);
 }
 
+/// `files` CloudTrail files of `per_file` events an hour old, ids `<tag>-<file>-<event>`.
+fn cloudtrail_inputs(tag: &str, files: usize, per_file: usize) -> Vec<Vec<u8>> {
+    (0..files)
+        .map(|f| {
+            let ids: Vec<String> = (0..per_file).map(|i| format!("{tag}-{f}-{i}")).collect();
+            cloudtrail_file_at(&ids, &iso_ago(3600))
+        })
+        .collect()
+}
+
 /// A catalog several writers share: the URI auditlake is given, the one pyiceberg is given,
 /// and the warehouse.
 struct SharedCatalog {
@@ -335,12 +345,7 @@ fn a_second_host_skips_what_the_catalog_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared = SharedCatalog::sqlite(dir.path());
     let (files, per_file) = (4, 30);
-    let inputs: Vec<Vec<u8>> = (0..files)
-        .map(|f| {
-            let ids: Vec<String> = (0..per_file).map(|i| format!("h-{f}-{i}")).collect();
-            cloudtrail_file_at(&ids, &iso_ago(3600))
-        })
-        .collect();
+    let inputs = cloudtrail_inputs("h", files, per_file);
     let mut logs = Vec::new();
     for (w, with) in [("first", files), ("second", files + 1)] {
         let inbox = dir.path().join(format!("inbox-{w}"));
@@ -424,4 +429,178 @@ fn nothing_lost_or_doubled_over_repeated_kill_9() {
     assert!(kills >= 2, "the writer was killed mid-stream {kills} times");
     assert_eq!(seen[0], want, "rows after {kills} kills; log:\n{text}");
     assert_eq!(seen[1], want, "distinct event ids");
+}
+
+/// Snapshots stay bounded: past `max_snapshots` the older half is expired, the input those
+/// snapshots recorded carried into the table's input checkpoint first — so another host given
+/// the same input afterwards still skips all of it.
+#[test]
+fn expired_snapshots_keep_the_input_record() {
+    use common::moto::Daemon;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = SharedCatalog::sqlite(dir.path());
+    let (files, per_file) = (14, 20);
+    let inputs = cloudtrail_inputs("x", files, per_file);
+    let mut logs = Vec::new();
+    for w in ["first", "second"] {
+        let inbox = dir.path().join(format!("inbox-{w}"));
+        std::fs::create_dir_all(&inbox).expect("mkdir");
+        for (f, bytes) in inputs.iter().enumerate() {
+            std::fs::write(inbox.join(format!("in{f:02}.json.gz")), bytes).expect("write");
+        }
+        let config = writer_config(dir.path(), w, &inbox, &shared, per_file);
+        let text = std::fs::read_to_string(&config).expect("config");
+        std::fs::write(
+            &config,
+            text.replace("[flush]", "max_snapshots = 4\n[flush]"),
+        )
+        .expect("config");
+        let daemon = Daemon::start(&config, &dir.path().join(format!("{w}.log")));
+        let total = json!(files * per_file);
+        let seen = wait_for(&shared, |v| v[0] == total);
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        logs.push(daemon.terminate());
+        let after = catalog_counts(&shared);
+        assert_eq!(seen[0], total, "{w}: rows; log:\n{}", logs.join("\n---\n"));
+        assert_eq!(after[0], total, "{w}: rows after a pause");
+        assert_eq!(after[1], total, "{w}: distinct ids");
+        assert!(
+            after[2].as_u64().is_some_and(|n| (1..=4).contains(&n)),
+            "{w}: snapshots bounded by max_snapshots: {after}"
+        );
+    }
+    assert!(
+        logs[0].contains("expired old snapshots"),
+        "the first host expired snapshots:\n{}",
+        logs[0]
+    );
+    assert_eq!(
+        logs[1]
+            .matches("input already in the lake, skipped")
+            .count(),
+        files,
+        "the second host skips every file, most recorded only in checkpoints:\n{}",
+        logs[1]
+    );
+}
+
+/// An Iceberg REST catalog (tests/fixtures/rest_catalog.py: the REST protocol over pyiceberg's
+/// SQL catalog, as Apache's iceberg-rest-fixture adapts the JDBC catalog), with OAuth2 client
+/// credentials from the environment: a writer commits through it, pyiceberg's REST client
+/// reads every event.
+#[test]
+fn rest_catalog_with_oauth2_client_credentials() {
+    use common::moto::Daemon;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let warehouse = dir.path().join("warehouse");
+    std::fs::create_dir_all(&warehouse).expect("mkdir");
+    let mut server = Command::new(python())
+        .args([
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/rest_catalog.py")
+                .to_str()
+                .expect("path"),
+            "--port",
+            &port.to_string(),
+            "--db",
+            dir.path().join("rest.db").to_str().expect("path"),
+            "--warehouse",
+            &format!("file://{}", warehouse.display()),
+            "--credential",
+            "auditlake:s3cr3t-rest",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("rest.log")).expect("rest log"))
+        .spawn()
+        .expect("start the REST catalog");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "REST catalog did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("mkdir");
+    let (files, per_file) = (3, 25);
+    for f in 0..files {
+        let ids: Vec<String> = (0..per_file).map(|i| format!("r-{f}-{i}")).collect();
+        std::fs::write(
+            inbox.join(format!("r{f}.json.gz")),
+            cloudtrail_file_at(&ids, &iso_ago(3600)),
+        )
+        .expect("write input");
+    }
+    let config = dir.path().join("rest.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"name = "rest"
+[source]
+type = "files"
+path = "{inbox}"
+poll_interval_secs = 1
+[sink]
+path = "{state}"
+format = "iceberg"
+[sink.iceberg]
+catalog = "rest"
+catalog_uri = "http://127.0.0.1:{port}"
+credential_env = "AUDITLAKE_TEST_REST_CREDENTIAL"
+[flush]
+max_rows = {per_file}
+max_age_secs = 1
+"#,
+            inbox = inbox.display(),
+            state = dir.path().join("state").display(),
+        ),
+    )
+    .expect("write config");
+    let log = dir.path().join("rest-writer.log");
+    let daemon = Daemon::start_with(
+        &bin(),
+        &config,
+        &log,
+        &[("AUDITLAKE_TEST_REST_CREDENTIAL", "auditlake:s3cr3t-rest")],
+    );
+    let script = format!(
+        r#"import json
+from pyiceberg.catalog.rest import RestCatalog
+cat = RestCatalog('auditlake', uri='http://127.0.0.1:{port}', credential='auditlake:s3cr3t-rest')
+t = cat.load_table('auditlake.ciem_events')
+ids = t.scan(selected_fields=('metadata_uid',)).to_arrow().column('metadata_uid').to_pylist()
+print(json.dumps([len(ids), len(set(ids)), len(t.snapshots())]))
+"#
+    );
+    let want = json!(files * per_file);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let seen = loop {
+        let out = Command::new(python())
+            .args(["-c", &script])
+            .output()
+            .expect("python");
+        let v = serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|_| {
+            Value::String(
+                String::from_utf8_lossy(&out.stderr)
+                    .chars()
+                    .take(1500)
+                    .collect(),
+            )
+        });
+        if v[0] == want || std::time::Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let text = daemon.terminate();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(seen[0], want, "rows: {seen}\n{text}");
+    assert_eq!(seen[1], want, "distinct ids");
+    assert!(
+        !text.contains("s3cr3t-rest"),
+        "the client secret is never logged"
+    );
 }

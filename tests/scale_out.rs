@@ -192,26 +192,13 @@ max_age_secs = 1
     let mut a = Daemon::start(&config_a, &log_a);
     let mut b = Daemon::start(&config_b, &dir.path().join("b.log"));
 
-    let bootstrap = tansu.bootstrap();
-    let producer = thread::spawn(move || {
-        for chunk in 0..CHUNKS {
-            let msgs: Vec<(i32, String)> = (0..PER_CHUNK)
-                .map(|i| {
-                    let n = chunk * PER_CHUNK + i;
-                    (
-                        (n % PARTITIONS as usize) as i32,
-                        cloudaudit_event(&format!("k-{n}"), 1714557600 + n as i64),
-                    )
-                })
-                .collect();
-            // One message per record batch: a partition moving between the processes is
-            // resumed from its committed offset, and tansu answers a fetch starting inside a
-            // batch with the next batch (tests/kafka.rs, tansu_fetch_inside_a_batch_probe),
-            // which would lose messages for the broker's fault, not ours.
-            tansu::produce_one_per_batch(&bootstrap, topic, "none", &msgs);
-            thread::sleep(Duration::from_millis(100));
-        }
-    });
+    let producer = tansu::spawn_cloudaudit_producer(
+        tansu.bootstrap(),
+        topic,
+        PARTITIONS,
+        (CHUNKS, PER_CHUNK),
+        Duration::from_millis(100),
+    );
 
     // Both take partitions and commit.
     wait_until("both processes to commit", Duration::from_secs(60), || {

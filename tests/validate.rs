@@ -305,7 +305,7 @@ fn validate_catches_everything_run_rejects_at_start() {
         ("normalize-offset", format!("{files}[normalize]\ntencent_zoneless_time_offset = \"+25:00\"\n"), "tencent_zoneless_time_offset"),
         ("instance-name", format!("{files}[sink]\ninstance = \"a/b\"\n"), "instance"),
         ("lake-is-a-file", format!("{files}[sink]\npath = \"{}\"\n", lake_file.display()), "is a file, not a directory"),
-        ("iceberg-on-s3", format!("{files}[sink]\nformat = \"iceberg\"\n[sink.s3]\nbucket = \"b\"\nregion = \"us-east-1\"\n"), "remove [sink.s3]"),
+        ("iceberg-s3-local-warehouse", format!("{files}[sink]\nformat = \"iceberg\"\n[sink.s3]\nbucket = \"b\"\nregion = \"us-east-1\"\n[sink.iceberg]\nwarehouse = \"/tmp/w\"\n"), "warehouse = \"/tmp/w\" is a local path"),
         ("iceberg-without-format", format!("{files}[sink]\n[sink.iceberg]\nnamespace = \"x\"\n"), "add format = \"iceberg\""),
     ];
     for (name, text, says) in &cases {

@@ -15,10 +15,13 @@
 //! tables already hold ([`IcebergTables::committed`]).
 //!
 //! Catalog: the SQL catalog (SQLite file in the lake by default, or PostgreSQL for several
-//! hosts) of the `iceberg-catalog-sql` crate. Storage: the local file system.
+//! hosts) of the `iceberg-catalog-sql` crate. Storage: the local file system, or S3 with
+//! `[sink.s3]` (data files uploaded by the lake's [`S3Remote`], table metadata written through
+//! iceberg's OpenDAL storage, both signed with the AWS SDK's credential chain).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::{
@@ -30,12 +33,13 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
 use iceberg_catalog_sql::{
     SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlBindStyle,
-    SqlCatalog, SqlCatalogBuilder,
+    SqlCatalogBuilder,
 };
 use serde::Deserialize;
 
 use super::journal::{Segment, UnitState};
-use super::lake::CommittedFile;
+use super::lake::{CommittedFile, Remote};
+use super::s3::S3Remote;
 use super::{SinkError, block_on};
 use crate::schema::TableSpec;
 
@@ -43,21 +47,107 @@ use crate::schema::TableSpec;
 pub const BATCH_PROPERTY: &str = "auditlake.batch";
 /// Snapshot summary property: the input segments an append covers (JSON list).
 pub const SEGMENTS_PROPERTY: &str = "auditlake.segments";
+/// Table property prefix: `auditlake.input-checkpoint.<sequence number>` is the location of
+/// the input checkpoint that covers the table's snapshots up to that sequence number (the
+/// highest such property is current).
+pub const CHECKPOINT_PROPERTY: &str = "auditlake.input-checkpoint.";
+/// How long the batch ids of expired snapshots stay in a checkpoint (finishing a batch a crash
+/// interrupted needs them): 30 days.
+const CHECKPOINT_BATCHES_MS: i64 = 30 * 24 * 3600 * 1000;
+const DEFAULT_MAX_SNAPSHOTS: usize = 200;
+
+/// What the expired snapshots of a table recorded: the input their appends covered (per unit,
+/// merged) and their batch ids of the last 30 days. Written as JSON next to the table's
+/// metadata; cumulative (each checkpoint includes the one before).
+#[derive(Debug, Default, serde::Serialize, Deserialize)]
+struct InputCheckpoint {
+    /// The sequence number of the newest snapshot it covers.
+    through_sequence: i64,
+    segments: Vec<Segment>,
+    /// (batch id, commit time in ms since the epoch).
+    batches: Vec<(String, i64)>,
+}
+
+/// Which kind of Iceberg catalog holds the tables.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogKind {
+    /// The SQL catalog: SQLite (default, a file in the lake) or PostgreSQL.
+    #[default]
+    Sql,
+    /// An Iceberg REST catalog (Polaris, Lakekeeper, Nessie, Gravitino).
+    Rest,
+}
 
 /// `[sink.iceberg]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IcebergConfig {
-    /// The SQL catalog's database: `sqlite://<file>` or `postgres://user@host/db`. Default:
-    /// `sqlite://<lake>/_auditlake/iceberg/catalog.db`, created when missing.
+    /// `sql` (default) or `rest`.
+    #[serde(default)]
+    pub catalog: CatalogKind,
+    /// sql: the database, `sqlite://<file>` or `postgres://user@host/db` (the password from
+    /// `PGPASSWORD`); default `sqlite://<lake>/_auditlake/iceberg/catalog.db`, created when
+    /// missing. rest: the server's URL (required).
     #[serde(default)]
     pub catalog_uri: Option<String>,
-    /// Where the tables' metadata and manifests go. Default `<lake>/iceberg`.
+    /// Where the tables' metadata and manifests go: a directory, or `s3://bucket/prefix` with
+    /// `[sink.s3]`. Default `<lake>/iceberg`, or `s3://<bucket>/<prefix>/iceberg` with
+    /// `[sink.s3]`.
     #[serde(default)]
-    pub warehouse: Option<PathBuf>,
+    pub warehouse: Option<String>,
     /// The namespace of the tables. Default `auditlake`.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Snapshots a table keeps: past this many, the older half is expired, the input they
+    /// record carried into the table's input checkpoint first. Default 200.
+    #[serde(default)]
+    pub max_snapshots: Option<usize>,
+    /// rest: the environment variable holding the OAuth2 client credential
+    /// (`client_id:client_secret`).
+    #[serde(default)]
+    pub credential_env: Option<String>,
+    /// rest: the environment variable holding a bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// rest: the OAuth2 scope (default `catalog`).
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for IcebergConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A catalog URI may hold a password: only its scheme and host are shown.
+        f.debug_struct("IcebergConfig")
+            .field("catalog", &self.catalog)
+            .field("catalog_uri", &self.catalog_uri.as_deref().map(redact_uri))
+            .field("warehouse", &self.warehouse)
+            .field("namespace", &self.namespace)
+            .field("max_snapshots", &self.max_snapshots)
+            .field("credential_env", &self.credential_env)
+            .field("token_env", &self.token_env)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// A URI with any `user:password@` replaced by `***@`.
+pub fn redact_uri(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &uri[..scheme + 3], &uri[at..])
+        }
+        _ => uri.to_string(),
+    }
+}
+
+/// A secret named by an `*_env` setting, read from the environment.
+fn secret_from_env(setting: &str, var: &str) -> Result<String, SinkError> {
+    std::env::var(var).map_err(|_| {
+        SinkError::Config(format!(
+            "[sink.iceberg] {setting} = {var:?}: the environment variable {var} is not set"
+        ))
+    })
 }
 
 impl IcebergConfig {
@@ -70,10 +160,23 @@ impl IcebergConfig {
         })
     }
 
-    fn warehouse(&self, lake: &Path) -> PathBuf {
-        self.warehouse
-            .clone()
-            .unwrap_or_else(|| lake.join("iceberg"))
+    /// The warehouse location as a URL (`file://…` or `s3://…`); local directories are
+    /// created.
+    fn warehouse(&self, lake: &Path, files: Option<&S3Remote>) -> Result<String, SinkError> {
+        if let Some(w) = self.warehouse.as_deref().filter(|w| w.contains("://")) {
+            return Ok(w.trim_end_matches('/').to_string());
+        }
+        if let (None, Some(s3)) = (&self.warehouse, files) {
+            return Ok(s3.url("iceberg"));
+        }
+        let dir = self
+            .warehouse
+            .as_deref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| lake.join("iceberg"));
+        std::fs::create_dir_all(&dir).map_err(|e| SinkError::io("create directory", &dir, e))?;
+        let dir = std::fs::canonicalize(&dir).map_err(|e| SinkError::io("resolve", &dir, e))?;
+        Ok(format!("file://{}", dir.display()))
     }
 
     pub fn namespace(&self) -> String {
@@ -81,6 +184,38 @@ impl IcebergConfig {
             .clone()
             .unwrap_or_else(|| "auditlake".to_string())
     }
+}
+
+/// This state directory's writer id, made once (`_auditlake/iceberg/writer-id`): the instance
+/// name of a lake written as Iceberg tables when `[sink] instance` is not set.
+pub fn writer_id(lake: &Path) -> Result<String, SinkError> {
+    let dir = lake.join("_auditlake/iceberg");
+    let file = dir.join("writer-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| SinkError::io("create directory", &dir, e))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let seed = format!(
+        "{}\0{}\0{}\0{nanos}",
+        std::fs::read_to_string("/etc/hostname").unwrap_or_default(),
+        lake.display(),
+        std::process::id()
+    );
+    let id = format!(
+        "w{:012x}",
+        xxhash_rust::xxh3::xxh3_64(seed.as_bytes()) >> 16
+    );
+    let tmp = dir.join("writer-id.tmp");
+    std::fs::write(&tmp, &id).map_err(|e| SinkError::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, &file).map_err(|e| SinkError::io("rename", &file, e))?;
+    Ok(id)
 }
 
 fn iceberg_error(what: &str, e: iceberg::Error) -> SinkError {
@@ -194,17 +329,181 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Signs the tables' S3 requests with the credentials of the AWS SDK's chain (environment,
+/// profile, web identity, container and instance roles), refreshed as the SDK refreshes them.
+#[derive(Debug)]
+struct SdkCredentials(aws_credential_types::provider::SharedCredentialsProvider);
+
+impl reqsign_core::ProvideCredential for SdkCredentials {
+    type Credential = reqsign_aws_v4::Credential;
+
+    async fn provide_credential(
+        &self,
+        _ctx: &reqsign_core::Context,
+    ) -> reqsign_core::Result<Option<Self::Credential>> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let c = self.0.provide_credentials().await.map_err(|e| {
+            reqsign_core::Error::credential_invalid(format!(
+                "AWS credentials for the Iceberg tables: {}",
+                crate::aws::error_chain(&e)
+            ))
+        })?;
+        let expires_in = c
+            .expiry()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
+            .and_then(|s| reqsign_core::time::Timestamp::from_second(s).ok());
+        Ok(Some(reqsign_aws_v4::Credential {
+            access_key_id: c.access_key_id().to_string(),
+            secret_access_key: c.secret_access_key().to_string(),
+            session_token: c.session_token().map(str::to_string),
+            expires_in,
+        }))
+    }
+}
+
+/// Iceberg's storage factory for the tables' files, and the FileIO properties it needs.
+type TableStorage = (Arc<dyn iceberg::io::StorageFactory>, Vec<(String, String)>);
+
+/// The storage of the tables' files: iceberg's factory and the FileIO properties it needs.
+fn storage(files: Option<&S3Remote>) -> Result<TableStorage, SinkError> {
+    let Some(s3) = files else {
+        return Ok((Arc::new(LocalFsStorageFactory), Vec::new()));
+    };
+    let sdk = s3.sdk_config().ok_or_else(|| {
+        SinkError::Config("the Iceberg tables' S3 storage needs [sink.s3]".to_string())
+    })?;
+    let mut props = vec![(
+        iceberg::io::S3_PATH_STYLE_ACCESS.to_string(),
+        s3.path_style().to_string(),
+    )];
+    if let Some(region) = sdk.region() {
+        props.push((iceberg::io::S3_REGION.to_string(), region.to_string()));
+    }
+    if let Some(endpoint) = sdk.endpoint_url() {
+        props.push((iceberg::io::S3_ENDPOINT.to_string(), endpoint.to_string()));
+    }
+    let loader = sdk
+        .credentials_provider()
+        .map(|p| iceberg_storage_opendal::CustomAwsCredentialLoader::new(SdkCredentials(p)));
+    Ok((
+        Arc::new(iceberg_storage_opendal::OpenDalStorageFactory::S3 {
+            customized_credential_load: loader,
+        }),
+        props,
+    ))
+}
+
+/// Connects to the catalog `[sink.iceberg]` names.
+fn open_catalog(
+    rt: &tokio::runtime::Runtime,
+    lake: &Path,
+    cfg: &IcebergConfig,
+    files: Option<&S3Remote>,
+    factory: Arc<dyn iceberg::io::StorageFactory>,
+    storage_props: Vec<(String, String)>,
+) -> Result<Box<dyn Catalog>, SinkError> {
+    let mut props: HashMap<String, String> = storage_props.into_iter().collect();
+    let open = |e| iceberg_error("open the Iceberg catalog", e);
+    match cfg.catalog {
+        CatalogKind::Sql => {
+            let uri = cfg.uri(lake);
+            if uri.starts_with("sqlite:") {
+                let dir = lake.join("_auditlake/iceberg");
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| SinkError::io("create directory", &dir, e))?;
+            }
+            let bind = if uri.starts_with("postgres") {
+                SqlBindStyle::DollarNumeric
+            } else {
+                SqlBindStyle::QMark
+            };
+            sqlx::any::install_default_drivers();
+            props.insert(SQL_CATALOG_PROP_URI.to_string(), uri);
+            props.insert(
+                SQL_CATALOG_PROP_WAREHOUSE.to_string(),
+                cfg.warehouse(lake, files)?,
+            );
+            props.insert(SQL_CATALOG_PROP_BIND_STYLE.to_string(), bind.to_string());
+            // Opening creates the catalog's own tables when missing; writers starting at once
+            // on a new PostgreSQL database race there (a duplicate key in pg_type): try again.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let loaded = block_on(rt, async {
+                    SqlCatalogBuilder::default()
+                        .with_storage_factory(factory.clone())
+                        .load("auditlake", props.clone())
+                        .await
+                });
+                match loaded {
+                    Ok(c) => return Ok(Box::new(c)),
+                    Err(e) if attempt < 4 => {
+                        tracing::debug!(error = %e, attempt, "opening the Iceberg catalog failed; trying again");
+                        std::thread::sleep(std::time::Duration::from_millis(150 * attempt));
+                    }
+                    Err(e) => return Err(open(e)),
+                }
+            }
+        }
+        CatalogKind::Rest => {
+            let uri = cfg.catalog_uri.clone().ok_or_else(|| {
+                SinkError::Config(
+                    "[sink.iceberg] catalog = \"rest\" needs catalog_uri, the REST catalog's URL"
+                        .to_string(),
+                )
+            })?;
+            props.insert(iceberg_catalog_rest::REST_CATALOG_PROP_URI.to_string(), uri);
+            // A REST catalog names its warehouse; given only when set.
+            if let Some(w) = &cfg.warehouse {
+                props.insert(
+                    iceberg_catalog_rest::REST_CATALOG_PROP_WAREHOUSE.to_string(),
+                    w.clone(),
+                );
+            }
+            if let Some(var) = &cfg.credential_env {
+                props.insert(
+                    "credential".to_string(),
+                    secret_from_env("credential_env", var)?,
+                );
+            }
+            if let Some(var) = &cfg.token_env {
+                props.insert("token".to_string(), secret_from_env("token_env", var)?);
+            }
+            if let Some(scope) = &cfg.scope {
+                props.insert("scope".to_string(), scope.clone());
+            }
+            let c = block_on(rt, async {
+                iceberg_catalog_rest::RestCatalogBuilder::default()
+                    .with_storage_factory(factory)
+                    .load("auditlake", props)
+                    .await
+            })
+            .map_err(open)?;
+            Ok(Box::new(c))
+        }
+    }
+}
+
 /// The lake's Iceberg tables in one catalog.
 pub struct IcebergTables {
     rt: tokio::runtime::Runtime,
-    catalog: SqlCatalog,
+    catalog: Box<dyn Catalog>,
     namespace: NamespaceIdent,
-    root: PathBuf,
+    /// Where data file paths start: `file:///<lake>` or `s3://<bucket>/<prefix>`.
+    data_root: String,
+    /// The uploader of data files when they go to S3.
+    files: Option<S3Remote>,
     tables: BTreeMap<String, Table>,
     /// The input every writer's appends cover, from the snapshot summaries read so far.
     held: HashMap<String, UnitState>,
     /// The snapshots whose summaries are in `held`.
     read_snapshots: HashSet<i64>,
+    /// The checkpoint files read into `held` and `expired_batches`.
+    read_checkpoints: HashSet<String>,
+    /// Per table, the batch ids its checkpoint records (their snapshots are expired).
+    expired_batches: HashMap<String, HashSet<String>>,
+    max_snapshots: usize,
 }
 
 impl std::fmt::Debug for IcebergTables {
@@ -212,62 +511,48 @@ impl std::fmt::Debug for IcebergTables {
         // The catalog URI may hold a password: never printed.
         f.debug_struct("IcebergTables")
             .field("namespace", &self.namespace)
-            .field("root", &self.root)
+            .field("data_root", &self.data_root)
             .finish_non_exhaustive()
     }
 }
 
 impl IcebergTables {
     /// Connects to the catalog and creates the namespace and the tables that are missing.
-    pub fn open(lake: &Path, cfg: &IcebergConfig) -> Result<Self, SinkError> {
+    /// `files`: where data files are uploaded (S3), or None for the lake directory itself.
+    pub fn open(
+        lake: &Path,
+        cfg: &IcebergConfig,
+        files: Option<S3Remote>,
+    ) -> Result<Self, SinkError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| SinkError::io("start a runtime for", Path::new("Iceberg"), e))?;
-        let uri = cfg.uri(lake);
         // The lake may not exist yet (its first start): the tables' files go under it.
         std::fs::create_dir_all(lake).map_err(|e| SinkError::io("create directory", lake, e))?;
-        if uri.starts_with("sqlite:") {
-            let dir = lake.join("_auditlake/iceberg");
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| SinkError::io("create directory", &dir, e))?;
-        }
-        let warehouse = cfg.warehouse(lake);
-        std::fs::create_dir_all(&warehouse)
-            .map_err(|e| SinkError::io("create directory", &warehouse, e))?;
-        let warehouse = std::fs::canonicalize(&warehouse)
-            .map_err(|e| SinkError::io("resolve", &warehouse, e))?;
-        let root = std::fs::canonicalize(lake).map_err(|e| SinkError::io("resolve", lake, e))?;
-        let bind = if uri.starts_with("postgres") {
-            SqlBindStyle::DollarNumeric
-        } else {
-            SqlBindStyle::QMark
+        let data_root = match &files {
+            Some(s3) => s3.url("").trim_end_matches('/').to_string(),
+            None => {
+                let root =
+                    std::fs::canonicalize(lake).map_err(|e| SinkError::io("resolve", lake, e))?;
+                format!("file://{}", root.display())
+            }
         };
-        sqlx::any::install_default_drivers();
+        let (factory, storage_props) = storage(files.as_ref())?;
         let namespace = NamespaceIdent::new(cfg.namespace());
-        let props = HashMap::from([
-            (SQL_CATALOG_PROP_URI.to_string(), uri),
-            (
-                SQL_CATALOG_PROP_WAREHOUSE.to_string(),
-                format!("file://{}", warehouse.display()),
-            ),
-            (SQL_CATALOG_PROP_BIND_STYLE.to_string(), bind.to_string()),
-        ]);
-        let catalog = block_on(&rt, async {
-            SqlCatalogBuilder::default()
-                .with_storage_factory(std::sync::Arc::new(LocalFsStorageFactory))
-                .load("auditlake", props)
-                .await
-        })
-        .map_err(|e| iceberg_error("open the Iceberg catalog", e))?;
+        let catalog = open_catalog(&rt, lake, cfg, files.as_ref(), factory, storage_props)?;
         let mut me = IcebergTables {
             rt,
             catalog,
             namespace,
-            root,
+            data_root,
+            files,
             tables: BTreeMap::new(),
             held: HashMap::new(),
             read_snapshots: HashSet::new(),
+            read_checkpoints: HashSet::new(),
+            expired_batches: HashMap::new(),
+            max_snapshots: cfg.max_snapshots.unwrap_or(DEFAULT_MAX_SNAPSHOTS).max(2),
         };
         me.ensure_tables()?;
         Ok(me)
@@ -275,7 +560,7 @@ impl IcebergTables {
 
     fn ensure_tables(&mut self) -> Result<(), SinkError> {
         let ns = self.namespace.clone();
-        let catalog = &self.catalog;
+        let catalog: &dyn Catalog = self.catalog.as_ref();
         let tables = block_on(&self.rt, async {
             if !catalog.namespace_exists(&ns).await? {
                 // Another process may create it at the same moment: then it exists.
@@ -345,7 +630,7 @@ impl IcebergTables {
                 .ok_or_else(|| SinkError::Schema(format!("no Iceberg table for {dataset}")))?;
             // Finishing a batch a crash interrupted: the tables it already reached are skipped
             // (an append is not atomic across tables).
-            if holds(table, batch) {
+            if self.holds(dataset, table, batch) {
                 continue;
             }
             let spec_id = table.metadata().default_partition_spec_id();
@@ -354,7 +639,7 @@ impl IcebergTables {
                 .map(|f| {
                     DataFileBuilder::default()
                         .content(DataContentType::Data)
-                        .file_path(format!("file://{}", self.root.join(&f.path).display()))
+                        .file_path(format!("{}/{}", self.data_root, f.path))
                         .file_format(DataFileFormat::Parquet)
                         .partition(partition_of(&f.path, spec)?)
                         .partition_spec_id(spec_id)
@@ -368,7 +653,7 @@ impl IcebergTables {
                 (BATCH_PROPERTY.to_string(), batch.to_string()),
                 (SEGMENTS_PROPERTY.to_string(), segments.clone()),
             ]);
-            let catalog = &self.catalog;
+            let catalog: &dyn Catalog = self.catalog.as_ref();
             let committed = block_on(&self.rt, async {
                 let tx = Transaction::new(table);
                 let tx = tx
@@ -379,15 +664,178 @@ impl IcebergTables {
                 tx.commit(catalog).await
             })
             .map_err(|e| iceberg_error(&format!("commit to the Iceberg table {dataset}"), e))?;
+            let snapshots = committed.metadata().snapshots().count();
             self.tables.insert(dataset.to_string(), committed);
+            if snapshots > self.max_snapshots {
+                // The batch is committed: a failed expiry is retried after a later append.
+                if let Err(e) = self.expire(dataset) {
+                    tracing::warn!(table = dataset, error = %e, "could not expire old snapshots (retried after a later commit)");
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Whether a table holds a batch: in a snapshot, or in its checkpoint.
+    fn holds(&self, dataset: &str, table: &Table, batch: &str) -> bool {
+        batches_of(table).any(|b| b == batch)
+            || self
+                .expired_batches
+                .get(dataset)
+                .is_some_and(|b| b.contains(batch))
+    }
+
+    /// The table's current input checkpoint: (its property, location), the newest.
+    fn checkpoint_of(table: &Table) -> Option<(i64, String)> {
+        table
+            .metadata()
+            .properties()
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(CHECKPOINT_PROPERTY)
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .map(|n| (n, v.clone()))
+            })
+            .max()
+    }
+
+    fn read_checkpoint(&self, table: &Table, location: &str) -> Result<InputCheckpoint, SinkError> {
+        let bytes = block_on(&self.rt, async {
+            table.file_io().new_input(location)?.read().await
+        })
+        .map_err(|e| iceberg_error(&format!("read the input checkpoint {location}"), e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| SinkError::Iceberg(format!("input checkpoint {location}: {e}")))
+    }
+
+    /// Expires the older half of a table's snapshots, after writing what they record (and
+    /// what the previous checkpoint held) into a new input checkpoint the table references.
+    /// Safe with other writers committing or expiring at once: an append retried on top of it
+    /// keeps its own snapshot; a concurrent expiry adds its own checkpoint property (the
+    /// highest is current, and each covers all snapshots up to its sequence number); expiring
+    /// a snapshot already gone is a no-op.
+    pub fn expire(&mut self, dataset: &str) -> Result<usize, SinkError> {
+        let table = self
+            .tables
+            .get(dataset)
+            .ok_or_else(|| SinkError::Schema(format!("no Iceberg table for {dataset}")))?
+            .clone();
+        let metadata = table.metadata();
+        let mut snapshots: Vec<_> = metadata.snapshots().collect();
+        snapshots.sort_by_key(|s| s.sequence_number());
+        let keep = (self.max_snapshots / 2).max(1);
+        if snapshots.len() <= keep {
+            return Ok(0);
+        }
+        let old = &snapshots[..snapshots.len() - keep];
+        let current = metadata.current_snapshot_id();
+        let old: Vec<_> = old
+            .iter()
+            .filter(|s| Some(s.snapshot_id()) != current)
+            .collect();
+        let Some(through) = old.iter().map(|s| s.sequence_number()).max() else {
+            return Ok(0);
+        };
+        let mut checkpoint = match Self::checkpoint_of(&table) {
+            Some((_, location)) => self.read_checkpoint(&table, &location)?,
+            None => InputCheckpoint::default(),
+        };
+        if checkpoint.through_sequence >= through {
+            return Ok(0);
+        }
+        let mut units: BTreeMap<String, UnitState> = BTreeMap::new();
+        for seg in &checkpoint.segments {
+            units.entry(seg.unit.clone()).or_default().add_segment(seg);
+        }
+        let mut batches: BTreeMap<String, i64> = checkpoint.batches.drain(..).collect();
+        for s in &old {
+            if s.sequence_number() <= checkpoint.through_sequence {
+                continue;
+            }
+            let props = &s.summary().additional_properties;
+            if let Some(text) = props.get(SEGMENTS_PROPERTY) {
+                let segments: Vec<Segment> = serde_json::from_str(text).map_err(|e| {
+                    SinkError::Iceberg(format!(
+                        "{dataset}: snapshot {} has unreadable {SEGMENTS_PROPERTY}: {e}",
+                        s.snapshot_id()
+                    ))
+                })?;
+                for seg in &segments {
+                    units.entry(seg.unit.clone()).or_default().add_segment(seg);
+                }
+            }
+            if let Some(b) = props.get(BATCH_PROPERTY) {
+                batches.insert(b.clone(), s.timestamp_ms());
+            }
+        }
+        let newest = old.iter().map(|s| s.timestamp_ms()).max().unwrap_or(0);
+        let checkpoint = InputCheckpoint {
+            through_sequence: through,
+            segments: units.iter().flat_map(|(u, st)| st.segments(u)).collect(),
+            batches: batches
+                .into_iter()
+                .filter(|&(_, t)| t >= newest - CHECKPOINT_BATCHES_MS)
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&checkpoint)
+            .map_err(|e| SinkError::Iceberg(format!("input checkpoint: {e}")))?;
+        let nonce = xxhash_rust::xxh3::xxh3_64(
+            format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes(),
+        );
+        let location = format!(
+            "{}/metadata/auditlake-input-{through:012}-{nonce:016x}.json",
+            metadata.location().trim_end_matches('/')
+        );
+        let older: Vec<String> = metadata
+            .properties()
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(CHECKPOINT_PROPERTY)
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .is_some_and(|n| n < through)
+            })
+            .cloned()
+            .collect();
+        let ids: Vec<i64> = old.iter().map(|s| s.snapshot_id()).collect();
+        let expired = ids.len();
+        let catalog: &dyn Catalog = self.catalog.as_ref();
+        let committed = block_on(&self.rt, async {
+            table
+                .file_io()
+                .new_output(&location)?
+                .write(bytes.into())
+                .await?;
+            let tx = Transaction::new(&table);
+            let mut props = tx
+                .update_table_properties()
+                .set(format!("{CHECKPOINT_PROPERTY}{through}"), location.clone());
+            for k in older {
+                props = props.remove(k);
+            }
+            let tx = props.apply(tx)?;
+            // By id only: age-based expiry pinned to the epoch.
+            let tx = tx
+                .expire_snapshots()
+                .expire_snapshot_ids(ids)
+                .expire_older_than_ms(0)
+                .apply(tx)?;
+            tx.commit(catalog).await
+        })
+        .map_err(|e| {
+            iceberg_error(
+                &format!("expire snapshots of the Iceberg table {dataset}"),
+                e,
+            )
+        })?;
+        tracing::info!(table = dataset, expired, through_sequence = through, checkpoint = %location, "expired old snapshots; their input record is in the checkpoint");
+        self.tables.insert(dataset.to_string(), committed);
+        Ok(expired)
     }
 
     /// The batch ids the tables' snapshots record (as the catalog holds them now).
     pub fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
         let ns = self.namespace.clone();
-        let catalog = &self.catalog;
+        let catalog: &dyn Catalog = self.catalog.as_ref();
         let names: Vec<String> = self.tables.keys().cloned().collect();
         let loaded = block_on(&self.rt, async {
             let mut out = BTreeMap::new();
@@ -401,7 +849,26 @@ impl IcebergTables {
         })
         .map_err(|e| iceberg_error("read the Iceberg tables", e))?;
         let mut batches = BTreeSet::new();
-        for t in loaded.values() {
+        for (name, t) in &loaded {
+            if let Some((_, location)) = Self::checkpoint_of(t)
+                && !self.read_checkpoints.contains(&location)
+            {
+                let checkpoint = self.read_checkpoint(t, &location)?;
+                for seg in &checkpoint.segments {
+                    self.held
+                        .entry(seg.unit.clone())
+                        .or_default()
+                        .add_segment(seg);
+                }
+                self.expired_batches
+                    .entry(name.clone())
+                    .or_default()
+                    .extend(checkpoint.batches.into_iter().map(|(b, _)| b));
+                self.read_checkpoints.insert(location);
+            }
+            if let Some(expired) = self.expired_batches.get(name) {
+                batches.extend(expired.iter().cloned());
+            }
             batches.extend(batches_of(t).map(str::to_string));
             for s in t.metadata().snapshots() {
                 if !self.read_snapshots.insert(s.snapshot_id()) {
@@ -438,14 +905,21 @@ impl IcebergTables {
 
 /// The tables as the lake's commit point: files stay where the lake writes them (they are
 /// the table's data files), and a batch is committed by its appends.
-impl super::lake::Remote for IcebergTables {
-    fn put(&mut self, _rel: &str, _local: &Path) -> Result<(), SinkError> {
-        Ok(())
+impl Remote for IcebergTables {
+    fn put(&mut self, rel: &str, local: &Path) -> Result<(), SinkError> {
+        match &mut self.files {
+            Some(s3) => s3.put(rel, local),
+            None => Ok(()),
+        }
     }
 
-    fn delete(&mut self, _rel: &str) -> Result<(), SinkError> {
-        // Files of a batch that never committed are in no table: the lake removes them.
-        Ok(())
+    fn delete(&mut self, rel: &str) -> Result<(), SinkError> {
+        // Files of a batch that never committed are in no table: removed from S3 here, and
+        // from the lake directory by the lake.
+        match &mut self.files {
+            Some(s3) => s3.delete(rel),
+            None => Ok(()),
+        }
     }
 
     fn commit(
@@ -466,8 +940,132 @@ impl super::lake::Remote for IcebergTables {
     }
 
     fn local_is_staging(&self) -> bool {
-        false
+        self.files.is_some()
     }
+}
+
+/// What each engine needs to read the lake's Iceberg tables, for `auditlake schema --ddl
+/// iceberg`: the catalog settings of pyiceberg, Spark, Trino and DuckDB for the
+/// pipeline's `[sink]` (passwords in URIs shown as `***`).
+pub fn reader_setup(lake: &super::LakeConfig) -> String {
+    let cfg = lake.iceberg.clone().unwrap_or_default();
+    let root = std::path::absolute(&lake.path).unwrap_or_else(|_| lake.path.clone());
+    let ns = cfg.namespace();
+    let warehouse = match (&cfg.warehouse, &lake.s3) {
+        (Some(w), _) if w.contains("://") => w.clone(),
+        (Some(w), _) => format!(
+            "file://{}",
+            std::path::absolute(w)
+                .unwrap_or_else(|_| PathBuf::from(w))
+                .display()
+        ),
+        (None, Some(s3)) => {
+            let prefix = s3.prefix.trim_matches('/');
+            if prefix.is_empty() {
+                format!("s3://{}/iceberg", s3.bucket)
+            } else {
+                format!("s3://{}/{prefix}/iceberg", s3.bucket)
+            }
+        }
+        (None, None) => format!("file://{}", root.join("iceberg").display()),
+    };
+    let tables: Vec<String> = crate::schema::tables()
+        .iter()
+        .map(|t| format!("{ns}.{}", t.name))
+        .collect();
+    let kind = match cfg.catalog {
+        CatalogKind::Sql => "sql",
+        CatalogKind::Rest => "rest",
+    };
+    let mut out = format!(
+        "-- The lake's Iceberg tables (docs/iceberg.md): catalog {kind:?}, namespace {ns:?}\n-- Tables: {}\n-- Warehouse: {warehouse}\n",
+        tables.join(", ")
+    );
+    let s3_props = lake.s3.as_ref().map(|s3| {
+        let mut p = Vec::new();
+        if let Some(r) = &s3.region {
+            p.push(("s3.region", r.clone()));
+        }
+        if let Some(e) = &s3.endpoint_url {
+            p.push(("s3.endpoint", e.clone()));
+        }
+        p
+    });
+    let py_s3: String = s3_props
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!(", **{{\"{k}\": \"{v}\"}}"))
+        .collect();
+    let first = format!("{ns}.ciem_events");
+    match cfg.catalog {
+        CatalogKind::Sql => {
+            let uri = redact_uri(&cfg.uri(&root));
+            let (py_uri, jdbc, driver) = if let Some(rest) = uri.strip_prefix("sqlite://") {
+                let file = rest.split('?').next().unwrap_or(rest);
+                (
+                    format!("sqlite:///{}", file.trim_start_matches('/')),
+                    format!("jdbc:sqlite:{file}"),
+                    "org.sqlite.JDBC",
+                )
+            } else {
+                let rest = uri.split_once("://").map_or(uri.as_str(), |(_, r)| r);
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                (
+                    uri.replacen("postgres://", "postgresql+psycopg2://", 1),
+                    format!("jdbc:postgresql://{host}"),
+                    "org.postgresql.Driver",
+                )
+            };
+            out.push_str(&format!(
+                "\n-- pyiceberg (pip install \"pyiceberg[sql-sqlite,sql-postgres,pyarrow]\"); the catalog's name is \"auditlake\":\n\
+                 --   from pyiceberg.catalog.sql import SqlCatalog\n\
+                 --   cat = SqlCatalog(\"auditlake\", uri=\"{py_uri}\", warehouse=\"{warehouse}\"{py_s3})\n\
+                 --   cat.load_table(\"{first}\").scan().to_arrow()\n\
+                 \n-- Spark (iceberg-spark-runtime, the JDBC catalog reads the same catalog tables):\n\
+                 --   spark.sql.catalog.auditlake=org.apache.iceberg.spark.SparkCatalog\n\
+                 --   spark.sql.catalog.auditlake.type=jdbc\n\
+                 --   spark.sql.catalog.auditlake.uri={jdbc}\n\
+                 --   spark.sql.catalog.auditlake.warehouse={warehouse}\n\
+                 --   SELECT count(*) FROM auditlake.{first};\n\
+                 \n-- Trino (etc/catalog/auditlake.properties):\n\
+                 --   connector.name=iceberg\n\
+                 --   iceberg.catalog.type=jdbc\n\
+                 --   iceberg.jdbc-catalog.catalog-name=auditlake\n\
+                 --   iceberg.jdbc-catalog.driver-class={driver}\n\
+                 --   iceberg.jdbc-catalog.connection-url={jdbc}\n\
+                 --   iceberg.jdbc-catalog.default-warehouse-dir={warehouse}\n\
+                 \n-- DuckDB (LOAD iceberg): a table's current metadata file, as pyiceberg prints it\n\
+                 -- (cat.load_table(\"{first}\").metadata_location):\n\
+                 --   SELECT count(*) FROM iceberg_scan('<metadata_location>');\n"
+            ));
+        }
+        CatalogKind::Rest => {
+            let uri = redact_uri(cfg.catalog_uri.as_deref().unwrap_or("<catalog_uri>"));
+            let wh = cfg
+                .warehouse
+                .clone()
+                .unwrap_or_else(|| "<warehouse>".into());
+            out.push_str(&format!(
+                "\n-- pyiceberg:\n\
+                 --   from pyiceberg.catalog.rest import RestCatalog\n\
+                 --   cat = RestCatalog(\"auditlake\", uri=\"{uri}\", warehouse=\"{wh}\")\n\
+                 \n-- Spark:\n\
+                 --   spark.sql.catalog.auditlake=org.apache.iceberg.spark.SparkCatalog\n\
+                 --   spark.sql.catalog.auditlake.type=rest\n\
+                 --   spark.sql.catalog.auditlake.uri={uri}\n\
+                 --   spark.sql.catalog.auditlake.warehouse={wh}\n\
+                 \n-- Trino (etc/catalog/auditlake.properties):\n\
+                 --   connector.name=iceberg\n\
+                 --   iceberg.catalog.type=rest\n\
+                 --   iceberg.rest-catalog.uri={uri}\n\
+                 --   iceberg.rest-catalog.warehouse={wh}\n\
+                 \n-- DuckDB (LOAD iceberg):\n\
+                 --   ATTACH '{wh}' AS auditlake (TYPE iceberg, ENDPOINT '{uri}');\n\
+                 --   SELECT count(*) FROM auditlake.{first};\n"
+            ));
+        }
+    }
+    out
 }
 
 /// The batch ids a table's snapshots record.
@@ -477,10 +1075,6 @@ fn batches_of(table: &Table) -> impl Iterator<Item = &str> {
         .snapshots()
         .filter_map(|s| s.summary().additional_properties.get(BATCH_PROPERTY))
         .map(String::as_str)
-}
-
-fn holds(table: &Table, batch: &str) -> bool {
-    batches_of(table).any(|b| b == batch)
 }
 
 fn creation(spec: &TableSpec) -> Result<TableCreation, SinkError> {
@@ -535,7 +1129,7 @@ mod tests {
     /// appends of one batch.
     struct FirstTableOnly(IcebergTables);
 
-    impl super::super::lake::Remote for FirstTableOnly {
+    impl Remote for FirstTableOnly {
         fn put(&mut self, _: &str, _: &Path) -> Result<(), SinkError> {
             Ok(())
         }
@@ -658,14 +1252,14 @@ mod tests {
             ..PendingBatch::default()
         };
         {
-            let remote = FirstTableOnly(IcebergTables::open(root, &cfg).expect("tables"));
+            let remote = FirstTableOnly(IcebergTables::open(root, &cfg, None).expect("tables"));
             let mut lake = LocalLake::open_instance(root, options, None, Some(Box::new(remote)))
                 .expect("lake");
             let err = lake.commit(batch).expect_err("the commit dies half-way");
             assert!(err.to_string().contains("the process died here"), "{err}");
             // crash
         }
-        let mut tables = IcebergTables::open(root, &cfg).expect("tables");
+        let mut tables = IcebergTables::open(root, &cfg, None).expect("tables");
         let before = tables_rows(&mut tables);
         let started: Vec<_> = before
             .iter()
@@ -683,7 +1277,9 @@ mod tests {
             root,
             options,
             None,
-            Some(Box::new(IcebergTables::open(root, &cfg).expect("tables"))),
+            Some(Box::new(
+                IcebergTables::open(root, &cfg, None).expect("tables"),
+            )),
         )
         .expect("reopen");
         assert!(
@@ -691,7 +1287,7 @@ mod tests {
             "the batch is recorded"
         );
         drop(lake);
-        let mut tables = IcebergTables::open(root, &cfg).expect("tables");
+        let mut tables = IcebergTables::open(root, &cfg, None).expect("tables");
         let after = tables_rows(&mut tables);
         for name in ["asset_changes", "dead_letters"] {
             assert_eq!(
@@ -727,6 +1323,31 @@ mod tests {
                     .sum()
             })
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn catalog_uris_are_shown_without_passwords() {
+        assert_eq!(
+            redact_uri("postgres://u:secret@db:5432/lake"),
+            "postgres://***@db:5432/lake"
+        );
+        assert_eq!(redact_uri("sqlite:///x/c.db"), "sqlite:///x/c.db");
+        let cfg = IcebergConfig {
+            catalog_uri: Some("postgres://u:pw-123@h/db".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{cfg:?}").contains("pw-123"), "{cfg:?}");
+        let lake = crate::sink::LakeConfig {
+            format: crate::sink::LakeFormat::Iceberg,
+            iceberg: Some(cfg),
+            ..Default::default()
+        };
+        let setup = reader_setup(&lake);
+        assert!(!setup.contains("pw-123"), "{setup}");
+        assert!(
+            setup.contains("iceberg.jdbc-catalog.connection-url=jdbc:postgresql://h/db"),
+            "{setup}"
+        );
     }
 
     #[test]

@@ -69,6 +69,31 @@ pub struct UnitState {
 }
 
 impl UnitState {
+    /// The state as segments of `unit` (what [`UnitState::add_segment`] rebuilds it from).
+    pub fn segments(&self, unit: &str) -> Vec<Segment> {
+        let mut out: Vec<Segment> = self
+            .ranges
+            .iter()
+            .map(|&(from, to)| Segment {
+                unit: unit.to_string(),
+                from,
+                to,
+                complete: false,
+            })
+            .collect();
+        match out.last_mut() {
+            Some(last) => last.complete = self.complete,
+            None if self.complete => out.push(Segment {
+                unit: unit.to_string(),
+                from: 0,
+                to: 0,
+                complete: true,
+            }),
+            None => {}
+        }
+        out
+    }
+
     /// Adds what `other` holds.
     pub fn merge(&mut self, other: &UnitState) {
         for &(f, t) in &other.ranges {
@@ -677,6 +702,33 @@ mod tests {
         );
         drop(first);
         Journal::open(dir.path()).expect("free again once the writer is gone");
+    }
+
+    #[test]
+    fn a_unit_state_is_rebuilt_from_its_segments() {
+        let mut st = UnitState::default();
+        for (from, to, complete) in [(0, 5, false), (9, 12, false), (5, 7, true)] {
+            st.add_segment(&Segment {
+                unit: "u".into(),
+                from,
+                to,
+                complete,
+            });
+        }
+        let mut again = UnitState::default();
+        for seg in st.segments("u") {
+            again.add_segment(&seg);
+        }
+        assert_eq!(again, st);
+        let done = UnitState {
+            ranges: Vec::new(),
+            complete: true,
+        };
+        let mut again = UnitState::default();
+        for seg in done.segments("u") {
+            again.add_segment(&seg);
+        }
+        assert_eq!(again, done);
     }
 
     #[test]

@@ -208,16 +208,26 @@ impl LakeConfig {
     /// What in the `[sink]` combination cannot run (checked by `validate` and at start).
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        match self.format {
-            LakeFormat::Iceberg if self.s3.is_some() => out.push(
-                "[sink] format = \"iceberg\" writes the tables' files to the local lake in this version: remove [sink.s3] (docs/iceberg.md)"
-                    .to_string(),
-            ),
-            LakeFormat::Hive if self.iceberg.is_some() => out.push(
+        if self.format == LakeFormat::Hive && self.iceberg.is_some() {
+            out.push(
                 "[sink.iceberg] is set but [sink] format is \"hive\": add format = \"iceberg\" to [sink], or remove [sink.iceberg]"
                     .to_string(),
-            ),
-            _ => {}
+            );
+        }
+        if let Some(ice) = self.iceberg.as_ref() {
+            use iceberg::CatalogKind;
+            if ice.catalog == CatalogKind::Rest && ice.catalog_uri.is_none() {
+                out.push("[sink.iceberg] catalog = \"rest\" needs catalog_uri, the REST catalog's URL (https://…)".to_string());
+            }
+        }
+        if self.format == LakeFormat::Iceberg
+            && self.s3.is_some()
+            && let Some(w) = self.iceberg.as_ref().and_then(|i| i.warehouse.as_deref())
+            && !w.starts_with("s3://")
+        {
+            out.push(format!(
+                "[sink.iceberg] warehouse = {w:?} is a local path while [sink.s3] puts the tables' files in S3: hosts without this disk could not read the tables; set an s3:// warehouse or leave it unset (s3://<bucket>/<prefix>/iceberg)"
+            ));
         }
         out
     }

@@ -47,14 +47,29 @@ pub fn open_lake(cfg: &LakeConfig) -> Result<LocalLake, SinkError> {
         return Err(SinkError::Config(problem));
     }
     if cfg.format == super::LakeFormat::Iceberg {
+        let files = match &cfg.s3 {
+            Some(s3) => {
+                tracing::info!(bucket = %s3.bucket, prefix = %s3.prefix, state = %cfg.path.display(), "Iceberg tables' files in S3");
+                Some(S3Remote::connect(s3)?)
+            }
+            None => None,
+        };
         let tables = super::iceberg::IcebergTables::open(
             &cfg.path,
             &cfg.iceberg.clone().unwrap_or_default(),
+            files,
         )?;
+        // Writers on other hosts put files into the same tables (and bucket): every state
+        // directory names its files after its own writer id, so a crashed writer's clean-up
+        // never removes a file another writer wrote for the same input.
+        let instance = match &cfg.instance {
+            Some(i) => i.clone(),
+            None => super::iceberg::writer_id(&cfg.path)?,
+        };
         return LocalLake::open_instance(
             &cfg.path,
             cfg.parquet(),
-            cfg.instance.as_deref(),
+            Some(&instance),
             Some(Box::new(tables)),
         );
     }
@@ -79,6 +94,10 @@ pub struct S3Remote {
     bucket: String,
     prefix: String,
     part_size: usize,
+    /// The SDK configuration it was made from (region, credential chain, endpoint), when
+    /// made by [`S3Remote::connect`]: the Iceberg tables' storage signs with the same.
+    sdk: Option<aws_config::SdkConfig>,
+    path_style: bool,
 }
 
 fn s3_error(op: &'static str, key: &str, e: impl std::fmt::Display) -> SinkError {
@@ -112,8 +131,9 @@ impl S3Remote {
                 "[sink.s3] no AWS region: set `region` or AWS_REGION".to_string(),
             ));
         }
+        let path_style = cfg.force_path_style.unwrap_or(cfg.endpoint_url.is_some());
         let conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(cfg.force_path_style.unwrap_or(cfg.endpoint_url.is_some()))
+            .force_path_style(path_style)
             .build();
         Ok(S3Remote {
             rt,
@@ -121,6 +141,8 @@ impl S3Remote {
             bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.trim_matches('/').to_string(),
             part_size: cfg.part_size_mib << 20,
+            sdk: Some(sdk),
+            path_style,
         })
     }
 
@@ -141,7 +163,24 @@ impl S3Remote {
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             part_size: part_size_mib.max(5) << 20,
+            sdk: None,
+            path_style: false,
         })
+    }
+
+    /// The SDK configuration of [`S3Remote::connect`] (None for [`S3Remote::with_client`]).
+    pub fn sdk_config(&self) -> Option<&aws_config::SdkConfig> {
+        self.sdk.as_ref()
+    }
+
+    /// Whether requests use path-style addressing (an endpoint override, by default).
+    pub fn path_style(&self) -> bool {
+        self.path_style
+    }
+
+    /// The `s3://` URL of a path relative to the lake root.
+    pub fn url(&self, rel: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(rel))
     }
 
     fn key(&self, rel: &str) -> String {

@@ -119,6 +119,36 @@ pub fn produce_one_per_batch(
     );
 }
 
+/// Produces `chunks` × `per_chunk` CloudAudit events (ids `k-<n>`, event `n` to partition
+/// `n % partitions`) in the background, one message per record batch, pausing between chunks.
+pub fn spawn_cloudaudit_producer(
+    bootstrap: String,
+    topic: &'static str,
+    partitions: i32,
+    (chunks, per_chunk): (usize, usize),
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for chunk in 0..chunks {
+            let msgs: Vec<(i32, String)> = (0..per_chunk)
+                .map(|i| {
+                    let n = chunk * per_chunk + i;
+                    (
+                        (n % partitions as usize) as i32,
+                        super::cloudaudit_event(&format!("k-{n}"), 1714557600 + n as i64),
+                    )
+                })
+                .collect();
+            // One message per record batch: a partition moving between consumers is resumed
+            // from its committed offset, and tansu answers a fetch starting inside a batch
+            // with the next batch (tests/kafka.rs, tansu_fetch_inside_a_batch_probe), which
+            // would lose messages for the broker's fault, not ours.
+            produce_one_per_batch(&bootstrap, topic, "none", &msgs);
+            std::thread::sleep(pause);
+        }
+    })
+}
+
 /// Sends `(partition, payload)` messages with the given producer settings and waits until
 /// every one is acknowledged.
 pub fn send(bootstrap: &str, topic: &str, settings: &[(&str, &str)], messages: &[(i32, String)]) {
