@@ -172,6 +172,81 @@ print(json.dumps(rows))
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The README's example, on a lake of the samples as its command makes it.
+    std::os::unix::fs::symlink(&ice, dir.path().join("lake-iceberg")).expect("symlink");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    assert!(
+        readme.contains(
+            "auditlake replay tests/fixtures/samples --out lake-iceberg --format iceberg"
+        )
+    );
+    let example = readme
+        .split("```python\n")
+        .skip(1)
+        .find(|block| block.contains("lake-iceberg"))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's pyiceberg and DuckDB example");
+    let out = Command::new(python())
+        .args(["-c", example])
+        .current_dir(dir.path())
+        .output()
+        .expect("run python");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.contains("secretsmanager:GetSecretValue"),
+        "the README's example printed:\n{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `schema --ddl iceberg` for a pipeline writing this lake: its pyiceberg lines work as
+    // printed.
+    let pipeline = dir.path().join("ice.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[source]\ntype = \"files\"\npath = \"{}\"\n[sink]\npath = \"{}\"\nformat = \"iceberg\"\n",
+            dir.path().display(),
+            ice.display()
+        ),
+    )
+    .expect("pipeline");
+    let out = auditlake(&[
+        "schema",
+        "--ddl",
+        "iceberg",
+        "--config",
+        pipeline.to_str().expect("path"),
+    ]);
+    let setup = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{setup}");
+    let py: Vec<&str> = setup
+        .split("-- pyiceberg")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("a pyiceberg part")
+        .lines()
+        .filter_map(|l| l.strip_prefix("--   "))
+        .collect();
+    let script = format!(
+        "{}\nprint(_.num_rows)",
+        py.join("\n")
+            .replace("cat.load_table", "_ = cat.load_table")
+    );
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .expect("run python");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        got["ciem_events"].to_string(),
+        "schema --ddl iceberg's pyiceberg lines:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for engine in ["-- Spark", "-- Trino", "-- DuckDB"] {
+        assert!(setup.contains(engine), "{engine} in:\n{setup}");
+    }
+
     // Replaying the same input again: every file is already in the lake, no new snapshot.
     let before = got["snapshots"].clone();
     let again = replay(&ice, "iceberg");

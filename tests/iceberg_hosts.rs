@@ -176,7 +176,11 @@ start_position = "earliest"
     // `a` dies mid-stream, holding messages (and perhaps a batch) it has not finished.
     b.assert_running();
     a.sigkill();
-    assert_ne!(aws.counts(&queue), (0, 0), "killed with messages in the queue");
+    assert_ne!(
+        aws.counts(&queue),
+        (0, 0),
+        "killed with messages in the queue"
+    );
     let total = (OBJECTS * PER_OBJECT + CHUNKS * PER_CHUNK) as u64;
     let at_kill = table_counts(&pg.uri(), &moto.endpoint);
     assert!(

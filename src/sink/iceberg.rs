@@ -1003,7 +1003,8 @@ pub fn reader_setup(lake: &super::LakeConfig) -> String {
             let (py_uri, jdbc, driver) = if let Some(rest) = uri.strip_prefix("sqlite://") {
                 let file = rest.split('?').next().unwrap_or(rest);
                 (
-                    format!("sqlite:///{}", file.trim_start_matches('/')),
+                    // SQLAlchemy: `sqlite:///` and the path, so four slashes for an absolute one.
+                    format!("sqlite:///{file}"),
                     format!("jdbc:sqlite:{file}"),
                     "org.sqlite.JDBC",
                 )
