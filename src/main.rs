@@ -158,7 +158,7 @@ enum Command {
 enum Ddl {
     Duckdb,
     Athena,
-    /// What pyiceberg, Spark, Trino and DuckDB need to read the Iceberg tables of a
+    /// What pyiceberg, Spark, Trino, Athena and DuckDB need to read the Iceberg tables of a
     /// pipeline's lake (its [sink] from --config).
     Iceberg,
 }

@@ -679,3 +679,98 @@ print(json.dumps([len(ids), len(set(ids)), len(t.snapshots())]))
         "the client secret is never logged"
     );
 }
+
+/// The AWS Glue Data Catalog (moto's Glue) with the tables in S3 (moto's S3): a writer
+/// commits, pyiceberg's own Glue catalog finds the tables and reads every event from S3.
+#[test]
+fn glue_catalog_with_the_tables_in_s3() {
+    use common::moto::{Aws, Daemon, Moto};
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    aws.bucket("lake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("mkdir");
+    let (files, per_file) = (3, 20);
+    for (f, bytes) in cloudtrail_inputs("g", files, per_file).iter().enumerate() {
+        std::fs::write(inbox.join(format!("g{f}.json.gz")), bytes).expect("write input");
+    }
+    let config = dir.path().join("glue.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"name = "glue"
+[source]
+type = "files"
+path = "{inbox}"
+poll_interval_secs = 1
+[sink]
+path = "{state}"
+format = "iceberg"
+[sink.s3]
+bucket = "lake"
+prefix = "tables"
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+[sink.iceberg]
+catalog = "glue"
+catalog_uri = "{endpoint}"
+[flush]
+max_rows = {per_file}
+max_age_secs = 1
+"#,
+            inbox = inbox.display(),
+            state = dir.path().join("state").display(),
+            endpoint = moto.endpoint,
+        ),
+    )
+    .expect("write config");
+    let daemon = Daemon::start(&config, &dir.path().join("glue.log"));
+    let script = format!(
+        r#"import json
+from pyiceberg.catalog.glue import GlueCatalog
+cat = GlueCatalog('auditlake', **{{'glue.endpoint': '{e}', 'glue.region': 'us-east-1',
+    'glue.access-key-id': 'testing', 'glue.secret-access-key': 'testing',
+    's3.endpoint': '{e}', 's3.access-key-id': 'testing', 's3.secret-access-key': 'testing',
+    's3.region': 'us-east-1'}})
+t = cat.load_table('auditlake.ciem_events')
+ids = t.scan(selected_fields=('metadata_uid',)).to_arrow().column('metadata_uid').to_pylist()
+files = [task.file.file_path for task in t.scan().plan_files()]
+print(json.dumps([len(ids), len(set(ids)), sorted(set(f.split('/ciem_events/')[0] for f in files)), t.metadata_location.startswith('s3://lake/tables/iceberg/auditlake.db/ciem_events/metadata/'), len(t.snapshots())]))
+"#,
+        e = moto.endpoint
+    );
+    let want = json!(files * per_file);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let seen = loop {
+        let out = Command::new(python())
+            .args(["-c", &script])
+            .output()
+            .expect("python");
+        let v = serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|_| {
+            Value::String(
+                String::from_utf8_lossy(&out.stderr)
+                    .chars()
+                    .take(1500)
+                    .collect(),
+            )
+        });
+        if v[0] == want || std::time::Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let log = daemon.terminate();
+    assert_eq!(seen[0], want, "rows: {seen}\n{log}");
+    assert_eq!(seen[1], want, "distinct ids");
+    assert_eq!(
+        seen[2],
+        json!(["s3://lake/tables"]),
+        "data files in the bucket"
+    );
+    assert_eq!(seen[3], json!(true), "metadata in the warehouse: {seen}");
+    assert!(
+        seen[4].as_u64().unwrap_or(0) >= files as u64,
+        "one commit per batch: {seen}"
+    );
+}

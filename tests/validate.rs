@@ -306,6 +306,8 @@ fn validate_catches_everything_run_rejects_at_start() {
         ("instance-name", format!("{files}[sink]\ninstance = \"a/b\"\n"), "instance"),
         ("lake-is-a-file", format!("{files}[sink]\npath = \"{}\"\n", lake_file.display()), "is a file, not a directory"),
         ("iceberg-s3-local-warehouse", format!("{files}[sink]\nformat = \"iceberg\"\n[sink.s3]\nbucket = \"b\"\nregion = \"us-east-1\"\n[sink.iceberg]\nwarehouse = \"/tmp/w\"\n"), "warehouse = \"/tmp/w\" is a local path"),
+        ("glue-without-s3", format!("{files}[sink]\nformat = \"iceberg\"\n[sink.iceberg]\ncatalog = \"glue\"\n"), "add [sink.s3]"),
+        ("rest-without-uri", format!("{files}[sink]\nformat = \"iceberg\"\n[sink.iceberg]\ncatalog = \"rest\"\n"), "needs catalog_uri"),
         ("iceberg-without-format", format!("{files}[sink]\n[sink.iceberg]\nnamespace = \"x\"\n"), "add format = \"iceberg\""),
     ];
     for (name, text, says) in &cases {

@@ -15,7 +15,8 @@
 //! tables already hold ([`IcebergTables::committed`]).
 //!
 //! Catalog: the SQL catalog (SQLite file in the lake by default, or PostgreSQL for several
-//! hosts) of the `iceberg-catalog-sql` crate. Storage: the local file system, or S3 with
+//! hosts) of the `iceberg-catalog-sql` crate, a REST catalog (`iceberg-catalog-rest`), or the
+//! AWS Glue Data Catalog ([`super::glue_catalog`]). Storage: the local file system, or S3 with
 //! `[sink.s3]` (data files uploaded by the lake's [`S3Remote`], table metadata written through
 //! iceberg's OpenDAL storage, both signed with the AWS SDK's credential chain).
 
@@ -77,18 +78,20 @@ pub enum CatalogKind {
     Sql,
     /// An Iceberg REST catalog (Polaris, Lakekeeper, Nessie, Gravitino).
     Rest,
+    /// The AWS Glue Data Catalog (Athena reads its Iceberg tables).
+    Glue,
 }
 
 /// `[sink.iceberg]`.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IcebergConfig {
-    /// `sql` (default) or `rest`.
+    /// `sql` (default), `rest` or `glue`.
     #[serde(default)]
     pub catalog: CatalogKind,
     /// sql: the database, `sqlite://<file>` or `postgres://user@host/db` (the password from
     /// `PGPASSWORD`); default `sqlite://<lake>/_auditlake/iceberg/catalog.db`, created when
-    /// missing. rest: the server's URL (required).
+    /// missing. rest: the server's URL (required). glue: an endpoint override (optional).
     #[serde(default)]
     pub catalog_uri: Option<String>,
     /// Where the tables' metadata and manifests go: a directory, or `s3://bucket/prefix` with
@@ -113,6 +116,9 @@ pub struct IcebergConfig {
     /// rest: the OAuth2 scope (default `catalog`).
     #[serde(default)]
     pub scope: Option<String>,
+    /// glue: the catalog id (an AWS account id) when not the caller's own.
+    #[serde(default)]
+    pub catalog_id: Option<String>,
 }
 
 impl std::fmt::Debug for IcebergConfig {
@@ -127,6 +133,7 @@ impl std::fmt::Debug for IcebergConfig {
             .field("credential_env", &self.credential_env)
             .field("token_env", &self.token_env)
             .field("scope", &self.scope)
+            .field("catalog_id", &self.catalog_id)
             .finish()
     }
 }
@@ -481,6 +488,25 @@ fn open_catalog(
             })
             .map_err(open)?;
             Ok(Box::new(c))
+        }
+        CatalogKind::Glue => {
+            let sdk = files.and_then(S3Remote::sdk_config).ok_or_else(|| {
+                SinkError::Config(
+                    "[sink.iceberg] catalog = \"glue\" needs [sink.s3] (the bucket of the tables)"
+                        .to_string(),
+                )
+            })?;
+            let file_io = iceberg::io::FileIOBuilder::new(factory)
+                .with_props(props)
+                .build();
+            Ok(Box::new(super::glue_catalog::GlueCatalog::new(
+                sdk,
+                cfg.catalog_uri.as_deref(),
+                cfg.catalog_id.clone(),
+                cfg.warehouse(lake, files)?,
+                file_io,
+                iceberg::Runtime::new(rt),
+            )))
         }
     }
 }
@@ -945,7 +971,7 @@ impl Remote for IcebergTables {
 }
 
 /// What each engine needs to read the lake's Iceberg tables, for `auditlake schema --ddl
-/// iceberg`: the catalog settings of pyiceberg, Spark, Trino and DuckDB for the
+/// iceberg`: the catalog settings of pyiceberg, Spark, Trino, Athena and DuckDB for the
 /// pipeline's `[sink]` (passwords in URIs shown as `***`).
 pub fn reader_setup(lake: &super::LakeConfig) -> String {
     let cfg = lake.iceberg.clone().unwrap_or_default();
@@ -976,6 +1002,7 @@ pub fn reader_setup(lake: &super::LakeConfig) -> String {
     let kind = match cfg.catalog {
         CatalogKind::Sql => "sql",
         CatalogKind::Rest => "rest",
+        CatalogKind::Glue => "glue",
     };
     let mut out = format!(
         "-- The lake's Iceberg tables (docs/iceberg.md): catalog {kind:?}, namespace {ns:?}\n-- Tables: {}\n-- Warehouse: {warehouse}\n",
@@ -1062,6 +1089,31 @@ pub fn reader_setup(lake: &super::LakeConfig) -> String {
                  --   iceberg.rest-catalog.warehouse={wh}\n\
                  \n-- DuckDB (LOAD iceberg):\n\
                  --   ATTACH '{wh}' AS auditlake (TYPE iceberg, ENDPOINT '{uri}');\n\
+                 --   SELECT count(*) FROM auditlake.{first};\n"
+            ));
+        }
+        CatalogKind::Glue => {
+            let account = cfg
+                .catalog_id
+                .clone()
+                .unwrap_or_else(|| "<account id>".into());
+            out.push_str(&format!(
+                "\n-- Athena (the Glue database {ns:?} holds the Iceberg tables; Athena reads them as they are):\n\
+                 SELECT count(*) FROM \"{ns}\".\"ciem_events\";\n\
+                 \n-- pyiceberg (pip install \"pyiceberg[glue,pyarrow]\"):\n\
+                 --   from pyiceberg.catalog.glue import GlueCatalog\n\
+                 --   cat = GlueCatalog(\"auditlake\"{py_s3})\n\
+                 --   cat.load_table(\"{first}\").scan().to_arrow()\n\
+                 \n-- Spark (iceberg-spark-runtime and iceberg-aws-bundle):\n\
+                 --   spark.sql.catalog.auditlake=org.apache.iceberg.spark.SparkCatalog\n\
+                 --   spark.sql.catalog.auditlake.catalog-impl=org.apache.iceberg.aws.glue.GlueCatalog\n\
+                 --   spark.sql.catalog.auditlake.io-impl=org.apache.iceberg.aws.s3.S3FileIO\n\
+                 --   spark.sql.catalog.auditlake.warehouse={warehouse}\n\
+                 \n-- Trino (etc/catalog/auditlake.properties):\n\
+                 --   connector.name=iceberg\n\
+                 --   iceberg.catalog.type=glue\n\
+                 \n-- DuckDB (LOAD iceberg; LOAD httpfs; CREATE SECRET (TYPE s3, PROVIDER credential_chain)):\n\
+                 --   ATTACH '{account}' AS auditlake (TYPE iceberg, ENDPOINT_TYPE glue);\n\
                  --   SELECT count(*) FROM auditlake.{first};\n"
             ));
         }

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod columns;
+pub mod glue_catalog;
 pub mod iceberg;
 pub mod journal;
 pub mod keys;
@@ -216,6 +217,9 @@ impl LakeConfig {
         }
         if let Some(ice) = self.iceberg.as_ref() {
             use iceberg::CatalogKind;
+            if ice.catalog == CatalogKind::Glue && self.s3.is_none() {
+                out.push("[sink.iceberg] catalog = \"glue\" keeps the tables in S3: add [sink.s3] (the bucket of the tables' files and metadata)".to_string());
+            }
             if ice.catalog == CatalogKind::Rest && ice.catalog_uri.is_none() {
                 out.push("[sink.iceberg] catalog = \"rest\" needs catalog_uri, the REST catalog's URL (https://…)".to_string());
             }
