@@ -256,6 +256,30 @@ print(json.dumps(rows))
     assert_eq!(after["snapshots"], before);
 }
 
+/// Runs a Python script that prints a JSON list until its first item is `want` (or 90 s):
+/// the last list, or the script's error text.
+fn poll_python(script: &str, want: &Value) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let out = Command::new(python())
+            .args(["-c", script])
+            .output()
+            .expect("python");
+        let v = serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|_| {
+            Value::String(
+                String::from_utf8_lossy(&out.stderr)
+                    .chars()
+                    .take(1500)
+                    .collect(),
+            )
+        });
+        if v[0] == *want || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// `files` CloudTrail files of `per_file` events an hour old, ids `<tag>-<file>-<event>`.
 fn cloudtrail_inputs(tag: &str, files: usize, per_file: usize) -> Vec<Vec<u8>> {
     (0..files)
@@ -650,25 +674,7 @@ print(json.dumps([len(ids), len(set(ids)), len(t.snapshots())]))
 "#
     );
     let want = json!(files * per_file);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    let seen = loop {
-        let out = Command::new(python())
-            .args(["-c", &script])
-            .output()
-            .expect("python");
-        let v = serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|_| {
-            Value::String(
-                String::from_utf8_lossy(&out.stderr)
-                    .chars()
-                    .take(1500)
-                    .collect(),
-            )
-        });
-        if v[0] == want || std::time::Instant::now() > deadline {
-            break v;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    };
+    let seen = poll_python(&script, &want);
     let text = daemon.terminate();
     let _ = server.kill();
     let _ = server.wait();
@@ -741,25 +747,7 @@ print(json.dumps([len(ids), len(set(ids)), sorted(set(f.split('/ciem_events/')[0
         e = moto.endpoint
     );
     let want = json!(files * per_file);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    let seen = loop {
-        let out = Command::new(python())
-            .args(["-c", &script])
-            .output()
-            .expect("python");
-        let v = serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|_| {
-            Value::String(
-                String::from_utf8_lossy(&out.stderr)
-                    .chars()
-                    .take(1500)
-                    .collect(),
-            )
-        });
-        if v[0] == want || std::time::Instant::now() > deadline {
-            break v;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    };
+    let seen = poll_python(&script, &want);
     let log = daemon.terminate();
     assert_eq!(seen[0], want, "rows: {seen}\n{log}");
     assert_eq!(seen[1], want, "distinct ids");
