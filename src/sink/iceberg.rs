@@ -1361,6 +1361,99 @@ mod tests {
         }
     }
 
+    /// A batch the journal left prepared, not named by the tables (its id aged out with expired
+    /// snapshots, or another writer committed the same input) but whose input the tables hold:
+    /// its files may be referenced, so they are kept; one whose input they lack is removed.
+    #[test]
+    fn an_unfinished_batch_whose_input_the_tables_hold_keeps_its_files() {
+        use crate::event::{DeadLetter, Origin};
+        use crate::sink::journal::{Journal, LocalOnly};
+        use crate::sink::lake::{LocalLake, PendingBatch};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let cfg = IcebergConfig::default();
+        let options = crate::sink::parquet::ParquetOptions {
+            timestamps_us: true,
+            ..Default::default()
+        };
+        let held = vec![Segment {
+            unit: "file:in".into(),
+            from: 0,
+            to: 2,
+            complete: true,
+        }];
+        let batch = PendingBatch {
+            dead_letters: vec![DeadLetter::new(
+                "p".into(),
+                Origin {
+                    source: "in.json".into(),
+                    partition: None,
+                    position: 0,
+                },
+                "bad",
+                b"{",
+                100,
+                1_700_000_000_000,
+            )],
+            segments: held.clone(),
+            ..PendingBatch::default()
+        };
+        {
+            let tables = IcebergTables::open(root, &cfg, None).expect("tables");
+            let mut lake = LocalLake::open_instance(root, options, None, Some(Box::new(tables)))
+                .expect("lake");
+            lake.commit(batch).expect("commit");
+        }
+        let kept = "dead_letters/date=2023-11-14/part-other.parquet";
+        let removed = "dead_letters/date=2023-11-14/part-third.parquet";
+        {
+            let mut journal = Journal::open_instance(root, None, &mut LocalOnly).expect("journal");
+            for (id, rel, segments) in [
+                ("other", kept, held.clone()),
+                (
+                    "third",
+                    removed,
+                    vec![Segment {
+                        unit: "file:new".into(),
+                        from: 0,
+                        to: 1,
+                        complete: true,
+                    }],
+                ),
+            ] {
+                journal
+                    .prepare(id, vec![rel.to_string()], segments)
+                    .expect("prepare");
+                std::fs::write(root.join(rel), b"written before the crash").expect("write");
+            }
+        }
+        let tables = IcebergTables::open(root, &cfg, None).expect("tables");
+        let lake =
+            LocalLake::open_instance(root, options, None, Some(Box::new(tables))).expect("reopen");
+        assert!(root.join(kept).exists(), "the held batch's file is kept");
+        assert!(!root.join(removed).exists(), "the other one's is removed");
+        assert!(lake.unit("file:in").is_some_and(|u| u.complete));
+        assert!(lake.unit("file:new").is_none(), "its input is read again");
+    }
+
+    #[test]
+    fn a_unit_covers_whole_segments_only() {
+        let mut u = UnitState::default();
+        let seg = |from, to, complete| Segment {
+            unit: "u".into(),
+            from,
+            to,
+            complete,
+        };
+        u.add_segment(&seg(0, 10, false));
+        assert!(u.covers(&seg(2, 10, false)));
+        assert!(!u.covers(&seg(5, 11, false)));
+        assert!(!u.covers(&seg(10, 12, false)));
+        assert!(!u.covers(&seg(0, 10, true)), "not its end");
+        u.add_segment(&seg(10, 10, true));
+        assert!(u.covers(&seg(0, 10, true)));
+    }
+
     fn walk(dir: &Path) -> usize {
         std::fs::read_dir(dir)
             .map(|d| {

@@ -108,6 +108,17 @@ impl UnitState {
         self.complete |= s.complete;
     }
 
+    /// Whether it holds all of a segment: its whole range, and its end when it has one.
+    pub fn covers(&self, s: &Segment) -> bool {
+        let range = s.to <= s.from || {
+            let i = self.ranges.partition_point(|&(_, to)| to <= s.from);
+            self.ranges
+                .get(i)
+                .is_some_and(|&(from, to)| from <= s.from && s.to <= to)
+        };
+        range && (self.complete || !s.complete)
+    }
+
     pub fn contains(&self, position: i64) -> bool {
         let i = self.ranges.partition_point(|&(_, to)| to <= position);
         self.ranges

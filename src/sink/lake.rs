@@ -117,7 +117,21 @@ impl Recovery for RemoteRecovery<'_> {
             self.started = Some(remote.committed()?);
         }
         if !self.started.as_ref().is_some_and(|s| s.contains(batch)) {
-            return Ok(false);
+            // Not among the batches the remote names — but its batch id may have aged out of a
+            // catalog's record (expired snapshots), or another writer committed the same
+            // input: when the remote holds all of its input, its files may be referenced, so
+            // they are kept and the batch is recorded as done.
+            let mut held = !segments.is_empty();
+            for s in segments {
+                held = held && remote.unit(&s.unit)?.is_some_and(|u| u.covers(s));
+            }
+            if held {
+                tracing::warn!(
+                    batch,
+                    "the input of an unfinished batch is already in the tables: its files are kept (committed before its record expired, or unreferenced copies of another writer's commit)"
+                );
+            }
+            return Ok(held);
         }
         let files = files
             .iter()
