@@ -54,7 +54,7 @@ pub const SEGMENTS_PROPERTY: &str = "auditlake.segments";
 pub const CHECKPOINT_PROPERTY: &str = "auditlake.input-checkpoint.";
 /// How long the batch ids of expired snapshots stay in a checkpoint (finishing a batch a crash
 /// interrupted needs them): 30 days.
-const CHECKPOINT_BATCHES_MS: i64 = 30 * 24 * 3600 * 1000;
+const CHECKPOINT_BATCHES_MS: i64 = super::lake::BATCH_IDS_KEPT_DAYS as i64 * 24 * 3600 * 1000;
 const DEFAULT_MAX_SNAPSHOTS: usize = 200;
 
 /// What the expired snapshots of a table recorded: the input their appends covered (per unit,
@@ -1361,9 +1361,10 @@ mod tests {
         }
     }
 
-    /// A batch the journal left prepared, not named by the tables (its id aged out with expired
-    /// snapshots, or another writer committed the same input) but whose input the tables hold:
-    /// its files may be referenced, so they are kept; one whose input they lack is removed.
+    /// A batch the journal left prepared long ago, whose id the tables no longer name (it aged
+    /// out with expired snapshots) but whose input they hold: its files may be referenced, so
+    /// they are kept. A recent one (another writer committed its input) and one whose input the
+    /// tables lack are removed.
     #[test]
     fn an_unfinished_batch_whose_input_the_tables_hold_keeps_its_files() {
         use crate::event::{DeadLetter, Origin};
@@ -1405,11 +1406,13 @@ mod tests {
             lake.commit(batch).expect("commit");
         }
         let kept = "dead_letters/date=2023-11-14/part-other.parquet";
+        let recent = "dead_letters/date=2023-11-14/part-recent.parquet";
         let removed = "dead_letters/date=2023-11-14/part-third.parquet";
         {
             let mut journal = Journal::open_instance(root, None, &mut LocalOnly).expect("journal");
             for (id, rel, segments) in [
                 ("other", kept, held.clone()),
+                ("recent", recent, held.clone()),
                 (
                     "third",
                     removed,
@@ -1426,11 +1429,25 @@ mod tests {
                     .expect("prepare");
                 std::fs::write(root.join(rel), b"written before the crash").expect("write");
             }
+            let long_ago =
+                std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
+            std::fs::File::options()
+                .write(true)
+                .open(root.join(kept))
+                .and_then(|f| f.set_modified(long_ago))
+                .expect("backdate");
         }
         let tables = IcebergTables::open(root, &cfg, None).expect("tables");
         let lake =
             LocalLake::open_instance(root, options, None, Some(Box::new(tables))).expect("reopen");
-        assert!(root.join(kept).exists(), "the held batch's file is kept");
+        assert!(
+            root.join(kept).exists(),
+            "the old held batch's file is kept"
+        );
+        assert!(
+            !root.join(recent).exists(),
+            "a recent one's is removed: unreferenced"
+        );
         assert!(!root.join(removed).exists(), "the other one's is removed");
         assert!(lake.unit("file:in").is_some_and(|u| u.complete));
         assert!(lake.unit("file:new").is_none(), "its input is read again");

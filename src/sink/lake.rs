@@ -59,6 +59,9 @@ pub struct LocalLake {
 /// Where committed files are published when the lake is not (only) the local directory, e.g.
 /// an S3 bucket. The local directory then keeps the journal and stages files until they are
 /// uploaded.
+/// How long a remote that records batches ([`Remote::committed`]) names them at least.
+pub const BATCH_IDS_KEPT_DAYS: u64 = 30;
+
 pub trait Remote: Send {
     /// Publishes the file at `local` as `rel` (a path relative to the lake root); the copy must
     /// become visible only when complete.
@@ -121,14 +124,24 @@ impl Recovery for RemoteRecovery<'_> {
             // catalog's record (expired snapshots), or another writer committed the same
             // input: when the remote holds all of its input, its files may be referenced, so
             // they are kept and the batch is recorded as done.
-            let mut held = !segments.is_empty();
+            // Written within the time the remote keeps batch ids: had it committed, the remote
+            // would name it, so its files are unreferenced (another writer committed the input).
+            let recent = files.iter().any(|rel| {
+                std::fs::metadata(self.root.join(rel))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| {
+                        t.elapsed()
+                            .is_ok_and(|age| age.as_secs() < (BATCH_IDS_KEPT_DAYS - 1) * 86_400)
+                    })
+            });
+            let mut held = !recent && !segments.is_empty();
             for s in segments {
                 held = held && remote.unit(&s.unit)?.is_some_and(|u| u.covers(s));
             }
             if held {
                 tracing::warn!(
                     batch,
-                    "the input of an unfinished batch is already in the tables: its files are kept (committed before its record expired, or unreferenced copies of another writer's commit)"
+                    "an unfinished batch older than the remote's record of batch ids, whose input the remote holds: its files are kept (a table may reference them)"
                 );
             }
             return Ok(held);
