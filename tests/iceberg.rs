@@ -152,51 +152,23 @@ print(json.dumps(rows))
     assert_eq!(by_provider, Value::from(want));
 
     // The page's pyiceberg example, run where the lake is, as a reader runs it.
-    let page =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/iceberg.md"))
-            .expect("docs/iceberg.md");
-    let example = page
-        .split("```python\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a ```python block in docs/iceberg.md");
-    let out = Command::new(python())
-        .args(["-c", example])
-        .current_dir(dir.path())
-        .output()
-        .expect("run python");
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = run_python_example("docs/iceberg.md", "SqlCatalog", dir.path());
     assert!(
-        out.status.success() && printed.contains("secretsmanager:GetSecretValue"),
-        "docs/iceberg.md's example printed:\n{printed}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        printed.contains("secretsmanager:GetSecretValue"),
+        "docs/iceberg.md's example printed:\n{printed}"
     );
 
     // The README's example, on a lake of the samples as its command makes it.
     std::os::unix::fs::symlink(&ice, dir.path().join("lake-iceberg")).expect("symlink");
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
     assert!(
-        readme.contains(
+        common::docs::read("README.md").contains(
             "auditlake replay tests/fixtures/samples --out lake-iceberg --format iceberg"
         )
     );
-    let example = readme
-        .split("```python\n")
-        .skip(1)
-        .find(|block| block.contains("lake-iceberg"))
-        .and_then(|rest| rest.split("```").next())
-        .expect("the README's pyiceberg and DuckDB example");
-    let out = Command::new(python())
-        .args(["-c", example])
-        .current_dir(dir.path())
-        .output()
-        .expect("run python");
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = run_python_example("README.md", "lake-iceberg", dir.path());
     assert!(
-        out.status.success() && printed.contains("secretsmanager:GetSecretValue"),
-        "the README's example printed:\n{printed}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        printed.contains("secretsmanager:GetSecretValue"),
+        "the README's example printed:\n{printed}"
     );
 
     // `schema --ddl iceberg` for a pipeline writing this lake: its pyiceberg lines work as
@@ -254,6 +226,29 @@ print(json.dumps(rows))
     let after = read_with_pyiceberg(&ice);
     assert_eq!(after["ciem_events"], got["ciem_events"]);
     assert_eq!(after["snapshots"], before);
+}
+
+/// Runs the first ```python block of a page (relative to the repository) that contains
+/// `needle`, in `dir`, as a reader runs it; its output.
+fn run_python_example(page: &str, needle: &str, dir: &Path) -> String {
+    let text = common::docs::read(page);
+    let example = text
+        .split("```python\n")
+        .skip(1)
+        .find(|block| block.contains(needle))
+        .and_then(|rest| rest.split("```").next())
+        .unwrap_or_else(|| panic!("a ```python block with {needle:?} in {page}"));
+    let out = Command::new(python())
+        .args(["-c", example])
+        .current_dir(dir)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{page}'s example failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a Python script that prints a JSON list until its first item is `want` (or 90 s):
