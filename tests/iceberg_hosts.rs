@@ -5,9 +5,11 @@
 //! partitions and its SQS messages moved to the other. Then every event sent is in the table
 //! once, every file the table references is in S3, and both hosts took a share.
 //!
-//! Quarantined (`#[ignore]`): in one of eight local runs a 150-row batch was written twice;
-//! the cause is not found yet (issue 17 stays open for it). On failure the test keeps its
-//! directory (both hosts' logs and state) and prints the duplicated event ids.
+//! A host that still held a batch when its input moved (a partition handed over before its
+//! revoke finished, a message redelivered while the first host still read it) has that batch
+//! refused by the catalog and reads the input again: the log says "committed by another
+//! writer", and the test counts those. On failure the test keeps its directory (both hosts'
+//! logs and state) and prints the duplicated event ids.
 
 mod common;
 
@@ -92,7 +94,6 @@ fn host(dir: &Path, name: &str, sqs: &str, kafka: &str, lake: &str) -> (PathBuf,
 }
 
 #[test]
-#[ignore = "intermittent: 1 of 8 local runs wrote one 150-row batch twice (6750 rows, 6600 distinct); quarantined until found (issue 17). Run: cargo test --test iceberg_hosts -- --ignored --nocapture (keeps its logs on failure)"]
 fn two_hosts_without_shared_disk_one_killed_write_every_event_once() {
     const OBJECTS: usize = 120;
     const PER_OBJECT: usize = 40;
@@ -220,7 +221,7 @@ start_position = "earliest"
     let log_b_text = b.terminate();
     let seen = table_counts(&pg.uri(), &moto.endpoint);
     eprintln!(
-        "rows, distinct, files, files outside the bucket: {seen}; commits a {}+{}, b {}+{}; inputs skipped as already in the lake: a {}, b {}; unfinished files removed: {}",
+        "rows, distinct, files, files outside the bucket: {seen}; commits a {}+{}, b {}+{}; inputs skipped as already in the lake: a {}, b {}; unfinished files removed: {}; batches refused (input committed by the other host): a {}, b {}",
         commits(&a_sqs),
         commits(&a_kafka),
         commits(&b_sqs),
@@ -229,7 +230,9 @@ start_position = "earliest"
         log_b_text.matches("already in the lake").count(),
         log_a_text
             .matches("removed file of an unfinished batch")
-            .count()
+            .count(),
+        log_a_text.matches("committed by another writer").count(),
+        log_b_text.matches("committed by another writer").count(),
     );
     if seen[0].as_u64() != Some(total) {
         let kept = dir.keep();

@@ -15,7 +15,7 @@ use crate::normalize::unit::Item;
 use crate::sink::SinkError;
 use crate::sink::journal::{Segment, UnitState};
 use crate::sink::keys::{self, DedupConfig, Horizon};
-use crate::sink::lake::{CommittedFile, FailedBatch, LocalLake, PendingBatch, WrittenBatch};
+use crate::sink::lake::{Claim, CommittedFile, FailedBatch, LocalLake, PendingBatch, WrittenBatch};
 use dedup::Dedup;
 
 /// When a batch is written: whichever limit is reached first.
@@ -103,6 +103,26 @@ struct OpenUnit {
     events: u64,
     duplicates: u64,
     dead_letters: u64,
+}
+
+impl OpenUnit {
+    /// The positions `from..self.to` this unit read itself: those the lake did not hold when
+    /// it began.
+    fn claims(&self, id: &str, from: i64) -> Vec<Claim> {
+        let missing = match &self.known {
+            Some(known) => known.missing(from, self.to),
+            None if from < self.to => vec![(from, self.to)],
+            None => Vec::new(),
+        };
+        missing
+            .into_iter()
+            .map(|(from, to)| Claim {
+                unit: id.to_string(),
+                from,
+                to,
+            })
+            .collect()
+    }
 }
 
 /// What a commit achieved.
@@ -380,8 +400,9 @@ impl Batcher {
                 seconds = format_args!("{:.2}", unit.started.elapsed().as_secs_f64()),
                 "input finished"
             );
-            self.pending_inputs.push(unit.name);
+            self.pending_inputs.push(unit.name.clone());
             let from = unit.from.unwrap_or(unit.to);
+            self.pending.claims.extend(unit.claims(id, from));
             self.pending.segments.push(Segment {
                 unit: id.to_string(),
                 from,
@@ -402,7 +423,8 @@ impl Batcher {
         if let Some(unit) = self.open.remove(id)
             && let Some(from) = unit.from
         {
-            self.pending_inputs.push(unit.name);
+            self.pending_inputs.push(unit.name.clone());
+            self.pending.claims.extend(unit.claims(id, from));
             self.pending.segments.push(Segment {
                 unit: id.to_string(),
                 from,
@@ -439,6 +461,7 @@ impl Batcher {
         for (id, unit) in open {
             if let Some(from) = unit.from.take() {
                 self.pending_inputs.push(unit.name.clone());
+                self.pending.claims.extend(unit.claims(id, from));
                 self.pending.segments.push(Segment {
                     unit: id.clone(),
                     from,

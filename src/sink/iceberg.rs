@@ -38,8 +38,9 @@ use iceberg_catalog_sql::{
 };
 use serde::Deserialize;
 
+use super::fenced_catalog::{FencedCatalog, LoadCheck};
 use super::journal::{Segment, UnitState};
-use super::lake::{CommittedFile, Remote};
+use super::lake::{Claim, CommittedFile, Remote};
 use super::s3::S3Remote;
 use super::{SinkError, block_on};
 use crate::schema::TableSpec;
@@ -56,6 +57,8 @@ pub const CHECKPOINT_PROPERTY: &str = "auditlake.input-checkpoint.";
 /// interrupted needs them): 30 days.
 const CHECKPOINT_BATCHES_MS: i64 = super::lake::BATCH_IDS_KEPT_DAYS as i64 * 24 * 3600 * 1000;
 const DEFAULT_MAX_SNAPSHOTS: usize = 200;
+/// The table every batch with input commits to first: its appends order all input claims.
+const COMMIT_POINT: &str = "ciem_events";
 
 /// What the expired snapshots of a table recorded: the input their appends covered (per unit,
 /// merged) and their batch ids of the last 30 days. Written as JSON next to the table's
@@ -627,26 +630,36 @@ impl IcebergTables {
     /// directory) to their tables, one commit per table, each recording the batch and its
     /// input in the snapshot summary. A table whose snapshots already hold the batch is
     /// skipped, so calling this again after a failure finishes the batch.
+    ///
+    /// A batch with input commits to [`COMMIT_POINT`] first, even with no file for it: that
+    /// append is conditional on `claims` (the positions the batch read itself). It is refused
+    /// with [`SinkError::InputTaken`] when the table shows another writer's commit of any of
+    /// them since ([`InputFence`]); the catalog's swap makes the check and the append one step.
     pub fn append(
         &mut self,
         batch: &str,
         files: &[CommittedFile],
         segments: &[Segment],
+        claims: &[Claim],
     ) -> Result<(), SinkError> {
         let mut by_table: BTreeMap<&str, Vec<&CommittedFile>> = BTreeMap::new();
         for f in files {
             let dataset = f.path.split('/').next().unwrap_or_default();
             by_table.entry(dataset).or_default().push(f);
         }
-        if by_table.is_empty() && !segments.is_empty() {
+        let mut order: Vec<(&str, Vec<&CommittedFile>)> = Vec::with_capacity(by_table.len() + 1);
+        if !segments.is_empty() {
             // Input that held nothing to write (the end of a file, positions all skipped) is
-            // committed too, as an append of no files to `ciem_events`: so every host learns
-            // that the input is in the lake.
-            by_table.insert("ciem_events", Vec::new());
+            // committed too, so every host learns that the input is in the lake.
+            order.push((
+                COMMIT_POINT,
+                by_table.remove(COMMIT_POINT).unwrap_or_default(),
+            ));
         }
+        order.extend(by_table);
         let segments = serde_json::to_string(segments)
             .map_err(|e| SinkError::Schema(format!("segments: {e}")))?;
-        for (dataset, files) in by_table {
+        for (i, (dataset, files)) in order.into_iter().enumerate() {
             let (spec, _) = crate::schema::table(dataset).ok_or_else(|| {
                 SinkError::Schema(format!("{dataset}: not a dataset of the lake"))
             })?;
@@ -679,17 +692,53 @@ impl IcebergTables {
                 (BATCH_PROPERTY.to_string(), batch.to_string()),
                 (SEGMENTS_PROPERTY.to_string(), segments.clone()),
             ]);
+            // Only the first append of a batch is conditional: once the commit point holds
+            // the batch, the rest of it is committed whatever others do.
+            let fence = (i == 0 && dataset == COMMIT_POINT && !claims.is_empty())
+                .then(|| InputFence::new(batch, claims, self));
             let catalog: &dyn Catalog = self.catalog.as_ref();
-            let committed = block_on(&self.rt, async {
+            let ident = table.identifier().clone();
+            let result = block_on(&self.rt, async {
                 let tx = Transaction::new(table);
                 let tx = tx
                     .fast_append()
                     .add_data_files(data_files)
                     .set_snapshot_properties(props)
                     .apply(tx)?;
-                tx.commit(catalog).await
-            })
-            .map_err(|e| iceberg_error(&format!("commit to the Iceberg table {dataset}"), e))?;
+                match &fence {
+                    Some(fence) => {
+                        let fenced = FencedCatalog {
+                            inner: catalog,
+                            table: &ident,
+                            check: fence,
+                        };
+                        tx.commit(&fenced).await
+                    }
+                    None => tx.commit(catalog).await,
+                }
+            });
+            let committed = match (result, fence.and_then(InputFence::verdict)) {
+                (Ok(t), _) => t,
+                // An earlier try of this commit went through (its reply was lost).
+                (Err(_), Some(Verdict::Committed)) => {
+                    block_on(&self.rt, catalog.load_table(&ident)).map_err(|e| {
+                        iceberg_error(&format!("read the Iceberg table {dataset}"), e)
+                    })?
+                }
+                (Err(_), Some(Verdict::Taken(c))) => {
+                    return Err(SinkError::InputTaken {
+                        unit: c.unit,
+                        from: c.from,
+                        to: c.to,
+                    });
+                }
+                (Err(e), None) => {
+                    return Err(iceberg_error(
+                        &format!("commit to the Iceberg table {dataset}"),
+                        e,
+                    ));
+                }
+            };
             let snapshots = committed.metadata().snapshots().count();
             self.tables.insert(dataset.to_string(), committed);
             if snapshots > self.max_snapshots {
@@ -929,6 +978,115 @@ impl IcebergTables {
     }
 }
 
+/// The check of a batch's conditional append ([`IcebergTables::append`]), run on the commit
+/// point table each time the commit loads it: the table must not hold the batch already, nor
+/// another writer's commit of any position the batch claims.
+struct InputFence<'a> {
+    batch: &'a str,
+    claims: &'a [Claim],
+    /// What this writer had read of the claimed units (every commit it saw).
+    held: HashMap<String, UnitState>,
+    read_snapshots: &'a HashSet<i64>,
+    read_checkpoints: &'a HashSet<String>,
+    verdict: std::sync::Mutex<Option<Verdict>>,
+}
+
+enum Verdict {
+    /// The table holds the batch: an earlier try went through.
+    Committed,
+    /// The table holds these claimed positions from another commit.
+    Taken(Claim),
+}
+
+impl<'a> InputFence<'a> {
+    fn new(batch: &'a str, claims: &'a [Claim], tables: &'a IcebergTables) -> Self {
+        let held = claims
+            .iter()
+            .filter_map(|c| Some((c.unit.clone(), tables.held.get(&c.unit)?.clone())))
+            .collect();
+        InputFence {
+            batch,
+            claims,
+            held,
+            read_snapshots: &tables.read_snapshots,
+            read_checkpoints: &tables.read_checkpoints,
+            verdict: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn verdict(self) -> Option<Verdict> {
+        self.verdict
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn refuse(&self, verdict: Verdict, why: &str) -> iceberg::Error {
+        *self
+            .verdict
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(verdict);
+        iceberg::Error::new(iceberg::ErrorKind::DataInvalid, why.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl LoadCheck for InputFence<'_> {
+    async fn check(&self, table: &Table) -> iceberg::Result<()> {
+        if batches_of(table).any(|b| b == self.batch) {
+            return Err(self.refuse(Verdict::Committed, "the table holds the batch"));
+        }
+        let mut held = self.held.clone();
+        let mut add = |segments: &[Segment]| {
+            for seg in segments {
+                if self.claims.iter().any(|c| c.unit == seg.unit) {
+                    held.entry(seg.unit.clone()).or_default().add_segment(seg);
+                }
+            }
+        };
+        for s in table.metadata().snapshots() {
+            if self.read_snapshots.contains(&s.snapshot_id()) {
+                continue;
+            }
+            if let Some(text) = s.summary().additional_properties.get(SEGMENTS_PROPERTY) {
+                // An unreadable summary is reported where the tables are read.
+                if let Ok(segments) = serde_json::from_str::<Vec<Segment>>(text) {
+                    add(&segments);
+                }
+            }
+        }
+        // Snapshots expired since this writer last read the table are in its new checkpoint.
+        if let Some((_, location)) = IcebergTables::checkpoint_of(table)
+            && !self.read_checkpoints.contains(&location)
+        {
+            let bytes = table.file_io().new_input(&location)?.read().await?;
+            let checkpoint: InputCheckpoint = serde_json::from_slice(&bytes).map_err(|e| {
+                iceberg::Error::new(
+                    iceberg::ErrorKind::DataInvalid,
+                    format!("input checkpoint {location}: {e}"),
+                )
+            })?;
+            if checkpoint.batches.iter().any(|(b, _)| b == self.batch) {
+                return Err(self.refuse(Verdict::Committed, "the table holds the batch"));
+            }
+            add(&checkpoint.segments);
+        }
+        for c in self.claims {
+            if let Some((from, to)) = held.get(&c.unit).and_then(|h| h.overlap(c.from, c.to)) {
+                let taken = Claim {
+                    unit: c.unit.clone(),
+                    from,
+                    to,
+                };
+                return Err(self.refuse(
+                    Verdict::Taken(taken),
+                    "another writer committed input this batch read",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The tables as the lake's commit point: files stay where the lake writes them (they are
 /// the table's data files), and a batch is committed by its appends.
 impl Remote for IcebergTables {
@@ -953,8 +1111,9 @@ impl Remote for IcebergTables {
         batch: &str,
         files: &[CommittedFile],
         segments: &[Segment],
+        claims: &[Claim],
     ) -> Result<(), SinkError> {
-        self.append(batch, files, segments)
+        self.append(batch, files, segments, claims)
     }
 
     fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
@@ -1194,6 +1353,7 @@ mod tests {
             batch: &str,
             files: &[CommittedFile],
             segments: &[Segment],
+            claims: &[Claim],
         ) -> Result<(), SinkError> {
             let first = files[0]
                 .path
@@ -1206,7 +1366,7 @@ mod tests {
                 .filter(|f| f.path.starts_with(&first))
                 .cloned()
                 .collect();
-            self.0.append(batch, &only, segments)?;
+            self.0.append(batch, &only, segments, claims)?;
             Err(SinkError::Iceberg("the process died here".into()))
         }
         fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
@@ -1321,8 +1481,8 @@ mod tests {
             .collect();
         assert_eq!(
             started,
-            ["dead_letters"],
-            "one table committed before the crash: {before:?}"
+            ["ciem_events", "dead_letters"],
+            "the commit point (no rows for it) and one table committed before the crash: {before:?}"
         );
         drop(tables);
 
@@ -1359,6 +1519,78 @@ mod tests {
             let n = walk(&root.join(dir));
             assert_eq!(n, 1, "{dir}: one Parquet file");
         }
+    }
+
+    /// Two writers on one catalog read the same positions of a unit (a Kafka partition that
+    /// moved while its old owner still held a batch; an SQS message redelivered to another
+    /// host while the first still read it): the second commit is refused, nothing is written
+    /// twice, and the refused writer's next read skips what the first committed.
+    #[test]
+    fn a_batch_whose_input_another_writer_committed_meanwhile_is_refused() {
+        use crate::batch::{Batcher, FlushPolicy};
+        use crate::normalize::unit::tests::{decode, message};
+        use crate::sink::lake::LocalLake;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = IcebergConfig {
+            catalog_uri: Some(format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("catalog.db").display()
+            )),
+            warehouse: Some(dir.path().join("warehouse").display().to_string()),
+            ..IcebergConfig::default()
+        };
+        let options = crate::sink::parquet::ParquetOptions {
+            timestamps_us: true,
+            ..Default::default()
+        };
+        let writer = |name: &str| {
+            let root = dir.path().join(name);
+            let tables = IcebergTables::open(&root, &cfg, None).expect("tables");
+            let lake = LocalLake::open_instance(&root, options, None, Some(Box::new(tables)))
+                .expect("lake");
+            Batcher::new(lake, FlushPolicy::default())
+        };
+        let unit = "kafka:t/0";
+        let read = |b: &mut Batcher, from: i64, to: i64| {
+            for p in from..to {
+                b.push_all(unit, p, decode(&message(&format!("e{p}")), p))
+                    .expect("push");
+            }
+        };
+        let (mut a, mut b) = (writer("a"), writer("b"));
+        a.begin_unit(unit);
+        read(&mut a, 0, 10);
+        // (Had both read exactly 0..10, the batches would have one id: the second would be
+        // taken as committed already, its files unreferenced.)
+        b.begin_unit(unit);
+        read(&mut b, 0, 12);
+        b.flush().expect("b commits first");
+        let err = a.flush().expect_err("a's batch repeats what b committed");
+        assert!(
+            matches!(&err, SinkError::InputTaken { unit: u, from: 0, to: 10 } if u == unit),
+            "{err}"
+        );
+        assert_eq!(
+            walk(&dir.path().join("a/ciem_events")),
+            0,
+            "a's files removed"
+        );
+        // `a` reads the unit again (its pipeline restarted): b's positions are skipped.
+        a.begin_unit(unit);
+        read(&mut a, 0, 15);
+        a.flush().expect("a commits what is new");
+        assert_eq!(a.stats.positions_already_in_lake, 12);
+        let mut tables = IcebergTables::open(&dir.path().join("c"), &cfg, None).expect("tables");
+        let mut added: Vec<u64> = tables_rows(&mut tables)["ciem_events"]
+            .iter()
+            .map(|(_, rows)| *rows)
+            .collect();
+        added.sort_unstable();
+        assert_eq!(
+            added,
+            [3, 12],
+            "rows each commit added: every position once"
+        );
     }
 
     /// A batch the journal left prepared long ago, whose id the tables no longer name (it aged

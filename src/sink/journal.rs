@@ -119,6 +119,35 @@ impl UnitState {
         range && (self.complete || !s.complete)
     }
 
+    /// The parts of the range `from..to` it does not hold, in order.
+    pub fn missing(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        let mut at = from;
+        let i = self.ranges.partition_point(|&(_, t)| t <= from);
+        for &(f, t) in &self.ranges[i..] {
+            if at >= to || f >= to {
+                break;
+            }
+            if f > at {
+                out.push((at, f));
+            }
+            at = at.max(t);
+        }
+        if at < to {
+            out.push((at, to));
+        }
+        out
+    }
+
+    /// The first part of the range `from..to` it holds, if any.
+    pub fn overlap(&self, from: i64, to: i64) -> Option<(i64, i64)> {
+        let i = self.ranges.partition_point(|&(_, t)| t <= from);
+        self.ranges
+            .get(i)
+            .filter(|&&(f, _)| f < to)
+            .map(|&(f, t)| (f.max(from), t.min(to)))
+    }
+
     pub fn contains(&self, position: i64) -> bool {
         let i = self.ranges.partition_point(|&(_, to)| to <= position);
         self.ranges
@@ -613,6 +642,25 @@ mod tests {
             to,
             complete,
         }]
+    }
+
+    #[test]
+    fn a_unit_names_the_positions_it_lacks_and_the_first_it_holds() {
+        let mut u = UnitState::default();
+        for (from, to) in [(10, 20), (30, 40)] {
+            u.add_segment(&seg("u", from, to, false)[0]);
+        }
+        assert_eq!(u.missing(0, 50), [(0, 10), (20, 30), (40, 50)]);
+        assert_eq!(u.missing(12, 35), [(20, 30)]);
+        assert_eq!(u.missing(10, 20), []);
+        assert_eq!(u.missing(20, 30), [(20, 30)]);
+        assert_eq!(UnitState::default().missing(3, 7), [(3, 7)]);
+        assert_eq!(u.overlap(0, 10), None);
+        assert_eq!(u.overlap(20, 30), None);
+        assert_eq!(u.overlap(0, 11), Some((10, 11)));
+        assert_eq!(u.overlap(25, 45), Some((30, 40)));
+        assert_eq!(u.overlap(15, 16), Some((15, 16)));
+        assert_eq!(u.overlap(40, 99), None);
     }
 
     #[test]

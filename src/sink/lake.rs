@@ -30,9 +30,21 @@ pub struct PendingBatch {
     /// CIEM findings computed after a sync (or on demand).
     pub ciem_findings: Vec<Finding>,
     pub segments: Vec<Segment>,
+    /// The positions this batch read and wrote itself: its segments less what the lake held
+    /// when each unit began. A catalog shared by several hosts refuses the commit when another
+    /// writer committed any of them since ([`Remote::commit`]).
+    pub claims: Vec<Claim>,
     /// (date, key) of the events within the dedup horizon: committed with the rows, in
     /// `_auditlake/keys/` (see [`super::keys`]).
     pub keys: Vec<(i64, u128)>,
+}
+
+/// Positions `from..to` of an input unit that a batch read and wrote itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub unit: String,
+    pub from: i64,
+    pub to: i64,
 }
 
 /// One file made visible by a commit.
@@ -69,12 +81,16 @@ pub trait Remote: Send {
     /// Removes `rel`; removing what does not exist succeeds.
     fn delete(&mut self, rel: &str) -> Result<(), SinkError>;
     /// Makes a batch's published files visible in one commit, with the input it covers (a
-    /// table catalog); by default publishing the files was the commit.
+    /// table catalog); by default publishing the files was the commit. A remote shared by
+    /// several writers refuses the commit ([`SinkError::InputTaken`]) when another writer
+    /// committed any of `claims` since this one began reading them; none are given when a
+    /// batch is finished after a crash.
     fn commit(
         &mut self,
         _batch: &str,
         _files: &[CommittedFile],
         _segments: &[Segment],
+        _claims: &[Claim],
     ) -> Result<(), SinkError> {
         Ok(())
     }
@@ -151,7 +167,8 @@ impl Recovery for RemoteRecovery<'_> {
             .filter(|rel| !rel.starts_with("_auditlake/"))
             .map(|rel| committed_file(self.root, rel))
             .collect::<Result<Vec<_>, _>>()?;
-        remote.commit(batch, &files, segments)?;
+        // Part of the batch is committed already: the rest is finished unconditionally.
+        remote.commit(batch, &files, segments, &[])?;
         Ok(true)
     }
 
@@ -414,7 +431,7 @@ impl LocalLake {
                 });
                 let result = result.and_then(|()| self.upload(&w.files));
                 let result = result.and_then(|()| match self.remote.as_mut() {
-                    Some(r) => r.commit(&w.id, &w.files, &w.segments),
+                    Some(r) => r.commit(&w.id, &w.files, &w.segments, &w.claims),
                     None => Ok(()),
                 });
                 // Keys last: once they are in place, only the commit line is missing, and a
@@ -584,6 +601,7 @@ pub struct WrittenBatch {
     files: Vec<CommittedFile>,
     /// The input the batch covers.
     segments: Vec<Segment>,
+    claims: Vec<Claim>,
     key_files: Vec<KeyFile>,
 }
 
@@ -623,6 +641,7 @@ impl StagedBatch {
             entitlements,
             ciem_findings,
             segments,
+            claims,
             keys: mut event_keys,
         } = batch;
         let events = events.into_partitions();
@@ -686,6 +705,7 @@ impl StagedBatch {
                 id,
                 files,
                 segments,
+                claims,
                 key_files,
             }),
             Err(error) => Err(FailedBatch {

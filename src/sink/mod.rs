@@ -12,6 +12,7 @@
 //! ```
 
 pub mod columns;
+pub mod fenced_catalog;
 pub mod glue_catalog;
 pub mod iceberg;
 pub mod journal;
@@ -63,6 +64,10 @@ pub enum SinkError {
     },
     #[error("Iceberg: {0}")]
     Iceberg(String),
+    #[error(
+        "input {unit} positions {from}..{to} were committed by another writer while this one read them (a Kafka partition or an SQS message moved to another host mid-batch): this batch is dropped and its input read again from what the lake holds"
+    )]
+    InputTaken { unit: String, from: i64, to: i64 },
 }
 
 impl SinkError {

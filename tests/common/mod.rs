@@ -10,8 +10,12 @@ pub mod tansu;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary under test: this build's, or `AUDITLAKE_BIN` (a copy kept aside, to run a long
+/// test repeatedly while the tree is edited and rebuilt).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_auditlake"))
+    std::env::var_os("AUDITLAKE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_auditlake")))
 }
 
 pub fn fixtures() -> PathBuf {
