@@ -281,7 +281,9 @@ impl Batcher {
         self.stats.units += 1;
         let known = self.lake.unit_shared(id);
         // Another writer of a shared lake may have committed events this unit repeats.
-        if let Err(e) = self.lake.refresh_keys() {
+        if let Some(horizon) = self.horizon_ms
+            && let Err(e) = self.lake.refresh_keys(horizon)
+        {
             tracing::warn!(error = %e, "cannot read the event keys other writers committed");
         }
         if known.as_ref().is_some_and(|k| k.complete) {

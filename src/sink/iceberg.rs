@@ -40,7 +40,7 @@ use serde::Deserialize;
 
 use super::fenced_catalog::{FencedCatalog, LoadCheck};
 use super::journal::{Segment, UnitState};
-use super::lake::{Claim, CommittedFile, Remote};
+use super::lake::{BatchCommit, Claim, CommittedFile, Remote};
 use super::s3::S3Remote;
 use super::{SinkError, block_on};
 use crate::schema::TableSpec;
@@ -59,6 +59,12 @@ const CHECKPOINT_BATCHES_MS: i64 = super::lake::BATCH_IDS_KEPT_DAYS as i64 * 24 
 const DEFAULT_MAX_SNAPSHOTS: usize = 200;
 /// The table every batch with input commits to first: its appends order all input claims.
 const COMMIT_POINT: &str = "ciem_events";
+/// Property of the commit point table: the seed of the event keys every writer shares (hex),
+/// set when the table is created.
+pub const KEY_SEED_PROPERTY: &str = "auditlake.event-key-seed";
+/// Snapshot summary property of a commit point append: the URLs of the batch's event key
+/// files (JSON list), for the other writers' dedup.
+pub const KEYS_PROPERTY: &str = "auditlake.keys";
 
 /// What the expired snapshots of a table recorded: the input their appends covered (per unit,
 /// merged) and their batch ids of the last 30 days. Written as JSON next to the table's
@@ -70,6 +76,9 @@ struct InputCheckpoint {
     segments: Vec<Segment>,
     /// (batch id, commit time in ms since the epoch).
     batches: Vec<(String, i64)>,
+    /// The event key files the expired appends named, of the last 30 days' dates (URLs).
+    #[serde(default)]
+    keys: Vec<String>,
 }
 
 /// Which kind of Iceberg catalog holds the tables.
@@ -533,6 +542,13 @@ pub struct IcebergTables {
     /// Per table, the batch ids its checkpoint records (their snapshots are expired).
     expired_batches: HashMap<String, HashSet<String>>,
     max_snapshots: usize,
+    /// The event key seed every writer shares ([`KEY_SEED_PROPERTY`]); None for tables made
+    /// before it existed (then keys stay per state directory).
+    key_seed: Option<u64>,
+    /// Event key files the appends name (URLs), not yet copied into the state directory.
+    key_files: BTreeSet<String>,
+    /// Those copied, or of no use here (this writer's own, or too old).
+    key_files_done: HashSet<String>,
 }
 
 impl std::fmt::Debug for IcebergTables {
@@ -582,8 +598,20 @@ impl IcebergTables {
             read_checkpoints: HashSet::new(),
             expired_batches: HashMap::new(),
             max_snapshots: cfg.max_snapshots.unwrap_or(DEFAULT_MAX_SNAPSHOTS).max(2),
+            key_seed: None,
+            key_files: BTreeSet::new(),
+            key_files_done: HashSet::new(),
         };
         me.ensure_tables()?;
+        me.key_seed = me.tables.get(COMMIT_POINT).and_then(|t| {
+            let text = t.metadata().properties().get(KEY_SEED_PROPERTY)?;
+            u64::from_str_radix(text, 16).ok()
+        });
+        if me.key_seed.is_none() {
+            tracing::warn!(
+                "the table {COMMIT_POINT} has no {KEY_SEED_PROPERTY} (made by an older auditlake): event ids are deduplicated per state directory, not across hosts"
+            );
+        }
         Ok(me)
     }
 
@@ -635,13 +663,21 @@ impl IcebergTables {
     /// append is conditional on `claims` (the positions the batch read itself). It is refused
     /// with [`SinkError::InputTaken`] when the table shows another writer's commit of any of
     /// them since ([`InputFence`]); the catalog's swap makes the check and the append one step.
-    pub fn append(
-        &mut self,
-        batch: &str,
-        files: &[CommittedFile],
-        segments: &[Segment],
-        claims: &[Claim],
-    ) -> Result<(), SinkError> {
+    pub fn append(&mut self, commit: &BatchCommit<'_>) -> Result<(), SinkError> {
+        let BatchCommit {
+            batch,
+            files,
+            segments,
+            claims,
+            key_files,
+        } = *commit;
+        let key_urls = serde_json::to_string(
+            &key_files
+                .iter()
+                .map(|rel| format!("{}/{rel}", self.data_root))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| SinkError::Schema(format!("key files: {e}")))?;
         let mut by_table: BTreeMap<&str, Vec<&CommittedFile>> = BTreeMap::new();
         for f in files {
             let dataset = f.path.split('/').next().unwrap_or_default();
@@ -688,10 +724,13 @@ impl IcebergTables {
                         .map_err(|e| SinkError::Iceberg(format!("data file {}: {e}", f.path)))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let props = HashMap::from([
+            let mut props = HashMap::from([
                 (BATCH_PROPERTY.to_string(), batch.to_string()),
                 (SEGMENTS_PROPERTY.to_string(), segments.clone()),
             ]);
+            if i == 0 && !key_files.is_empty() {
+                props.insert(KEYS_PROPERTY.to_string(), key_urls.clone());
+            }
             // Only the first append of a batch is conditional: once the commit point holds
             // the batch, the rest of it is committed whatever others do.
             let fence = (i == 0 && dataset == COMMIT_POINT && !claims.is_empty())
@@ -823,6 +862,7 @@ impl IcebergTables {
             units.entry(seg.unit.clone()).or_default().add_segment(seg);
         }
         let mut batches: BTreeMap<String, i64> = checkpoint.batches.drain(..).collect();
+        let mut key_files: BTreeSet<String> = checkpoint.keys.drain(..).collect();
         for s in &old {
             if s.sequence_number() <= checkpoint.through_sequence {
                 continue;
@@ -842,6 +882,9 @@ impl IcebergTables {
             if let Some(b) = props.get(BATCH_PROPERTY) {
                 batches.insert(b.clone(), s.timestamp_ms());
             }
+            if let Some(text) = props.get(KEYS_PROPERTY) {
+                key_files.extend(serde_json::from_str::<Vec<String>>(text).unwrap_or_default());
+            }
         }
         let newest = old.iter().map(|s| s.timestamp_ms()).max().unwrap_or(0);
         let checkpoint = InputCheckpoint {
@@ -850,6 +893,13 @@ impl IcebergTables {
             batches: batches
                 .into_iter()
                 .filter(|&(_, t)| t >= newest - CHECKPOINT_BATCHES_MS)
+                .collect(),
+            keys: key_files
+                .into_iter()
+                .filter(|url| {
+                    super::keys::day_of_key_file(url)
+                        .is_none_or(|day| day * 86_400_000 >= newest - CHECKPOINT_BATCHES_MS)
+                })
                 .collect(),
         };
         let bytes = serde_json::to_vec(&checkpoint)
@@ -939,6 +989,7 @@ impl IcebergTables {
                     .entry(name.clone())
                     .or_default()
                     .extend(checkpoint.batches.into_iter().map(|(b, _)| b));
+                self.key_files.extend(checkpoint.keys);
                 self.read_checkpoints.insert(location);
             }
             if let Some(expired) = self.expired_batches.get(name) {
@@ -948,6 +999,10 @@ impl IcebergTables {
             for s in t.metadata().snapshots() {
                 if !self.read_snapshots.insert(s.snapshot_id()) {
                     continue;
+                }
+                if let Some(text) = s.summary().additional_properties.get(KEYS_PROPERTY) {
+                    self.key_files
+                        .extend(serde_json::from_str::<Vec<String>>(text).unwrap_or_default());
                 }
                 let Some(text) = s.summary().additional_properties.get(SEGMENTS_PROPERTY) else {
                     continue;
@@ -975,6 +1030,63 @@ impl IcebergTables {
     pub fn unit(&mut self, unit: &str) -> Result<Option<UnitState>, SinkError> {
         self.committed()?;
         Ok(self.held.get(unit).cloned())
+    }
+
+    /// Copies the event key files the appends read so far name into the state directory
+    /// `root` (`_auditlake/keys/date=…/`, where the key index finds them), except this
+    /// writer's own (`own`) and those of dates before `oldest_day`. A file not there yet (its
+    /// writer renames local key files into place after the commit) is tried again later.
+    pub fn fetch_keys(
+        &mut self,
+        root: &Path,
+        oldest_day: i64,
+        own: &dyn Fn(&str) -> bool,
+    ) -> Result<usize, SinkError> {
+        let Some(table) = self.tables.get(COMMIT_POINT) else {
+            return Ok(0);
+        };
+        let file_io = table.file_io().clone();
+        let mut fetched = 0;
+        for url in &self.key_files {
+            if self.key_files_done.contains(url) {
+                continue;
+            }
+            let name = url.rsplit('/').next().unwrap_or_default();
+            let rel = url
+                .find("/_auditlake/keys/")
+                .map(|i| url[i + 1..].to_string())
+                .filter(|rel| !rel.split('/').any(|c| c == ".." || c.is_empty()));
+            let (Some(rel), Some(day)) = (rel, super::keys::day_of_key_file(url)) else {
+                tracing::warn!(url, "not an event key file URL; ignored");
+                self.key_files_done.insert(url.clone());
+                continue;
+            };
+            let dest = root.join(&rel);
+            if own(name) || day < oldest_day || dest.exists() {
+                self.key_files_done.insert(url.clone());
+                continue;
+            }
+            let bytes = match block_on(&self.rt, async { file_io.new_input(url)?.read().await }) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(url, error = %e, "event key file not readable yet; tried again later");
+                    continue;
+                }
+            };
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| SinkError::io("create directory", dir, e))?;
+            }
+            let tmp = super::journal::tmp_path(&dest);
+            std::fs::write(&tmp, &bytes).map_err(|e| SinkError::io("write", &tmp, e))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| SinkError::io("rename", &dest, e))?;
+            self.key_files_done.insert(url.clone());
+            fetched += 1;
+        }
+        if fetched > 0 {
+            tracing::debug!(files = fetched, "event key files of other writers fetched");
+        }
+        Ok(fetched)
     }
 }
 
@@ -1106,14 +1218,21 @@ impl Remote for IcebergTables {
         }
     }
 
-    fn commit(
+    fn commit(&mut self, commit: &BatchCommit<'_>) -> Result<(), SinkError> {
+        self.append(commit)
+    }
+
+    fn key_seed(&self) -> Option<u64> {
+        self.key_seed
+    }
+
+    fn fetch_keys(
         &mut self,
-        batch: &str,
-        files: &[CommittedFile],
-        segments: &[Segment],
-        claims: &[Claim],
-    ) -> Result<(), SinkError> {
-        self.append(batch, files, segments, claims)
+        root: &Path,
+        oldest_day: i64,
+        own: &dyn Fn(&str) -> bool,
+    ) -> Result<usize, SinkError> {
+        IcebergTables::fetch_keys(self, root, oldest_day, own)
     }
 
     fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
@@ -1298,15 +1417,25 @@ fn creation(spec: &TableSpec) -> Result<TableCreation, SinkError> {
         .schema(schema)
         .partition_spec(partition)
         .sort_order(order)
-        .properties([
-            ("auditlake.schema_version".to_string(), spec.version.clone()),
-            // Writers of several hosts commit at once: retry on conflict for up to 5 minutes.
-            ("commit.retry.num-retries".to_string(), "20".to_string()),
-            (
-                "commit.retry.total-timeout-ms".to_string(),
-                "300000".to_string(),
-            ),
-        ])
+        .properties(
+            (spec.name == COMMIT_POINT)
+                .then(|| {
+                    (
+                        KEY_SEED_PROPERTY.to_string(),
+                        format!("{:016x}", super::keys::new_seed()),
+                    )
+                })
+                .into_iter()
+                .chain([
+                    ("auditlake.schema_version".to_string(), spec.version.clone()),
+                    // Writers of several hosts commit at once: retry on conflict for up to 5 minutes.
+                    ("commit.retry.num-retries".to_string(), "20".to_string()),
+                    (
+                        "commit.retry.total-timeout-ms".to_string(),
+                        "300000".to_string(),
+                    ),
+                ]),
+        )
         .build())
 }
 
@@ -1348,25 +1477,23 @@ mod tests {
         fn delete(&mut self, _: &str) -> Result<(), SinkError> {
             Ok(())
         }
-        fn commit(
-            &mut self,
-            batch: &str,
-            files: &[CommittedFile],
-            segments: &[Segment],
-            claims: &[Claim],
-        ) -> Result<(), SinkError> {
-            let first = files[0]
+        fn commit(&mut self, commit: &BatchCommit<'_>) -> Result<(), SinkError> {
+            let first = commit.files[0]
                 .path
                 .split('/')
                 .next()
                 .unwrap_or_default()
                 .to_string();
-            let only: Vec<CommittedFile> = files
+            let only: Vec<CommittedFile> = commit
+                .files
                 .iter()
                 .filter(|f| f.path.starts_with(&first))
                 .cloned()
                 .collect();
-            self.0.append(batch, &only, segments, claims)?;
+            self.0.append(&BatchCommit {
+                files: &only,
+                ..*commit
+            })?;
             Err(SinkError::Iceberg("the process died here".into()))
         }
         fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
@@ -1521,35 +1648,54 @@ mod tests {
         }
     }
 
+    /// One catalog (SQLite, under `dir`) that writers with their own state directories share.
+    fn shared_catalog(dir: &Path) -> IcebergConfig {
+        IcebergConfig {
+            catalog_uri: Some(format!(
+                "sqlite://{}?mode=rwc",
+                dir.join("catalog.db").display()
+            )),
+            warehouse: Some(dir.join("warehouse").display().to_string()),
+            ..IcebergConfig::default()
+        }
+    }
+
+    /// A writer of the [`shared_catalog`] with its state directory `dir/name`.
+    fn writer(dir: &Path, name: &str) -> crate::batch::Batcher {
+        use crate::batch::{Batcher, FlushPolicy};
+        use crate::sink::lake::LocalLake;
+        let options = crate::sink::parquet::ParquetOptions {
+            timestamps_us: true,
+            ..Default::default()
+        };
+        let root = dir.join(name);
+        let tables = IcebergTables::open(&root, &shared_catalog(dir), None).expect("tables");
+        let lake = LocalLake::open_instance(&root, options, Some(name), Some(Box::new(tables)))
+            .expect("lake");
+        Batcher::new(lake, FlushPolicy::default())
+    }
+
+    /// Rows each append to `ciem_events` added, sorted.
+    fn rows_added(dir: &Path) -> Vec<u64> {
+        let mut tables =
+            IcebergTables::open(&dir.join("reader"), &shared_catalog(dir), None).expect("tables");
+        let mut added: Vec<u64> = tables_rows(&mut tables)["ciem_events"]
+            .iter()
+            .map(|(_, rows)| *rows)
+            .collect();
+        added.sort_unstable();
+        added
+    }
+
     /// Two writers on one catalog read the same positions of a unit (a Kafka partition that
     /// moved while its old owner still held a batch; an SQS message redelivered to another
     /// host while the first still read it): the second commit is refused, nothing is written
     /// twice, and the refused writer's next read skips what the first committed.
     #[test]
     fn a_batch_whose_input_another_writer_committed_meanwhile_is_refused() {
-        use crate::batch::{Batcher, FlushPolicy};
+        use crate::batch::Batcher;
         use crate::normalize::unit::tests::{decode, message};
-        use crate::sink::lake::LocalLake;
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = IcebergConfig {
-            catalog_uri: Some(format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("catalog.db").display()
-            )),
-            warehouse: Some(dir.path().join("warehouse").display().to_string()),
-            ..IcebergConfig::default()
-        };
-        let options = crate::sink::parquet::ParquetOptions {
-            timestamps_us: true,
-            ..Default::default()
-        };
-        let writer = |name: &str| {
-            let root = dir.path().join(name);
-            let tables = IcebergTables::open(&root, &cfg, None).expect("tables");
-            let lake = LocalLake::open_instance(&root, options, None, Some(Box::new(tables)))
-                .expect("lake");
-            Batcher::new(lake, FlushPolicy::default())
-        };
         let unit = "kafka:t/0";
         let read = |b: &mut Batcher, from: i64, to: i64| {
             for p in from..to {
@@ -1557,7 +1703,7 @@ mod tests {
                     .expect("push");
             }
         };
-        let (mut a, mut b) = (writer("a"), writer("b"));
+        let (mut a, mut b) = (writer(dir.path(), "a"), writer(dir.path(), "b"));
         a.begin_unit(unit);
         read(&mut a, 0, 10);
         // (Had both read exactly 0..10, the batches would have one id: the second would be
@@ -1580,17 +1726,53 @@ mod tests {
         read(&mut a, 0, 15);
         a.flush().expect("a commits what is new");
         assert_eq!(a.stats.positions_already_in_lake, 12);
-        let mut tables = IcebergTables::open(&dir.path().join("c"), &cfg, None).expect("tables");
-        let mut added: Vec<u64> = tables_rows(&mut tables)["ciem_events"]
-            .iter()
-            .map(|(_, rows)| *rows)
-            .collect();
-        added.sort_unstable();
         assert_eq!(
-            added,
+            rows_added(dir.path()),
             [3, 12],
             "rows each commit added: every position once"
         );
+    }
+
+    /// Writers with their own state directories share the event keys through the catalog:
+    /// an event id one committed is a duplicate for the other (the same event in another
+    /// input, within the dedup horizon), and both hash ids with the catalog's seed.
+    #[test]
+    fn event_ids_another_writer_committed_are_duplicates_here() {
+        use crate::batch::Batcher;
+        use crate::normalize::unit::tests::decode;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recent = |id: &str| {
+            let secs = crate::event::now_ms() / 1000 - 60;
+            format!(
+                r#"{{"eventID":"{id}","eventTime":{secs},"eventSource":"cvm.tencentcloudapi.com","eventName":"RunInstances","eventRegion":"ap-guangzhou","userIdentity":{{"accountId":"1"}}}}"#
+            )
+            .into_bytes()
+        };
+        let read = |w: &mut Batcher, unit: &str, ids: &[&str]| {
+            w.begin_unit(unit);
+            for (p, id) in ids.iter().enumerate() {
+                let p = i64::try_from(p).expect("position");
+                w.push_all(unit, p, decode(&recent(id), p)).expect("push");
+            }
+            w.end_unit(unit);
+            w.flush().expect("commit");
+        };
+        let (mut a, mut b) = (writer(dir.path(), "a"), writer(dir.path(), "b"));
+        read(&mut b, "file:x", &["e1", "e2"]);
+        read(&mut a, "file:y", &["e1", "e3"]);
+        assert_eq!(
+            (a.stats.events_written, a.stats.duplicates_dropped),
+            (1, 1),
+            "e1 is b's"
+        );
+        // And back: b sees what a committed since.
+        read(&mut b, "file:z", &["e3", "e4"]);
+        assert_eq!(b.stats.duplicates_dropped, 1, "e3 is a's");
+        assert_eq!(rows_added(dir.path()), [1, 1, 2], "every event id once");
+        let seed = |w: &str| {
+            std::fs::read_to_string(dir.path().join(w).join("_auditlake/keys/seed")).expect("seed")
+        };
+        assert_eq!(seed("a"), seed("b"), "one seed, the catalog's");
     }
 
     /// A batch the journal left prepared long ago, whose id the tables no longer name (it aged

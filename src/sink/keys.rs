@@ -293,6 +293,9 @@ pub struct KeyStore {
     root: PathBuf,
     seed: u64,
     instance: Option<String>,
+    /// The key directory is this writer's alone: the other writers' files in it are copies
+    /// fetched through a table catalog (an Iceberg lake), pruned like its own.
+    private: bool,
     days: HashMap<i64, Day>,
     clock: u64,
     budget: u64,
@@ -330,14 +333,28 @@ impl std::hash::Hasher for KeyHasher {
 impl KeyStore {
     /// Opens the key index of the lake at `root` (creating its seed on first use) for the
     /// writer `instance` (`None`: the lake's only writer).
-    pub fn open(root: &Path, instance: Option<&str>, budget: u64) -> Result<Self, SinkError> {
+    ///
+    /// `catalog_seed`: the seed every writer of an Iceberg lake shares (kept by the catalog),
+    /// so keys from other hosts' key files compare with this one's. The directory is then this
+    /// writer's alone; key files made with another seed (a state directory from before) are
+    /// removed, as they could not be compared.
+    pub fn open(
+        root: &Path,
+        instance: Option<&str>,
+        budget: u64,
+        catalog_seed: Option<u64>,
+    ) -> Result<Self, SinkError> {
         let dir = root.join("_auditlake/keys");
         std::fs::create_dir_all(&dir).map_err(|e| SinkError::io("create directory", &dir, e))?;
-        let seed = read_or_create_seed(&dir.join("seed"))?;
+        let seed = match catalog_seed {
+            Some(seed) => adopt_seed(&dir, seed)?,
+            None => read_or_create_seed(&dir.join("seed"))?,
+        };
         Ok(KeyStore {
             root: root.to_path_buf(),
             seed,
             instance: instance.map(str::to_string),
+            private: catalog_seed.is_some(),
             days: HashMap::new(),
             clock: 0,
             budget,
@@ -543,29 +560,9 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Whether a key file name is this writer's: `part-[<instance>-]<hex>.keys` or
-    /// `merged-[<instance>-]<hex>.keys`.
+    /// Whether a key file name is this writer's.
     fn is_own(&self, name: &str) -> bool {
-        let Some(rest) = name
-            .strip_prefix("part-")
-            .or_else(|| name.strip_prefix("merged-"))
-        else {
-            return false;
-        };
-        let Some(rest) = rest.strip_suffix(".keys") else {
-            return false;
-        };
-        let hex = match &self.instance {
-            Some(i) => match rest
-                .strip_prefix(i.as_str())
-                .and_then(|r| r.strip_prefix('-'))
-            {
-                Some(h) => h,
-                None => return false,
-            },
-            None => rest,
-        };
-        !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        is_writers(name, self.instance.as_deref())
     }
 
     /// Once a date has many of this writer's batch key files, merges them into one (written
@@ -628,9 +625,10 @@ impl KeyStore {
     }
 
     /// Deletes this writer's key files of dates that ended more than a day before the
-    /// horizon begins: no event in the horizon can belong to them.
+    /// horizon begins: no event in the horizon can belong to them. (All of them when the
+    /// directory is private: the others are fetched copies.)
     pub fn prune(&mut self, now_ms: i64, horizon_ms: i64) -> Result<(), SinkError> {
-        let oldest = (now_ms.saturating_sub(horizon_ms)).div_euclid(DAY_MS) - 1;
+        let oldest = oldest_day(now_ms, horizon_ms);
         let base = self.root.join("_auditlake/keys");
         let entries = match std::fs::read_dir(&base) {
             Ok(e) => e,
@@ -653,7 +651,7 @@ impl KeyStore {
             }
             let dir = entry.path();
             for file in list_key_files(&dir)? {
-                if self.is_own(&file) {
+                if self.private || self.is_own(&file) {
                     let p = dir.join(&file);
                     if let Err(e) = std::fs::remove_file(&p)
                         && e.kind() != std::io::ErrorKind::NotFound
@@ -670,6 +668,83 @@ impl KeyStore {
     }
 }
 
+/// Whether a key file name is the writer `instance`'s: `part-[<instance>-]<hex>.keys` or
+/// `merged-[<instance>-]<hex>.keys`.
+pub fn is_writers(name: &str, instance: Option<&str>) -> bool {
+    let Some(rest) = name
+        .strip_prefix("part-")
+        .or_else(|| name.strip_prefix("merged-"))
+    else {
+        return false;
+    };
+    let Some(rest) = rest.strip_suffix(".keys") else {
+        return false;
+    };
+    let hex = match instance {
+        Some(i) => match rest.strip_prefix(i).and_then(|r| r.strip_prefix('-')) {
+            Some(h) => h,
+            None => return false,
+        },
+        None => rest,
+    };
+    !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The oldest date whose keys matter for events within `horizon_ms` of `now_ms` (older ones
+/// are pruned).
+pub fn oldest_day(now_ms: i64, horizon_ms: i64) -> i64 {
+    (now_ms.saturating_sub(horizon_ms)).div_euclid(DAY_MS) - 1
+}
+
+/// The date of a key file from its path (`…/date=YYYY-MM-DD/<name>.keys`).
+pub fn day_of_key_file(path: &str) -> Option<i64> {
+    let date = path.rsplit('/').nth(1)?.strip_prefix("date=")?;
+    crate::normalize::parse_time_ms(&format!("{date}T00:00:00Z"), 0).map(|ms| ms.div_euclid(DAY_MS))
+}
+
+/// A new random seed for the keyed hash.
+pub fn new_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+}
+
+/// Makes `seed` the seed of the key directory `dir`: written when missing; when the
+/// directory has another one, its key files are removed first (keys made with another seed
+/// cannot be compared).
+fn adopt_seed(dir: &Path, seed: u64) -> Result<u64, SinkError> {
+    let path = dir.join("seed");
+    let local = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(u64::from_str_radix(text.trim(), 16).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(SinkError::io("read", &path, e)),
+    };
+    match local {
+        Some(Some(local)) if local == seed => return Ok(seed),
+        // A new state directory: its key files (if any) are copies made with this seed.
+        None => {}
+        Some(_) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                "this state directory's event keys were made with another seed than the catalog's: they are removed, and the keys every writer committed to the catalog are fetched again"
+            );
+            let entries = std::fs::read_dir(dir).map_err(|e| SinkError::io("list", dir, e))?;
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("date=") {
+                    let p = entry.path();
+                    std::fs::remove_dir_all(&p).map_err(|e| SinkError::io("remove", &p, e))?;
+                }
+            }
+        }
+    }
+    let tmp = tmp_path(&path);
+    std::fs::write(&tmp, format!("{seed:016x}\n"))
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .map_err(|e| SinkError::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| SinkError::io("rename", &path, e))?;
+    sync_dir(&path)?;
+    Ok(seed)
+}
+
 fn read_or_create_seed(path: &Path) -> Result<u64, SinkError> {
     match std::fs::read_to_string(path) {
         Ok(text) => u64::from_str_radix(text.trim(), 16).map_err(|_| {
@@ -680,8 +755,7 @@ fn read_or_create_seed(path: &Path) -> Result<u64, SinkError> {
             ))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::hash::BuildHasher;
-            let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+            let seed = new_seed();
             let tmp = tmp_path(path);
             std::fs::write(&tmp, format!("{seed:016x}\n"))
                 .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
@@ -778,6 +852,32 @@ mod tests {
     }
 
     #[test]
+    fn a_catalog_seed_replaces_another_and_its_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let rel = key_file_rel(20_000, "part-a-00");
+        let own = KeyStore::open(root, Some("a"), 1 << 20, None).expect("open");
+        let key = own.key(Provider::Aws, "e1");
+        std::fs::create_dir_all(root.join(&rel).parent().expect("dir")).expect("mkdir");
+        write_key_file(&root.join(&rel), &[key]).expect("write");
+        let local = own.seed;
+        drop(own);
+        // The same seed keeps the keys; another removes them.
+        let same = KeyStore::open(root, Some("a"), 1 << 20, Some(local)).expect("open");
+        assert_eq!(same.key(Provider::Aws, "e1"), key);
+        assert!(root.join(&rel).exists());
+        let other = KeyStore::open(root, Some("a"), 1 << 20, Some(local ^ 1)).expect("open");
+        assert_ne!(other.key(Provider::Aws, "e1"), key);
+        assert!(!root.join(&rel).exists(), "keys of another seed removed");
+        let again = KeyStore::open(root, Some("a"), 1 << 20, None).expect("open");
+        assert_eq!(
+            again.seed,
+            local ^ 1,
+            "the catalog's seed is the directory's now"
+        );
+    }
+
+    #[test]
     fn horizons_parse_and_print() {
         assert_eq!(Horizon::parse("off"), Ok(Horizon::OFF));
         assert_eq!(
@@ -834,7 +934,7 @@ mod tests {
     fn committed_keys_are_seen_by_the_next_process_and_memory_stays_in_budget() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
-        let mut a = KeyStore::open(root, None, 1 << 20).expect("open");
+        let mut a = KeyStore::open(root, None, 1 << 20, None).expect("open");
         let k1 = a.key(Provider::Aws, "event-1");
         assert!(a.first_sighting(20_000, k1, &none).expect("look up"));
         assert!(!a.first_sighting(20_000, k1, &none).expect("look up"));
@@ -849,7 +949,7 @@ mod tests {
         a.committed(20_000, &rel, vec![k1]);
         drop(a);
 
-        let mut b = KeyStore::open(root, None, 1 << 20).expect("reopen");
+        let mut b = KeyStore::open(root, None, 1 << 20, None).expect("reopen");
         assert_eq!(
             b.key(Provider::Aws, "event-1"),
             k1,
@@ -857,14 +957,14 @@ mod tests {
         );
         assert!(!b.first_sighting(20_000, k1, &none).expect("look up"));
         // A file another writer has not committed yet is not trusted.
-        let mut c = KeyStore::open(root, None, 1 << 20).expect("open");
+        let mut c = KeyStore::open(root, None, 1 << 20, None).expect("open");
         assert!(
             c.first_sighting(20_000, k1, &|f| f == rel)
                 .expect("look up")
         );
 
         // Many dates within a small budget: the oldest unpinned ones leave memory.
-        let mut d = KeyStore::open(root, None, 64 << 10).expect("open");
+        let mut d = KeyStore::open(root, None, 64 << 10, None).expect("open");
         for day in 0..40 {
             let keys: Vec<u128> = (0..1000u128).map(|i| i + day * 1_000_000).collect();
             let rel = key_file_rel(day as i64, "part-aa");
@@ -896,7 +996,7 @@ mod tests {
         write_key_file(&root.join(&rel), &keys).expect("write");
 
         // 320 KB of keys, 64 KiB of budget: the date is cold from the start.
-        let mut s = KeyStore::open(root, None, 64 << 10).expect("open");
+        let mut s = KeyStore::open(root, None, 64 << 10, None).expect("open");
         for &k in keys
             .iter()
             .step_by(97)
@@ -918,7 +1018,7 @@ mod tests {
         );
 
         // A resident date that outgrows the budget turns cold once its keys are committed.
-        let mut r = KeyStore::open(root, None, 256 << 10).expect("open");
+        let mut r = KeyStore::open(root, None, 256 << 10, None).expect("open");
         let other = 20_101;
         let grown: Vec<u128> = (0..20_000u128).map(|i| i << 100 | i).collect();
         for &k in &grown {
@@ -946,7 +1046,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).expect("read");
         bytes[10] ^= 1;
         std::fs::write(&path, bytes).expect("write");
-        let mut s = KeyStore::open(dir.path(), None, 1 << 20).expect("open");
+        let mut s = KeyStore::open(dir.path(), None, 1 << 20, None).expect("open");
         assert!(s.first_sighting(5, 1, &none).expect("look up"));
         assert_eq!(s.stats.damaged_files, 1);
     }
@@ -955,7 +1055,7 @@ mod tests {
     fn a_writer_merges_its_own_files_and_prunes_old_dates() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
-        let mut s = KeyStore::open(root, Some("a"), 1 << 20).expect("open");
+        let mut s = KeyStore::open(root, Some("a"), 1 << 20, None).expect("open");
         let day = 20_000;
         let ddir = root.join(day_rel(day));
         std::fs::create_dir_all(&ddir).expect("mkdir");
@@ -972,7 +1072,7 @@ mod tests {
             names.contains(&"part-b-00ff.keys".to_string()),
             "others' files stay"
         );
-        let mut fresh = KeyStore::open(root, Some("c"), 1 << 20).expect("open");
+        let mut fresh = KeyStore::open(root, Some("c"), 1 << 20, None).expect("open");
         for k in [0u128, 31, 999] {
             assert!(!fresh.first_sighting(day, k, &none).expect("look up"));
         }

@@ -47,6 +47,18 @@ pub struct Claim {
     pub to: i64,
 }
 
+/// What [`Remote::commit`] commits of one batch.
+pub struct BatchCommit<'a> {
+    pub batch: &'a str,
+    pub files: &'a [CommittedFile],
+    /// The input the batch covers.
+    pub segments: &'a [Segment],
+    /// The positions it read itself (none when a batch is finished after a crash).
+    pub claims: &'a [Claim],
+    /// Its event key files (paths relative to the lake root), when the remote shares keys.
+    pub key_files: &'a [String],
+}
+
 /// One file made visible by a commit.
 #[derive(Debug, Clone)]
 pub struct CommittedFile {
@@ -83,16 +95,25 @@ pub trait Remote: Send {
     /// Makes a batch's published files visible in one commit, with the input it covers (a
     /// table catalog); by default publishing the files was the commit. A remote shared by
     /// several writers refuses the commit ([`SinkError::InputTaken`]) when another writer
-    /// committed any of `claims` since this one began reading them; none are given when a
-    /// batch is finished after a crash.
-    fn commit(
-        &mut self,
-        _batch: &str,
-        _files: &[CommittedFile],
-        _segments: &[Segment],
-        _claims: &[Claim],
-    ) -> Result<(), SinkError> {
+    /// committed any of its claims since this one began reading them.
+    fn commit(&mut self, _batch: &BatchCommit<'_>) -> Result<(), SinkError> {
         Ok(())
+    }
+    /// The seed of the event keys, when the remote shares them among its writers (a table
+    /// catalog): then each batch's key files are published ([`Remote::put`]) and named in its
+    /// commit, and [`Remote::fetch_keys`] brings the other writers' ones.
+    fn key_seed(&self) -> Option<u64> {
+        None
+    }
+    /// Copies into the lake at `root` the key files other writers committed, of dates from
+    /// `oldest_day` on, except those `own` names (this writer's); returns how many.
+    fn fetch_keys(
+        &mut self,
+        _root: &Path,
+        _oldest_day: i64,
+        _own: &dyn Fn(&str) -> bool,
+    ) -> Result<usize, SinkError> {
+        Ok(0)
     }
     /// The batches [`Remote::commit`] committed, in whole or in part (a table catalog has no
     /// transactions across tables): a batch the journal left open that is among them is
@@ -167,8 +188,15 @@ impl Recovery for RemoteRecovery<'_> {
             .filter(|rel| !rel.starts_with("_auditlake/"))
             .map(|rel| committed_file(self.root, rel))
             .collect::<Result<Vec<_>, _>>()?;
-        // Part of the batch is committed already: the rest is finished unconditionally.
-        remote.commit(batch, &files, segments, &[])?;
+        // Part of the batch is committed already (its claims and keys with the first table):
+        // the rest is finished unconditionally.
+        remote.commit(&BatchCommit {
+            batch,
+            files: &files,
+            segments,
+            claims: &[],
+            key_files: &[],
+        })?;
         Ok(true)
     }
 
@@ -261,6 +289,7 @@ impl LocalLake {
                 &self.root,
                 self.instance.as_deref(),
                 self.key_budget,
+                self.remote.as_ref().and_then(|r| r.key_seed()),
             )?);
         }
         self.keys
@@ -299,8 +328,22 @@ impl LocalLake {
         Ok(first.then_some(key))
     }
 
-    /// Reads the keys other writers of a shared lake committed since they were last read.
-    pub fn refresh_keys(&mut self) -> Result<(), SinkError> {
+    /// Reads the keys other writers committed since they were last read: of a shared lake
+    /// directory, or those a remote shares (fetched first, for dates within `horizon_ms`).
+    pub fn refresh_keys(&mut self, horizon_ms: i64) -> Result<(), SinkError> {
+        if let Some(remote) = self.remote.as_mut()
+            && remote.key_seed().is_some()
+        {
+            let instance = self.instance.as_deref();
+            let own = |name: &str| keys::is_writers(name, instance);
+            let oldest = keys::oldest_day(crate::event::now_ms(), horizon_ms);
+            if remote.fetch_keys(&self.root, oldest, &own)? > 0
+                && let Some(keys) = self.keys.as_mut()
+            {
+                keys.refresh(&|_| false)?;
+            }
+            return Ok(());
+        }
         let LocalLake { journal, keys, .. } = self;
         if let Some(keys) = keys.as_mut()
             && journal.is_shared()
@@ -431,7 +474,25 @@ impl LocalLake {
                 });
                 let result = result.and_then(|()| self.upload(&w.files));
                 let result = result.and_then(|()| match self.remote.as_mut() {
-                    Some(r) => r.commit(&w.id, &w.files, &w.segments, &w.claims),
+                    Some(r) => {
+                        // Keys shared through the remote are published with the batch (from
+                        // their temporary names: they are renamed into place after the
+                        // commit) and named in it.
+                        let mut key_files = Vec::new();
+                        if r.key_seed().is_some() {
+                            for k in &w.key_files {
+                                r.put(&k.path, &tmp_path(&self.root.join(&k.path)))?;
+                                key_files.push(k.path.clone());
+                            }
+                        }
+                        r.commit(&BatchCommit {
+                            batch: &w.id,
+                            files: &w.files,
+                            segments: &w.segments,
+                            claims: &w.claims,
+                            key_files: &key_files,
+                        })
+                    }
                     None => Ok(()),
                 });
                 // Keys last: once they are in place, only the commit line is missing, and a
