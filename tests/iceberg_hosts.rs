@@ -18,7 +18,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::moto::{Aws, Daemon, Moto};
+use common::moto::{Aws, Daemon, Moto, trail_key};
 use common::postgres::Postgres;
 use common::tansu::{self, Tansu};
 use common::*;
@@ -116,17 +116,9 @@ fn two_hosts_without_shared_disk_one_killed_write_every_event_once() {
     let tansu = Tansu::start();
 
     aws.bucket("lake");
-    let queue = aws.queue("hosts", 10);
-    aws.bucket("trail");
-    aws.notify("trail", &queue);
+    let queue = aws.trail("hosts", 10);
     for o in 0..OBJECTS {
-        aws.put(
-            "trail",
-            &format!(
-                "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/111122223333_CloudTrail_us-west-2_20240601T1200Z_{o}.json.gz"
-            ),
-            object(o),
-        );
+        aws.put("trail", &trail_key(&o.to_string()), object(o));
     }
     let topic = "hosts";
     tansu.create_topic(topic, PARTITIONS);
@@ -227,13 +219,7 @@ start_position = "earliest"
     }
     // The repeats, once every original is in the table.
     for r in 0..REPEATS {
-        aws.put(
-            "trail",
-            &format!(
-                "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/111122223333_CloudTrail_us-west-2_20240601T1300Z_repeat{r}.json.gz"
-            ),
-            object(r * 7),
-        );
+        aws.put("trail", &trail_key(&format!("repeat{r}")), object(r * 7));
     }
     let repeats_read = |text: &str| {
         text.lines()

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::moto::{Aws, Daemon, Moto};
+use common::moto::{Aws, Daemon, Moto, trail_key};
 use common::tansu::{self, Tansu};
 use common::*;
 
@@ -81,15 +81,11 @@ fn two_processes_on_one_queue_one_killed_mid_stream_write_every_event_once() {
     const PER_OBJECT: usize = 200;
     let moto = Moto::start();
     let aws = Aws::new(&moto);
-    let queue = aws.queue("shared", 10);
-    aws.bucket("trail");
-    aws.notify("trail", &queue);
+    let queue = aws.trail("shared", 10);
     for o in 0..OBJECTS {
         aws.put(
             "trail",
-            &format!(
-                "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/111122223333_CloudTrail_us-west-2_20240601T1200Z_{o}.json.gz"
-            ),
+            &trail_key(&o.to_string()),
             cloudtrail_file(&format!("obj{o}"), PER_OBJECT, 0),
         );
     }

@@ -1263,14 +1263,8 @@ pub fn reader_setup(lake: &super::LakeConfig) -> String {
                 .unwrap_or_else(|_| PathBuf::from(w))
                 .display()
         ),
-        (None, Some(s3)) => {
-            let prefix = s3.prefix.trim_matches('/');
-            if prefix.is_empty() {
-                format!("s3://{}/iceberg", s3.bucket)
-            } else {
-                format!("s3://{}/{prefix}/iceberg", s3.bucket)
-            }
-        }
+        // The same URL as the writers' default (`IcebergConfig::warehouse`).
+        (None, Some(s3)) => s3.url("iceberg"),
         (None, None) => format!("file://{}", root.join("iceberg").display()),
     };
     let tables: Vec<String> = crate::schema::tables()
@@ -1533,32 +1527,35 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_batch_committed_to_some_tables_is_finished_on_reopen_not_removed() {
-        use crate::assets::{AssetChange, ChangeOrigin, ChangeType};
-        use crate::event::{DeadLetter, Origin, Provider};
-        use crate::sink::lake::{LocalLake, PendingBatch};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        let cfg = IcebergConfig::default();
-        let options = crate::sink::parquet::ParquetOptions {
+    /// The Parquet options of an Iceberg lake.
+    fn iceberg_parquet() -> crate::sink::parquet::ParquetOptions {
+        crate::sink::parquet::ParquetOptions {
             timestamps_us: true,
             ..Default::default()
-        };
-        let origin = Origin {
+        }
+    }
+
+    /// A dead letter of `in.json`, position 0, from 2023-11-14.
+    fn dead_letter() -> crate::event::DeadLetter {
+        let origin = crate::event::Origin {
             source: "in.json".into(),
             partition: None,
             position: 0,
         };
+        crate::event::DeadLetter::new("p".into(), origin, "bad", b"{", 100, 1_700_000_000_000)
+    }
+
+    #[test]
+    fn a_batch_committed_to_some_tables_is_finished_on_reopen_not_removed() {
+        use crate::assets::{AssetChange, ChangeOrigin, ChangeType};
+        use crate::event::Provider;
+        use crate::sink::lake::{LocalLake, PendingBatch};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let cfg = IcebergConfig::default();
+        let options = iceberg_parquet();
         let batch = PendingBatch {
-            dead_letters: vec![DeadLetter::new(
-                "p".into(),
-                origin,
-                "bad",
-                b"{",
-                100,
-                1_700_000_000_000,
-            )],
+            dead_letters: vec![dead_letter()],
             asset_changes: vec![AssetChange {
                 time_ms: 1_700_000_000_000,
                 cloud_provider: Provider::Aws,
@@ -1664,10 +1661,7 @@ mod tests {
     fn writer(dir: &Path, name: &str) -> crate::batch::Batcher {
         use crate::batch::{Batcher, FlushPolicy};
         use crate::sink::lake::LocalLake;
-        let options = crate::sink::parquet::ParquetOptions {
-            timestamps_us: true,
-            ..Default::default()
-        };
+        let options = iceberg_parquet();
         let root = dir.join(name);
         let tables = IcebergTables::open(&root, &shared_catalog(dir), None).expect("tables");
         let lake = LocalLake::open_instance(&root, options, Some(name), Some(Box::new(tables)))
@@ -1781,16 +1775,12 @@ mod tests {
     /// tables lack are removed.
     #[test]
     fn an_unfinished_batch_whose_input_the_tables_hold_keeps_its_files() {
-        use crate::event::{DeadLetter, Origin};
         use crate::sink::journal::{Journal, LocalOnly};
         use crate::sink::lake::{LocalLake, PendingBatch};
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         let cfg = IcebergConfig::default();
-        let options = crate::sink::parquet::ParquetOptions {
-            timestamps_us: true,
-            ..Default::default()
-        };
+        let options = iceberg_parquet();
         let held = vec![Segment {
             unit: "file:in".into(),
             from: 0,
@@ -1798,18 +1788,7 @@ mod tests {
             complete: true,
         }];
         let batch = PendingBatch {
-            dead_letters: vec![DeadLetter::new(
-                "p".into(),
-                Origin {
-                    source: "in.json".into(),
-                    partition: None,
-                    position: 0,
-                },
-                "bad",
-                b"{",
-                100,
-                1_700_000_000_000,
-            )],
+            dead_letters: vec![dead_letter()],
             segments: held.clone(),
             ..PendingBatch::default()
         };

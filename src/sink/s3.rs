@@ -37,6 +37,23 @@ pub struct S3LakeConfig {
     pub part_size_mib: usize,
 }
 
+impl S3LakeConfig {
+    /// The `s3://` URL of `rel` (a path relative to the lake root) in this bucket and prefix.
+    pub fn url(&self, rel: &str) -> String {
+        object_url(&self.bucket, &self.prefix, rel)
+    }
+}
+
+/// `s3://<bucket>/<prefix>/<rel>` (no empty path segment when the prefix is empty).
+fn object_url(bucket: &str, prefix: &str, rel: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        format!("s3://{bucket}/{rel}")
+    } else {
+        format!("s3://{bucket}/{prefix}/{rel}")
+    }
+}
+
 fn default_part_mib() -> usize {
     8
 }
@@ -180,7 +197,7 @@ impl S3Remote {
 
     /// The `s3://` URL of a path relative to the lake root.
     pub fn url(&self, rel: &str) -> String {
-        format!("s3://{}/{}", self.bucket, self.key(rel))
+        object_url(&self.bucket, &self.prefix, rel)
     }
 
     fn key(&self, rel: &str) -> String {

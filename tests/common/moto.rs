@@ -78,6 +78,14 @@ pub fn boto(endpoint: &str, script: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
+/// The key CloudTrail gives a log file of account 111122223333 in us-west-2 (2024-06-01),
+/// ending in `tag`.
+pub fn trail_key(tag: &str) -> String {
+    format!(
+        "AWSLogs/111122223333/CloudTrail/us-west-2/2024/06/01/111122223333_CloudTrail_us-west-2_20240601T1200Z_{tag}.json.gz"
+    )
+}
+
 /// The test's own AWS clients (what a trail and an admin would do).
 pub struct Aws {
     pub rt: tokio::runtime::Runtime,
@@ -132,6 +140,16 @@ impl Aws {
         self.rt
             .block_on(self.s3.create_bucket().bucket(name).send())
             .expect("create bucket");
+    }
+
+    /// A trail's bucket `trail` that announces every new object on a new queue `queue`
+    /// (visibility timeout `visibility_secs`); returns the queue's URL. Put objects with
+    /// [`trail_key`].
+    pub fn trail(&self, queue: &str, visibility_secs: u32) -> String {
+        let url = self.queue(queue, visibility_secs);
+        self.bucket("trail");
+        self.notify("trail", &url);
+        url
     }
 
     /// S3 → SQS notification for every created object.
