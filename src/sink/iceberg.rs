@@ -959,9 +959,15 @@ impl IcebergTables {
 
     /// The batch ids the tables' snapshots record (as the catalog holds them now).
     pub fn committed(&mut self) -> Result<BTreeSet<String>, SinkError> {
+        let names: Vec<String> = self.tables.keys().cloned().collect();
+        self.read_tables(names)
+    }
+
+    /// Loads the tables `names` as the catalog holds them now, adds what their new snapshots
+    /// (and checkpoints) record to what this writer knows, and returns the batch ids they name.
+    fn read_tables(&mut self, names: Vec<String>) -> Result<BTreeSet<String>, SinkError> {
         let ns = self.namespace.clone();
         let catalog: &dyn Catalog = self.catalog.as_ref();
-        let names: Vec<String> = self.tables.keys().cloned().collect();
         let loaded = block_on(&self.rt, async {
             let mut out = BTreeMap::new();
             for name in names {
@@ -1022,13 +1028,14 @@ impl IcebergTables {
                 }
             }
         }
-        self.tables = loaded;
+        self.tables.extend(loaded);
         Ok(batches)
     }
 
-    /// What the tables hold of an input unit, as every writer committed it (read now).
+    /// What the tables hold of an input unit, as every writer committed it (read now). Every
+    /// batch with input commits to [`COMMIT_POINT`] first, so that table alone is read.
     pub fn unit(&mut self, unit: &str) -> Result<Option<UnitState>, SinkError> {
-        self.committed()?;
+        self.read_tables(vec![COMMIT_POINT.to_string()])?;
         Ok(self.held.get(unit).cloned())
     }
 
