@@ -545,10 +545,9 @@ pub struct IcebergTables {
     /// The event key seed every writer shares ([`KEY_SEED_PROPERTY`]); None for tables made
     /// before it existed (then keys stay per state directory).
     key_seed: Option<u64>,
-    /// Event key files the appends name (URLs), not yet copied into the state directory.
+    /// Event key files the appends read so far name (URLs) that are still to be copied into
+    /// the state directory (dropped once copied, or found to be of no use here).
     key_files: BTreeSet<String>,
-    /// Those copied, or of no use here (this writer's own, or too old).
-    key_files_done: HashSet<String>,
 }
 
 impl std::fmt::Debug for IcebergTables {
@@ -600,7 +599,6 @@ impl IcebergTables {
             max_snapshots: cfg.max_snapshots.unwrap_or(DEFAULT_MAX_SNAPSHOTS).max(2),
             key_seed: None,
             key_files: BTreeSet::new(),
-            key_files_done: HashSet::new(),
         };
         me.ensure_tables()?;
         me.key_seed = me.tables.get(COMMIT_POINT).and_then(|t| {
@@ -1054,10 +1052,8 @@ impl IcebergTables {
         };
         let file_io = table.file_io().clone();
         let mut fetched = 0;
+        let mut done = Vec::new();
         for url in &self.key_files {
-            if self.key_files_done.contains(url) {
-                continue;
-            }
             let name = url.rsplit('/').next().unwrap_or_default();
             let rel = url
                 .find("/_auditlake/keys/")
@@ -1065,12 +1061,12 @@ impl IcebergTables {
                 .filter(|rel| !rel.split('/').any(|c| c == ".." || c.is_empty()));
             let (Some(rel), Some(day)) = (rel, super::keys::day_of_key_file(url)) else {
                 tracing::warn!(url, "not an event key file URL; ignored");
-                self.key_files_done.insert(url.clone());
+                done.push(url.clone());
                 continue;
             };
             let dest = root.join(&rel);
             if own(name) || day < oldest_day || dest.exists() {
-                self.key_files_done.insert(url.clone());
+                done.push(url.clone());
                 continue;
             }
             let bytes = match block_on(&self.rt, async { file_io.new_input(url)?.read().await }) {
@@ -1087,8 +1083,11 @@ impl IcebergTables {
             let tmp = super::journal::tmp_path(&dest);
             std::fs::write(&tmp, &bytes).map_err(|e| SinkError::io("write", &tmp, e))?;
             std::fs::rename(&tmp, &dest).map_err(|e| SinkError::io("rename", &dest, e))?;
-            self.key_files_done.insert(url.clone());
+            done.push(url.clone());
             fetched += 1;
+        }
+        for url in done {
+            self.key_files.remove(&url);
         }
         if fetched > 0 {
             tracing::debug!(files = fetched, "event key files of other writers fetched");
