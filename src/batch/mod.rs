@@ -3,6 +3,8 @@
 //! segments it covers, so a restart resumes exactly after what is in the lake.
 
 mod dedup;
+#[cfg(test)]
+mod iceberg_tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
