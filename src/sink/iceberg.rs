@@ -182,26 +182,47 @@ impl IcebergConfig {
     /// The warehouse location as a URL (`file://…` or `s3://…`); local directories are
     /// created.
     fn warehouse(&self, lake: &Path, files: Option<&S3Remote>) -> Result<String, SinkError> {
-        if let Some(w) = self.warehouse.as_deref().filter(|w| w.contains("://")) {
-            return Ok(w.trim_end_matches('/').to_string());
+        let s3_default = files.map(|s3| s3.url("iceberg"));
+        match warehouse_location(self.warehouse.as_deref(), lake, s3_default) {
+            Warehouse::Url(url) => Ok(url),
+            Warehouse::Dir(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| SinkError::io("create directory", &dir, e))?;
+                let dir =
+                    std::fs::canonicalize(&dir).map_err(|e| SinkError::io("resolve", &dir, e))?;
+                Ok(format!("file://{}", dir.display()))
+            }
         }
-        if let (None, Some(s3)) = (&self.warehouse, files) {
-            return Ok(s3.url("iceberg"));
-        }
-        let dir = self
-            .warehouse
-            .as_deref()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| lake.join("iceberg"));
-        std::fs::create_dir_all(&dir).map_err(|e| SinkError::io("create directory", &dir, e))?;
-        let dir = std::fs::canonicalize(&dir).map_err(|e| SinkError::io("resolve", &dir, e))?;
-        Ok(format!("file://{}", dir.display()))
     }
 
     pub fn namespace(&self) -> String {
         self.namespace
             .clone()
             .unwrap_or_else(|| "auditlake".to_string())
+    }
+}
+
+/// Where the tables' files live, as the writers and `schema --ddl iceberg` both see it.
+enum Warehouse {
+    /// `s3://…` or `file://…`, without a trailing slash.
+    Url(String),
+    /// A local directory, relative to the working directory when relative.
+    Dir(PathBuf),
+}
+
+/// The warehouse of `[sink.iceberg] warehouse` (`configured`): a URL as given, a directory as
+/// given, or when unset `<prefix>/iceberg` in the lake's bucket (`s3_default`, the URL of
+/// `iceberg` under the lake's S3 root) or else `<lake>/iceberg`.
+fn warehouse_location(
+    configured: Option<&str>,
+    lake: &Path,
+    s3_default: Option<String>,
+) -> Warehouse {
+    match (configured, s3_default) {
+        (Some(w), _) if w.contains("://") => Warehouse::Url(w.trim_end_matches('/').to_string()),
+        (Some(w), _) => Warehouse::Dir(PathBuf::from(w)),
+        (None, Some(url)) => Warehouse::Url(url),
+        (None, None) => Warehouse::Dir(lake.join("iceberg")),
     }
 }
 
@@ -1261,17 +1282,13 @@ pub fn reader_setup(lake: &super::LakeConfig) -> String {
     let cfg = lake.iceberg.clone().unwrap_or_default();
     let root = std::path::absolute(&lake.path).unwrap_or_else(|_| lake.path.clone());
     let ns = cfg.namespace();
-    let warehouse = match (&cfg.warehouse, &lake.s3) {
-        (Some(w), _) if w.contains("://") => w.clone(),
-        (Some(w), _) => format!(
+    let s3_default = lake.s3.as_ref().map(|s3| s3.url("iceberg"));
+    let warehouse = match warehouse_location(cfg.warehouse.as_deref(), &lake.path, s3_default) {
+        Warehouse::Url(url) => url,
+        Warehouse::Dir(dir) => format!(
             "file://{}",
-            std::path::absolute(w)
-                .unwrap_or_else(|_| PathBuf::from(w))
-                .display()
+            std::path::absolute(&dir).unwrap_or(dir).display()
         ),
-        // The same URL as the writers' default (`IcebergConfig::warehouse`).
-        (None, Some(s3)) => s3.url("iceberg"),
-        (None, None) => format!("file://{}", root.join("iceberg").display()),
     };
     let tables: Vec<String> = crate::schema::tables()
         .iter()
@@ -1789,6 +1806,37 @@ mod tests {
             setup.contains("iceberg.jdbc-catalog.connection-url=jdbc:postgresql://h/db"),
             "{setup}"
         );
+    }
+
+    /// `schema --ddl iceberg` names the warehouse the writers use, whether it is configured
+    /// as a URL (a trailing slash is dropped), as a directory, or left to the default.
+    #[test]
+    fn schema_ddl_names_the_writers_warehouse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake_path = dir.path().join("lake");
+        let own_dir = dir.path().join("tables");
+        for configured in [
+            None,
+            Some("s3://bucket/tables/".to_string()),
+            Some(own_dir.display().to_string()),
+        ] {
+            let cfg = IcebergConfig {
+                warehouse: configured.clone(),
+                ..Default::default()
+            };
+            let written = cfg.warehouse(&lake_path, None).expect("warehouse");
+            let lake = crate::sink::LakeConfig {
+                path: lake_path.clone(),
+                format: crate::sink::LakeFormat::Iceberg,
+                iceberg: Some(cfg),
+                ..Default::default()
+            };
+            let setup = reader_setup(&lake);
+            assert!(
+                setup.contains(&format!("-- Warehouse: {written}\n")),
+                "{configured:?}: the writers use {written}; schema --ddl says:\n{setup}"
+            );
+        }
     }
 
     #[test]
