@@ -117,9 +117,14 @@ fn two_hosts_without_shared_disk_one_killed_write_every_event_once() {
 
     aws.bucket("lake");
     let queue = aws.trail("hosts", 10);
-    for o in 0..OBJECTS {
-        aws.put("trail", &trail_key(&o.to_string()), object(o));
-    }
+    // Half of the objects now; the other half just before `a` is killed, so that it dies
+    // mid-stream however fast the two hosts drain the first half.
+    let put_objects = |objects: std::ops::Range<usize>| {
+        for o in objects {
+            aws.put("trail", &trail_key(&o.to_string()), object(o));
+        }
+    };
+    put_objects(0..OBJECTS / 2);
     let topic = "hosts";
     tansu.create_topic(topic, PARTITIONS);
 
@@ -184,6 +189,7 @@ start_position = "earliest"
         commits(&a_kafka) >= 1 && commits(&b_sqs) + commits(&b_kafka) >= 1
     });
     // `a` dies mid-stream, holding messages (and perhaps a batch) it has not finished.
+    put_objects(OBJECTS / 2..OBJECTS);
     b.assert_running();
     a.sigkill();
     assert_ne!(
